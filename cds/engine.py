@@ -1,0 +1,170 @@
+"""Forward chaining with durable_rules: input facts -> findings -> recommendations.
+
+durable_rules is fast but fragile inside a server; this adapter follows the pattern of
+shared/engine/durable-rules-notes.md §8, and each workaround names the hazard it avoids:
+no background threads (segfault on overlapping sessions), a leased pool of hash-distinct session
+ids (1,024-session limit, 32-bit sid hashing), an opener fact per session (delete of an untouched
+session can segfault), guarded actions that fail the evaluation closed (action errors are
+swallowed by the engine), and delete_state in `finally`.
+Stages: rules of stage n wait for a `$stage` marker fact asserted after stage n-1 has settled;
+the marker comes first in each join so that `not` conditions are checked only once the facts
+they negate are complete (durable_rules does not retract a match when a negated fact arrives).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import queue
+from typing import Any
+
+from durable import engine as durable
+
+from cds.facts import InputFact
+from cds.outcome import Collector, Evaluation, RuleRef
+from cds.rules import CompiledRule, Pattern, RuleSet
+
+_OPS = {"ge": "$gte", "le": "$lte", "gt": "$gt", "lt": "$lt"}
+_OPENER = "$open"
+
+
+class EngineError(RuntimeError):
+    """The rules could not be evaluated; no partial result is returned (fail closed)."""
+
+
+class EngineBusy(EngineError):
+    """Every engine session is in use; the caller should answer 503."""
+
+
+def fnv1a32(text: str) -> int:
+    """The hash durable_rules uses to identify sessions (sids must not collide under it)."""
+    value = 0x811C9DC5
+    for byte in text.encode():
+        value = ((value ^ byte) * 16777619) & 0xFFFFFFFF
+    return value
+
+
+def _condition(pattern: Pattern) -> dict[str, Any]:
+    terms: list[dict[str, Any]] = [{"type": pattern.type}, {"kind": pattern.kind}]
+    if pattern.side is not None:
+        terms.append({"side": pattern.side})
+    for test in pattern.tests:
+        if test.op == "eq":
+            terms.append({test.prop: test.value})
+        else:
+            terms.append({_OPS[test.op]: {test.prop: test.value}})
+    return {"$and": terms}
+
+
+def to_durable(rule: CompiledRule) -> dict[str, Any]:
+    """One compiled rule as durable_rules JSON: marker first, positives, then negations."""
+    terms: list[dict[str, Any]] = [{"stage": {"$and": [{"type": "$stage"}, {"n": rule.stage}]}}]
+    terms += [{f"p{i}": _condition(p)} for i, p in enumerate(rule.positives)]
+    terms += [{f"n{i}$not": _condition(p)} for i, p in enumerate(rule.negatives)]
+    return {"all": terms, "run": rule.key}
+
+
+class _Session:
+    """Per-evaluation state that actions reach through the leased sid."""
+
+    def __init__(self, facts: list[InputFact]) -> None:
+        self.collector = Collector(facts)
+        self.errors: list[str] = []
+
+
+class _QuietHost(durable.Host):  # type: ignore[misc]
+    """A Host without the dispatcher and timer threads, resolving actions from compiled rules."""
+
+    def __init__(self, rules: dict[str, CompiledRule], sessions: dict[str, _Session]) -> None:
+        self._rules, self._sessions = rules, sessions
+        super().__init__()
+
+    def _run(self) -> None:
+        """Deliberately empty: the background threads segfault once sessions overlap."""
+
+    def get_action(self, action_name: str) -> Any:
+        if action_name == _OPENER:
+            return lambda c: None
+        rule = self._rules[action_name]
+        ref = RuleRef(id=rule.rule_id, version=rule.version)
+        effects = [(e.verb, e.name, e.side) for e in rule.effects]
+        aliases = [f"p{i}" for i in range(len(rule.positives))]
+        sessions = self._sessions
+
+        def act(c: Any) -> None:
+            session = sessions.get(c.s.sid)
+            if session is None:
+                return
+            try:
+                basis = [str(getattr(c, alias).id) for alias in aliases]
+                for fact in session.collector.apply(ref, effects, basis):
+                    try:
+                        c.assert_fact(fact)
+                    except durable.MessageNotHandledException:
+                        pass  # no rule uses this finding as a condition: recorded, not asserted
+            except BaseException as exc:  # noqa: BLE001 - the engine would swallow it silently
+                session.errors.append(f"{rule.key}: {exc!r}")
+
+        return act
+
+
+class DurableEngine:
+    """Evaluates a RuleSet with durable_rules; safe to call from many threads at once."""
+
+    def __init__(self, ruleset: RuleSet, *, pool_size: int = 64, name: str = "knee_hip") -> None:
+        self.ruleset, self.name = ruleset, name
+        self._rules = {r.key: r for r in ruleset.compiled}
+        self._sessions: dict[str, _Session] = {}
+        definition: dict[str, Any] = {r.key: to_durable(r) for r in ruleset.compiled}
+        definition["$opener"] = {"all": [{"m": {"type": _OPENER}}], "run": _OPENER}
+        self._host = _QuietHost(self._rules, self._sessions)
+        self._host.set_rulesets({name: copy.deepcopy(definition)})
+        self._sids: queue.SimpleQueue[str] = queue.SimpleQueue()
+        sids = [f"s{i}" for i in range(pool_size)]
+        if len({fnv1a32(s) for s in sids}) != len(sids):
+            raise EngineError("session id pool has colliding hashes")
+        for sid in sids:
+            self._sids.put(sid)
+
+    def evaluate(self, facts: list[InputFact], *, timeout: float = 5.0) -> Evaluation:
+        """Run all stages on `facts`; raises EngineError rather than return a partial result."""
+        try:
+            sid = self._sids.get(timeout=timeout)
+        except queue.Empty:
+            raise EngineBusy("all rule-engine sessions are busy") from None
+        session = self._sessions[sid] = _Session(facts)
+        healthy = False
+        try:
+            self._run(sid, session, facts)
+            healthy = True
+        finally:
+            healthy = self._close(sid) and healthy
+            self._sessions.pop(sid, None)
+            if healthy:
+                self._sids.put(sid)
+        if session.errors:
+            raise EngineError("; ".join(session.errors))
+        return session.collector.result()
+
+    def _run(self, sid: str, session: _Session, facts: list[InputFact]) -> None:
+        self._host.assert_fact(self.name, {"sid": sid, "type": _OPENER})
+        for fact in facts:
+            self._assert(sid, session, {**fact.engine_fields(), "sid": sid})
+        for stage in range(1, self.ruleset.stages + 1):
+            self._assert(sid, session, {"sid": sid, "id": f"$stage{stage}", "type": "$stage",
+                                        "n": stage})
+
+    def _assert(self, sid: str, session: _Session, fact: dict[str, Any]) -> None:
+        try:
+            self._host.assert_fact(self.name, fact)
+        except durable.MessageNotHandledException:
+            pass  # no rule looks at this fact: normal
+        except durable.MessageObservedException:
+            session.errors.append(f"duplicate fact {json.dumps(fact.get('id'))}")
+
+    def _close(self, sid: str) -> bool:
+        try:
+            self._host.delete_state(self.name, sid)
+            return True
+        except Exception:  # noqa: BLE001 - a session that cannot be deleted is retired
+            return False
