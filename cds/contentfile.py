@@ -46,7 +46,7 @@ def read_yaml(path: Path) -> tuple[Any, dict[Location, int]]:
         raise ContentError(path, None, f"cannot read file ({exc.strerror})") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
+        data = yaml.load(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark is not None else None

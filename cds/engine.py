@@ -13,6 +13,7 @@ they negate are complete (durable_rules does not retract a match when a negated 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import queue
@@ -98,11 +99,10 @@ class _QuietHost(durable.Host):  # type: ignore[misc]
             try:
                 basis = [str(getattr(c, alias).id) for alias in aliases]
                 for fact in session.collector.apply(ref, effects, basis):
-                    try:
+                    # A finding no rule uses as a condition is recorded but has nowhere to go.
+                    with contextlib.suppress(durable.MessageNotHandledException):
                         c.assert_fact(fact)
-                    except durable.MessageNotHandledException:
-                        pass  # no rule uses this finding as a condition: recorded, not asserted
-            except BaseException as exc:  # noqa: BLE001 - the engine would swallow it silently
+            except BaseException as exc:
                 session.errors.append(f"{rule.key}: {exc!r}")
 
         return act
@@ -166,5 +166,5 @@ class DurableEngine:
         try:
             self._host.delete_state(self.name, sid)
             return True
-        except Exception:  # noqa: BLE001 - a session that cannot be deleted is retired
+        except Exception:
             return False

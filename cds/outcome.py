@@ -6,9 +6,11 @@ layer never knows which one ran.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import BaseModel, ConfigDict, Field
 
-from cds.facts import InputFact
+from cds.facts import EngineValue, InputFact
 
 
 class RuleRef(BaseModel):
@@ -82,10 +84,10 @@ class Collector:
         self.recommendations: dict[tuple[str, str | None], Derived] = {}
         self.suppressions: set[tuple[str, str | None]] = set()
 
-    def apply(self, rule: RuleRef, effects: list[tuple[str, str, str | None]],
-              basis: list[str]) -> list[dict[str, str]]:
+    def apply(self, rule: RuleRef, effects: Sequence[tuple[str, str, str | None]],
+              basis: list[str]) -> list[dict[str, EngineValue]]:
         """Apply (verb, name, side) effects; return the engine facts that are new."""
-        new: list[dict[str, str]] = []
+        new: list[dict[str, EngineValue]] = []
         for verb, name, side in effects:
             if verb == "suppress":
                 self.suppressions.add((name, side))
@@ -99,7 +101,7 @@ class Collector:
             ident = f"{prefix}:{name}:{side or '-'}"
             store[(name, side)] = Derived(id=ident, name=name, side=side, rules=[rule],
                                           basis=list(basis))
-            fact = {"id": ident, "type": prefix, "kind": name}
+            fact: dict[str, EngineValue] = {"id": ident, "type": prefix, "kind": name}
             if side is not None:
                 fact["side"] = side
             new.append(fact)

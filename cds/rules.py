@@ -199,6 +199,18 @@ class RuleSet:
     def active(self) -> list[Rule]:
         return [r for r in self.source.rules if r.status == "active"]
 
+    def parameters_of(self, rule_id: str) -> list[str]:
+        """Names of the parameters a rule's conditions compare against, in file order."""
+        names: list[str] = []
+        for cond in self.rule(rule_id).when:
+            for spec in cond.tests.values():
+                values = spec.values() if isinstance(spec, dict) else [spec]
+                for value in values:
+                    for item in value if isinstance(value, list) else [value]:
+                        if isinstance(item, str) and item in self.source.parameters and item not in names:
+                            names.append(item)
+        return names
+
 
 class _Compiler:
     def __init__(self, path: Path, source: RuleFile, lines: dict[Location, int],

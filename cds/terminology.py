@@ -93,6 +93,7 @@ class Terminology(_Strict):
     patellofemoral_conditions: list[PatellofemoralCondition]
     red_flags: list[RedFlag]
     physiotherapy_requests: list[Code]
+    laterality_extension: str
 
     def system(self, name: str) -> str:
         """Resolve the file's `local` shorthand to the canonical URL."""

@@ -1,0 +1,50 @@
+"""One evaluation, end to end: FHIR resources -> validated facts -> rules -> cards.
+
+Loaded once per process (content files are read and compiled at start-up, so a broken file stops
+start-up); `decide` is then a pure function of its inputs and safe to call from many threads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cds.cards import CardBuilder, load_card_texts
+from cds.cdshooks import Card, CDSResponse
+from cds.engine import DurableEngine
+from cds.outcome import Evaluation
+from cds.rules import RuleSet, load_rules
+from cds.settings import Settings
+from cds.terminology import Terminology, load_terminology
+from cds.validate import Context, Validated, validate
+
+
+@dataclass(frozen=True)
+class Decision:
+    validated: Validated
+    evaluation: Evaluation
+    cards: list[Card]
+
+    def response(self) -> CDSResponse:
+        return CDSResponse(cards=self.cards)
+
+
+class Pipeline:
+    """The loaded content and engine; build once, call `decide` per request."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.terminology: Terminology = load_terminology(settings.rules_dir / "terminology.yaml")
+        self.ruleset: RuleSet = load_rules(settings.rules_dir / settings.rule_file, self.terminology,
+                                           include_drafts=settings.include_draft_rules)
+        texts = load_card_texts(settings.rules_dir / "cards.yaml", self.ruleset)
+        rules_url = f"{settings.public_url.rstrip('/')}/rules" if settings.public_url else None
+        self.cards = CardBuilder(texts, self.ruleset, self.terminology, rules_url=rules_url)
+        self.engine = DurableEngine(self.ruleset)
+
+    def decide(self, resources: list[Any], context: Context) -> Decision:
+        """Validate, evaluate and build cards; invalid data never reaches the engine."""
+        validated = validate(resources, self.terminology, context)
+        evaluation = self.engine.evaluate(validated.facts)
+        cards = self.cards.build(evaluation, validated.issues, validated.patient_id)
+        return Decision(validated, evaluation, cards)
