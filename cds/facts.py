@@ -182,14 +182,16 @@ FACT_MODELS: tuple[type[_Fact], ...] = (
 )
 
 
-def fact_properties() -> dict[str, frozenset[str]]:
-    """For each fact kind, the properties a rule may test (what the engine projection carries)."""
-    known: dict[str, frozenset[str]] = {}
+def fact_properties() -> dict[str, dict[str, str]]:
+    """For each fact kind, the properties a rule may test and their type ('number' or 'text')."""
+    known: dict[str, dict[str, str]] = {}
     for model in FACT_MODELS:
         kind_field = model.model_fields["kind"].annotation
-        names = frozenset(model.model_fields) - {"id", "source", "date", "kind", "display"}
+        props = {name: ("number" if field.annotation in (int, float) else "text")
+                 for name, field in model.model_fields.items()
+                 if name not in {"id", "source", "date", "kind", "display"}}
         for kind in getattr(kind_field, "__args__", ()):
-            known[kind] = names
+            known[kind] = props
     return known
 
 

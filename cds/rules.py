@@ -247,11 +247,12 @@ class _Compiler:
         alternatives: list[list[Test]] = [[]]
         for prop, spec in cond.tests.items():
             here = (*loc, prop)
-            if cond.fact is not None and prop not in self.properties.get(cond.fact, frozenset()):
-                known = ", ".join(sorted(self.properties.get(cond.fact, frozenset()))) or "none"
-                raise self.fail(here, f"fact {cond.fact} has no property {prop!r} (known: {known})")
             if cond.fact is None:
                 raise self.fail(here, f"only facts have properties to test; {prop!r} is not allowed")
+            types = self.properties.get(cond.fact, {})
+            if prop not in types:
+                known = ", ".join(sorted(types)) or "none"
+                raise self.fail(here, f"fact {cond.fact} has no property {prop!r} (known: {known})")
             if not isinstance(spec, dict):
                 alternatives = [[*a, Test(prop, "eq", self._value(here, spec))] for a in alternatives]
                 continue
@@ -265,8 +266,9 @@ class _Compiler:
                     alternatives = [[*a, Test(prop, "eq", v)] for a in alternatives for v in values]
                 else:
                     test = Test(prop, _OP_OF[op], self._value(here, raw))  # type: ignore[arg-type]
-                    if test.op != "eq" and isinstance(test.value, str):
-                        raise self.fail(here, f"{op} needs a number or a numeric parameter")
+                    if test.op != "eq" and (isinstance(test.value, str) or types[prop] != "number"):
+                        raise self.fail(here, f"{op} needs a number property and a number or numeric parameter "
+                                              f"({prop!r} is {types[prop]})")
                     alternatives = [[*a, test] for a in alternatives]
         return alternatives
 
