@@ -54,7 +54,7 @@ def example_paths() -> list[Path]:
 
 
 def expected_for(bundle: Path) -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load(bundle.with_suffix("").with_suffix(".expected.yaml").read_text())
+    data: dict[str, Any] = yaml.safe_load((bundle.parent / bundle.name.replace(".json", ".expected.yaml")).read_text())
     return data
 
 
