@@ -1,0 +1,132 @@
+"""Cards follow the CDS Hooks 2.0 response rules and carry careful, explained clinical text."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fhir.resources.R4B.servicerequest import ServiceRequest
+from pydantic import ValidationError
+
+from cds.cards import EXPLANATION_KEY, load_card_texts
+from cds.cdshooks import Card, Indicator, Source, Suggestion
+from cds.contentfile import ContentError
+from cds.pipeline import Decision, Pipeline
+from cds.rules import RuleSet
+from cds.validate import Context, bundle_resources
+from tests.conftest import EXAMPLES, RULES, example_paths, load_json
+
+
+def decide(pipeline: Pipeline, name: str, user: str = "Practitioner/1") -> Decision:
+    path = next(p for p in example_paths() if p.name.startswith(name))
+    return pipeline.decide(bundle_resources(load_json(path)), Context(today=dt.date(2026, 11, 24), user_id=user))
+
+
+def all_cards(pipeline: Pipeline) -> list[dict[str, Any]]:
+    return [c for p in example_paths() for c in decide(pipeline, p.stem).response().dump()["cards"]]
+
+
+def test_every_card_keeps_the_response_rules(pipeline: Pipeline) -> None:
+    cards = all_cards(pipeline)
+    assert len(cards) > 10
+    uuids = [c["uuid"] for c in cards] + [s["uuid"] for c in cards for s in c.get("suggestions", [])]
+    assert len(set(uuids)) == len(uuids)
+    for card in cards:
+        uuid.UUID(card["uuid"])
+        assert len(card["summary"]) < 140
+        assert card["indicator"] in {"info", "warning", "critical"}
+        assert card["source"]["label"]
+        assert all(r["display"] for r in card["overrideReasons"])
+        if "suggestions" in card:
+            assert card["selectionBehavior"] == "at-most-one"
+            for action in (a for s in card["suggestions"] for a in s["actions"]):
+                assert action["type"] == "create"
+                assert action["description"]
+        assert None not in card.values()
+        assert [] not in card.values()
+
+
+def test_p01_suggestions_are_valid_draft_service_requests(pipeline: Pipeline) -> None:
+    decision = decide(pipeline, "P01")
+    codes = []
+    for card in decision.cards:
+        [suggestion] = card.suggestions or []
+        [action] = suggestion.actions or []
+        request = ServiceRequest.model_validate(action.resource)
+        assert (request.status, request.intent) == ("draft", "proposal")
+        assert request.subject.reference == "Patient/p01"
+        laterality = request.bodySite[0].extension[0].valueCodeableConcept.coding[0].code
+        assert laterality == "24028007"
+        codes.append({c.code for c in request.code.coding})
+    assert "308447003" in codes[0]
+    assert "hip-flexor-strengthening-endrange" in codes[0]
+    assert "patellar-glide-inferior" in codes[1]
+
+
+def test_detail_states_findings_evidence_limits_and_rules(pipeline: Pipeline) -> None:
+    card = decide(pipeline, "P01").cards[0]
+    detail = card.detail or ""
+    assert "Not a diagnosis" in detail
+    assert "right seated hip flexion above 90°: 4/5 (MMT) (2026-11-19)" in detail
+    assert "expert opinion (grade F)" in detail
+    assert "Red flags checked" in detail
+    assert "4+/5" in detail
+    assert "R3 v1" in detail
+    explanation = (card.extension or {})[EXPLANATION_KEY]
+    assert {"id": "R3", "version": 1} in [{"id": r["id"], "version": r["version"]} for r in explanation["rules"]]
+    assert "Observation/p01-mmt-2" in [f["source"] for f in explanation["facts"]]
+
+
+def test_detail_says_when_data_are_missing_or_preferred(pipeline: Pipeline) -> None:
+    p02 = decide(pipeline, "P02").cards[0].detail or ""
+    assert "standard-range (≤ 90°) test not recorded" in p02
+    p10 = decide(pipeline, "P10").cards[0].detail or ""
+    assert "dynamometer result was used over the manual grade 5/5" in p10
+
+
+def test_glide_card_says_it_is_an_adjunct(pipeline: Pipeline) -> None:
+    assert "never on its own" in (decide(pipeline, "P01").cards[1].detail or "")
+
+
+def test_existing_referral_removes_suggestions_and_says_why(pipeline: Pipeline) -> None:
+    card = decide(pipeline, "P15c").cards[0]
+    assert card.suggestions is None
+    assert "active physiotherapy referral exists" in (card.detail or "")
+
+
+def test_red_flag_card_lists_the_flags(pipeline: Pipeline) -> None:
+    [card] = decide(pipeline, "P05").cards
+    assert card.indicator == Indicator.warning
+    assert "recent knee trauma" in (card.detail or "")
+    assert "knee effusion" in (card.detail or "")
+
+
+def test_patient_viewer_gets_no_cards(pipeline: Pipeline) -> None:
+    assert decide(pipeline, "P01", user="Patient/p01").cards == []
+
+
+def test_card_model_refuses_spec_violations() -> None:
+    source = Source(label="x")
+    with pytest.raises(ValidationError, match="at most 139 characters"):
+        Card(summary="x" * 140, indicator=Indicator.info, source=source)
+    with pytest.raises(ValidationError, match="selectionBehavior"):
+        Card(summary="s", indicator=Indicator.info, source=source, suggestions=[Suggestion(label="a")])
+    with pytest.raises(ValidationError):
+        Card.model_validate({"summary": "s", "indicator": "urgent", "source": {"label": "x"}})
+
+
+def test_too_long_summary_in_card_texts_names_the_line(tmp_path: Path, ruleset: RuleSet) -> None:
+    text = (RULES / "cards.yaml").read_text()
+    path = tmp_path / "cards.yaml"
+    path.write_text(text.replace("Consider psoas-focused strengthening.", "Consider " + "very " * 20 + "focused work."))
+    with pytest.raises(ContentError, match="limit is 139") as caught:
+        load_card_texts(path, ruleset)
+    assert caught.value.line == next(i for i, line in enumerate(path.read_text().splitlines(), 1)
+                                     if "very very" in line)
+
+
+def test_examples_folder_is_the_one_tested() -> None:
+    assert EXAMPLES.is_dir()
