@@ -68,7 +68,6 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the CDS Hooks service")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--workers", type=int, default=1)
     return parser
 
 
@@ -135,7 +134,7 @@ def cmd_rules(pipeline: Pipeline, args: argparse.Namespace) -> int:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from cds.service import serve  # the web stack is only imported when serving
 
-    return serve(settings, host=args.host, port=args.port, workers=args.workers)
+    return serve(settings, host=args.host, port=args.port)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,3 +18,4 @@ class Settings(BaseSettings):
     include_draft_rules: bool = Field(default=False, description="Also run rules with status 'draft'")
     lookback_days: int = Field(default=90, ge=1, le=3650, description="Older observations are not used")
     public_url: str | None = Field(default=None, description="Externally visible base URL of the service")
+    max_body_bytes: int = Field(default=5_000_000, ge=1024, description="Larger request bodies get 413")
