@@ -22,6 +22,9 @@ test: $(STAMP)
 	$(BIN)/mypy cds
 	$(BIN)/python -m pytest
 
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench_engine
+
 lint: $(STAMP)
 	$(BIN)/ruff check cds tests
 	$(BIN)/mypy cds

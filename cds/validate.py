@@ -136,9 +136,11 @@ class _Validator:
         if self.out.patient_id is None:
             self.issue("Bundle", "Bundle.entry", "error", "no-patient",
                        "no patient in context and no Patient resource: cannot tell whose data this is")
+        handlers = {"Observation": self._observation, "Condition": self._condition,
+                    "Procedure": self._procedure, "ServiceRequest": self._servicerequest}
         for resource in parsed:
-            handler = getattr(self, f"_{resource['resourceType'].lower()}")
-            if resource["resourceType"] != "Patient":
+            handler = handlers.get(resource["resourceType"])
+            if handler is not None:
                 handler(resource)
         self._resolve_readings()
         self._audience()
