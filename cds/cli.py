@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cds.cards import EXPLANATION_KEY
 from cds.contentfile import ContentError
 from cds.pipeline import Decision, Pipeline
 from cds.settings import Settings
@@ -113,7 +114,7 @@ def cmd_evaluate(pipeline: Pipeline, args: argparse.Namespace) -> int:
         print(f"  [{card.indicator.value}] {card.summary}")
         for s in card.suggestions or []:
             print(f"      suggestion: {s.label}")
-        rules = (card.extension or {}).get("urn:hipflex-cds:explanation", {}).get("rules", [])
+        rules = (card.extension or {}).get(EXPLANATION_KEY, {}).get("rules", [])
         print("      rules: " + ", ".join(f"{r['id']} v{r['version']}" for r in rules))
     _print_issues(decision)
     return 0

@@ -21,23 +21,25 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from cds.engine import EngineBusy
 from cds.pipeline import Pipeline
 from cds.settings import Settings
+from cds.terminology import Terminology
 from cds.validate import Context
 
 log = logging.getLogger("hipflex_cds.service")
 REFERENCE = re.compile(r"^[A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
-LOCAL = "urn:hipflex-cds:fhir:CodeSystem:knee-hip"
-OBSERVATION_CODES = ",".join([
-    f"{LOCAL}|hip-flexion-mmt-seated-endrange", f"{LOCAL}|hip-flexion-mmt-seated-standard",
-    f"{LOCAL}|hip-flexion-hhd-seated-endrange", f"{LOCAL}|knee-hyperextension-angle",
-    f"{LOCAL}|knee-hyperextension-gait", "http://loinc.org|72514-3", "http://loinc.org|38204-4",
-])
-PREFETCH = {
-    "patient": "Patient/{{context.patientId}}",
-    "observations": f"Observation?patient={{{{context.patientId}}}}&code={OBSERVATION_CODES}",
-    "conditions": "Condition?patient={{context.patientId}}",
-    "procedures": "Procedure?patient={{context.patientId}}",
-    "serviceRequests": "ServiceRequest?patient={{context.patientId}}&status=active",
-}
+
+
+def prefetch_templates(terminology: Terminology) -> dict[str, str]:
+    """Prefetch templates; the Observation codes come from rules/terminology.yaml, not a copy."""
+    codes = ",".join(f"{system}|{code}" for system, code in terminology.observation_by_code)
+    return {
+        "patient": "Patient/{{context.patientId}}",
+        "observations": f"Observation?patient={{{{context.patientId}}}}&code={codes}",
+        "conditions": "Condition?patient={{context.patientId}}",
+        "procedures": "Procedure?patient={{context.patientId}}",
+        "serviceRequests": "ServiceRequest?patient={{context.patientId}}&status=active",
+    }
+
+
 REQUIRED_PREFETCH = ("patient", "observations")
 
 
@@ -50,19 +52,20 @@ class Service(BaseModel):
     usageRequirements: str  # noqa: N815 - spec name
 
 
-def services() -> list[Service]:
+def services(terminology: Terminology) -> list[Service]:
     """The discovery document: one service per supported hook."""
+    prefetch = prefetch_templates(terminology)
     usage = ("Needs the patient's Patient and Observations (prefetch 'patient' and 'observations', or FHIR "
              "access); Conditions, Procedures and ServiceRequests are used for red flags and referrals.")
     base = "Suggests end-range hip-flexor strengthening and inferior patellar glides for anterior knee pain."
     return [
         Service(hook="patient-view", id="hipflex-patient-view", title="Hip flexion and knee pain (chart open)",
-                description=base, prefetch=PREFETCH, usageRequirements=usage),
+                description=base, prefetch=prefetch, usageRequirements=usage),
         Service(hook="encounter-start", id="hipflex-encounter-start",
-                title="Hip flexion and knee pain (encounter start)", description=base, prefetch=PREFETCH,
+                title="Hip flexion and knee pain (encounter start)", description=base, prefetch=prefetch,
                 usageRequirements=usage),
         Service(hook="order-select", id="hipflex-order-select", title="Hip flexion and knee pain (physiotherapy order)",
-                description=base + " Reacts when a physiotherapy ServiceRequest is selected.", prefetch=PREFETCH,
+                description=base + " Reacts when a physiotherapy ServiceRequest is selected.", prefetch=prefetch,
                 usageRequirements=usage),
     ]
 
@@ -146,7 +149,7 @@ def prefetched_resources(request: HookRequest) -> list[Any]:
 
 def create_app(settings: Settings) -> FastAPI:
     pipeline = Pipeline(settings)
-    catalog = {s.id: s for s in services()}
+    catalog = {s.id: s for s in services(pipeline.terminology)}
     app = FastAPI(title="hipflex-cds", version="0.1.0", description=__doc__)
 
     @app.get("/cds-services")
