@@ -4,7 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+# The tests run the store against a real PostgreSQL server too: `make postgres` installs and starts one.
+PG_URL := postgresql://hipflex:hipflex@127.0.0.1:5432/hipflex_test
+PSQL := su postgres -c
+
+.PHONY: run test lint bench clean postgres
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +21,19 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/hipflex-cds serve
 
-test: $(STAMP)
+test: $(STAMP) postgres
 	$(BIN)/ruff check cds tests
 	$(BIN)/mypy cds
-	$(BIN)/python -m pytest
+	HIPFLEX_TEST_DATABASE_URL=$(PG_URL) $(BIN)/python -m pytest
+
+postgres:
+	@command -v pg_lsclusters >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql)
+	@pg_lsclusters -h | grep -q . || pg_createcluster --start 15 main
+	@pg_lsclusters -h | awk '$$4 != "online" {print $$1, $$2}' | while read v c; do pg_ctlcluster $$v $$c start; done
+	@$(PSQL) "psql -tAc \"SELECT 1 FROM pg_roles WHERE rolname='hipflex'\"" | grep -q 1 || \
+		$(PSQL) "psql -qc \"CREATE ROLE hipflex LOGIN PASSWORD 'hipflex'\""
+	@$(PSQL) "psql -tAc \"SELECT 1 FROM pg_database WHERE datname='hipflex_test'\"" | grep -q 1 || \
+		$(PSQL) "createdb -O hipflex hipflex_test"
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench_engine

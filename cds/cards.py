@@ -188,7 +188,8 @@ class CardBuilder:
         else:
             checked = ", ".join(flag.display for flag in self.t.red_flags)
             notes.append(f"Red flags checked in the record, none found: {checked}. Only what is recorded was checked.")
-        notes += [f"Not used: {i.resource} — {i.message}." for i in issues if i.severity != "information"]
+        notes += [f"{'Not available' if i.code == 'unavailable' else 'Not used'}: {i.resource} — {i.message}."
+                  for i in issues if i.severity != "information"]
         return notes
 
     @staticmethod

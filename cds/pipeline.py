@@ -6,12 +6,14 @@ start-up); `decide` is then a pure function of its inputs and safe to call from 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cds.cards import CardBuilder, load_card_texts
 from cds.cdshooks import Card, CDSResponse
 from cds.engine import DurableEngine
+from cds.facts import DataIssue
 from cds.outcome import Evaluation
 from cds.rules import RuleSet, load_rules
 from cds.settings import Settings
@@ -42,9 +44,13 @@ class Pipeline:
         self.cards = CardBuilder(texts, self.ruleset, self.terminology, rules_url=rules_url)
         self.engine = DurableEngine(self.ruleset)
 
-    def decide(self, resources: list[Any], context: Context) -> Decision:
-        """Validate, evaluate and build cards; invalid data never reaches the engine."""
+    def decide(self, resources: list[Any], context: Context, unavailable: Sequence[DataIssue] = ()) -> Decision:
+        """Validate, evaluate and build cards; invalid data never reaches the engine.
+
+        `unavailable` names data that could not be gathered, so the cards can say what was not checked.
+        """
         validated = validate(resources, self.terminology, context)
+        validated.issues.extend(unavailable)
         evaluation = self.engine.evaluate(validated.facts)
         cards = self.cards.build(evaluation, validated.issues, validated.patient_id)
         return Decision(validated, evaluation, cards)

@@ -1,31 +1,45 @@
-"""The CDS Hooks 2.0 HTTP service: discovery and hook calls (https://cds-hooks.hl7.org/2.0/).
+"""The CDS Hooks 2.0 HTTP service (https://cds-hooks.hl7.org/2.0/): discovery, hook calls, feedback.
 
-Errors are mapped to HTTP in this one place: 400 names the field and the problem, 404 an unknown
-service, 412 data that is needed but neither prefetched nor obtainable, 413 a body over the
-limit, and an internal fault a generic 500 with a correlation id (details only in the log).
+This module only speaks HTTP: it authenticates, reads the body within its limit, hands the work
+to the modules of the data flow, and maps their errors to statuses in one place — 400 names the
+field and the problem, 401 the failed token check, 404 an unknown service or card, 412 data
+that is needed but unobtainable, 413 a body over the limit, 503 a busy engine, and an internal
+fault a generic 500 with a correlation id (details only in the log).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
-import re
+import time
 import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cds.auth import Authenticator, AuthError, Caller, load_issuers
+from cds.cards import EXPLANATION_KEY
+from cds.cdshooks import Card
 from cds.engine import EngineBusy
+from cds.feedback import parse_feedback, store_feedback
+from cds.hookrequest import RequestError, parse_request, selected_knee_physiotherapy
+from cds.observability import Metrics
 from cds.pipeline import Pipeline
+from cds.prefetch import FetchLimits, FhirReader, gather
 from cds.settings import Settings
+from cds.store import IssuedCard, Store, patient_key
 from cds.terminology import Terminology
 from cds.validate import Context
 
 log = logging.getLogger("hipflex_cds.service")
-REFERENCE = re.compile(r"^[A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def prefetch_templates(terminology: Terminology) -> dict[str, str]:
@@ -33,14 +47,11 @@ def prefetch_templates(terminology: Terminology) -> dict[str, str]:
     codes = ",".join(f"{system}|{code}" for system, code in terminology.observation_by_code)
     return {
         "patient": "Patient/{{context.patientId}}",
-        "observations": f"Observation?patient={{{{context.patientId}}}}&code={codes}",
+        "observations": f"Observation?patient={{{{context.patientId}}}}&code={codes}&_sort=-date&_count=100",
         "conditions": "Condition?patient={{context.patientId}}",
         "procedures": "Procedure?patient={{context.patientId}}",
         "serviceRequests": "ServiceRequest?patient={{context.patientId}}&status=active",
     }
-
-
-REQUIRED_PREFETCH = ("patient", "observations")
 
 
 class Service(BaseModel):
@@ -55,8 +66,9 @@ class Service(BaseModel):
 def services(terminology: Terminology) -> list[Service]:
     """The discovery document: one service per supported hook."""
     prefetch = prefetch_templates(terminology)
-    usage = ("Needs the patient's Patient and Observations (prefetch 'patient' and 'observations', or FHIR "
-             "access); Conditions, Procedures and ServiceRequests are used for red flags and referrals.")
+    usage = ("Needs the patient's Patient and Observations (prefetch 'patient' and 'observations', or fhirServer "
+             "access); Conditions, Procedures and ServiceRequests are used for red flags and referrals, and the "
+             "cards say when they could not be read.")
     base = "Suggests end-range hip-flexor strengthening and inferior patellar glides for anterior knee pain."
     return [
         Service(hook="patient-view", id="hipflex-patient-view", title="Hip flexion and knee pain (chart open)",
@@ -65,135 +77,209 @@ def services(terminology: Terminology) -> list[Service]:
                 title="Hip flexion and knee pain (encounter start)", description=base, prefetch=prefetch,
                 usageRequirements=usage),
         Service(hook="order-select", id="hipflex-order-select", title="Hip flexion and knee pain (physiotherapy order)",
-                description=base + " Reacts when a physiotherapy ServiceRequest is selected.", prefetch=prefetch,
-                usageRequirements=usage),
+                description=base + " Answers only when a physiotherapy ServiceRequest for the knee is selected.",
+                prefetch=prefetch, usageRequirements=usage),
     ]
-
-
-REQUIRED_CONTEXT = {"patient-view": ("userId", "patientId"), "encounter-start": ("userId", "patientId", "encounterId"),
-                    "order-select": ("userId", "patientId", "selections", "draftOrders")}
-
-
-class HookRequest(BaseModel):
-    """The CDS Hooks request body (S2 #http-request); unknown members such as `extension` are allowed."""
-
-    model_config = ConfigDict(extra="allow")
-
-    hook: str
-    hookInstance: str = Field(pattern=r"^[0-9a-fA-F-]{32,36}$")  # noqa: N815 - spec name
-    fhirServer: str | None = None  # noqa: N815 - spec name
-    fhirAuthorization: dict[str, Any] | None = None  # noqa: N815 - spec name
-    context: dict[str, Any]
-    prefetch: dict[str, Any] | None = None
-
-
-class RequestError(Exception):
-    def __init__(self, status: int, error: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.error, self.message, self.field = status, error, message, field
 
 
 def error_body(status: int, error: str, message: str, field: str | None = None) -> JSONResponse:
     body: dict[str, Any] = {"error": error, "message": message}
     if field:
         body["field"] = field
-    return JSONResponse(status_code=status, content=body)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(status_code=status, content=body, headers=headers)
 
 
-def parse_request(raw: bytes, service: Service) -> HookRequest:
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestError(400, "invalid-json", f"body is not JSON: {exc}") from None
-    try:
-        request = HookRequest.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(body)"
-        raise RequestError(400, "invalid-request", f"{field}: {first['msg']}", field) from None
-    if request.hook != service.hook:
-        raise RequestError(400, "wrong-hook", f"service {service.id} answers {service.hook}, not {request.hook}",
-                           "hook")
-    for name in REQUIRED_CONTEXT[service.hook]:
-        if name not in request.context:
-            raise RequestError(400, "invalid-context", f"context.{name} is required for {service.hook}",
-                               f"context.{name}")
-    for name in ("userId",):
-        if not REFERENCE.match(str(request.context[name])):
-            raise RequestError(400, "invalid-context", f"context.{name} must be a reference like Practitioner/123",
-                               f"context.{name}")
-    if request.fhirAuthorization is not None and not request.fhirServer:
-        raise RequestError(400, "invalid-request", "fhirAuthorization requires fhirServer (cds-r-1)", "fhirServer")
-    return request
+def issued_cards(cards: list[Card], service_id: str, hook_instance: str) -> list[IssuedCard]:
+    """What the store keeps of each card: ids, kind, side and the rule versions behind it."""
+    out = []
+    for card in cards:
+        explanation = (card.extension or {}).get(EXPLANATION_KEY, {})
+        recommendation = explanation.get("recommendation", {})
+        out.append(IssuedCard(card_uuid=card.uuid, service_id=service_id, hook_instance=hook_instance.lower(),
+                              card_kind=str(recommendation.get("card", "unknown")), side=recommendation.get("side"),
+                              rules=[{"id": r["id"], "version": r["version"]} for r in explanation.get("rules", [])],
+                              suggestions=[s.uuid for s in card.suggestions or []]))
+    return out
 
 
-def prefetched_resources(request: HookRequest) -> list[Any]:
-    """Resources from prefetch; a required key that is absent cannot be fetched yet, so 412."""
-    prefetch = request.prefetch or {}
-    missing = [k for k in REQUIRED_PREFETCH if k not in prefetch]
-    if missing:
-        how = ("fetching from fhirServer is not available in this version" if request.fhirServer
-               else "no fhirServer was given to fetch it from")
-        raise RequestError(412, "data-unavailable", f"prefetch {', '.join(missing)} missing and {how}",
-                           f"prefetch.{missing[0]}")
-    resources: list[Any] = []
-    for value in prefetch.values():
-        if value is None:
-            continue  # the client found no data for this key
-        if isinstance(value, dict) and value.get("resourceType") == "Bundle":
-            resources += [e.get("resource") for e in value.get("entry") or [] if isinstance(e, dict)]
-        else:
-            resources.append(value)
-    return resources
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes the limit (not after reading it all)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, "too-large", f"body is {declared} bytes; the limit is {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise RequestError(413, "too-large", f"body is over the limit of {limit} bytes")
+    return bytes(body)
+
+
+class CdsService:
+    """The loaded pipeline, store, authenticator and FHIR reader behind the HTTP routes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pipeline = Pipeline(settings)
+        self.catalog = {s.id: s for s in services(self.pipeline.terminology)}
+        self.store = Store(settings.database_url, patient_key(settings.patient_hash_key, settings.patient_key_file))
+        issuers = load_issuers(settings.issuers_file) if settings.issuers_file else []
+        self.auth = Authenticator(issuers, self.store.first_use_of_token,
+                                  max_lifetime_seconds=settings.jwt_max_lifetime_seconds) if issuers else None
+        self.reader = FhirReader(FetchLimits(settings.fhir_connect_seconds, settings.fhir_read_seconds,
+                                             settings.fhir_max_bytes, settings.fhir_max_pages))
+        self.metrics = Metrics()
+
+    def authenticate(self, request: Request, path: str) -> Caller | None:
+        """The verified caller, or None when authentication is off (loopback development only)."""
+        if self.auth is None:
+            return None
+        audience = (self.settings.public_url or "").rstrip("/") + path
+        try:
+            return self.auth.verify(request.headers.get("authorization"), audience)
+        except AuthError as exc:
+            raise RequestError(401, "unauthorized", str(exc)) from None
+
+    def answer(self, service: Service, raw: bytes) -> dict[str, Any]:
+        """One hook call: parse, gather, decide, remember the cards."""
+        hook = parse_request(raw, service.hook)
+        drafts: list[dict[str, Any]] = []
+        if service.hook == "order-select":
+            drafts = selected_knee_physiotherapy(hook, self.pipeline.terminology)
+            if not drafts:
+                return {"cards": []}
+        gathered = gather(hook, service.prefetch, self.reader)
+        today = self.settings.as_of or dt.datetime.now(dt.UTC).date()
+        context = Context(today=today, patient_id=hook.patient_id, user_id=hook.user_id,
+                          lookback_days=self.settings.lookback_days,
+                          selected_orders=frozenset(str(d.get("id")) for d in drafts))
+        decision = self.pipeline.decide(gathered.resources + drafts, context, gathered.issues)
+        issued = issued_cards(decision.cards, service.id, hook.hookInstance)
+        self.store.record_cards(issued, hook.patient_id)
+        for card in issued:
+            for rule in card.rules:
+                self.metrics.cards.labels(card.card_kind, f"{rule['id']}@{rule['version']}").inc()
+        return decision.response().dump()
+
+    def feedback(self, service: Service, raw: bytes) -> dict[str, Any]:
+        request = parse_feedback(raw)
+        stored = store_feedback(request, service.id, self.store)
+        for item, new in zip(request.feedback, stored, strict=True):
+            if new:
+                issued = self.store.issued(item.card.lower())
+                self.metrics.feedback.labels(issued.card_kind if issued else "unknown", item.outcome).inc()
+        return {"stored": sum(stored), "duplicates": len(stored) - sum(stored)}
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        store_ok = self.store.reachable()
+        body = {"status": "ok" if store_ok else "unavailable", "rules": len(self.pipeline.ruleset.compiled),
+                "ruleset": self.pipeline.ruleset.source.version, "store": "ok" if store_ok else "unreachable",
+                "authentication": "on" if self.auth else "off"}
+        return (200 if store_ok else 503), body
 
 
 def create_app(settings: Settings) -> FastAPI:
-    pipeline = Pipeline(settings)
-    catalog = {s.id: s for s in services(pipeline.terminology)}
-    app = FastAPI(title="hipflex-cds", version="0.1.0", description=__doc__)
+    """The ASGI app; content files, issuers and the store are loaded now, so mistakes stop start-up."""
+    cds = CdsService(settings)
 
-    @app.get("/cds-services")
-    def discovery() -> dict[str, Any]:
-        return {"services": [s.model_dump() for s in catalog.values()]}
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        cds.reader.close()
+        cds.store.close()
 
-    @app.get("/health")
-    def health() -> dict[str, Any]:
-        return {"status": "ok", "rules": len(pipeline.ruleset.compiled), "ruleset": pipeline.ruleset.source.version}
+    app = FastAPI(title="hipflex-cds", version="0.1.0", description=__doc__, lifespan=lifespan)
+    app.state.cds = cds
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"], max_age=600)
 
-    @app.post("/cds-services/{service_id}")
-    async def call(service_id: str, request: Request) -> JSONResponse:
-        service = catalog.get(service_id)
-        if service is None:
-            return error_body(404, "unknown-service", f"no CDS service with id {service_id!r}")
-        raw = await request.body()
-        if len(raw) > settings.max_body_bytes:
-            return error_body(413, "too-large", f"body is {len(raw)} bytes; the limit is {settings.max_body_bytes}")
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        name = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        return error_body(exc.status_code, name, f"{request.method} {request.url.path}: {exc.detail}")
+
+    async def guarded(service_id: str, endpoint: str, work: Callable[[], Any]) -> Response:
+        """Run one call, mapping every failure to its status; time it; log ids and outcome only."""
+        started, correlation = time.perf_counter(), str(uuid.uuid4())
         try:
-            hook = parse_request(raw, service)
-            resources = prefetched_resources(hook)
-            context = Context(today=dt.datetime.now(dt.UTC).date(), patient_id=str(hook.context["patientId"]),
-                              user_id=str(hook.context["userId"]), lookback_days=settings.lookback_days)
-            decision = pipeline.decide(resources, context)
+            response: Response = JSONResponse(await work())
         except RequestError as exc:
-            return error_body(exc.status, exc.error, exc.message, exc.field)
+            response = error_body(exc.status, exc.error, exc.message, exc.field)
         except EngineBusy:
-            return error_body(503, "busy", "the rule engine is busy; try again")
+            response = error_body(503, "busy", "the rule engine is busy; try again")
         except Exception:
-            correlation = str(uuid.uuid4())
-            log.exception("internal error %s on service %s", correlation, service_id)
-            return error_body(500, "internal-error", f"internal error; correlation id {correlation}")
-        return JSONResponse(decision.response().dump())
+            log.exception("internal error", extra={"correlation_id": correlation, "service": service_id})
+            response = error_body(500, "internal-error", f"internal error; correlation id {correlation}")
+        seconds = time.perf_counter() - started
+        cds.metrics.observe(service_id, endpoint, response.status_code, seconds)
+        log.info("%s %s", endpoint, response.status_code, extra={
+            "service": service_id, "status": response.status_code, "correlation_id": correlation,
+            "duration_ms": round(seconds * 1000, 1)})
+        return response
+
+    @app.get("/cds-services", summary="CDS Hooks discovery")
+    async def discovery(request: Request) -> Response:
+        async def work() -> dict[str, Any]:
+            cds.authenticate(request, "/cds-services")
+            return {"services": [s.model_dump() for s in cds.catalog.values()]}
+        return await guarded("discovery", "discovery", work)
+
+    @app.post("/cds-services/{service_id}", summary="Call a CDS service (hook request)")
+    async def call(service_id: str, request: Request) -> Response:
+        async def work() -> dict[str, Any]:
+            service = known(service_id)
+            cds.authenticate(request, f"/cds-services/{service_id}")
+            raw = await read_body(request, settings.max_body_bytes)
+            return await run_in_threadpool(cds.answer, service, raw)
+        return await guarded(service_id, "hook", work)
+
+    @app.post("/cds-services/{service_id}/feedback", summary="Feedback on issued cards")
+    async def feedback(service_id: str, request: Request) -> Response:
+        async def work() -> dict[str, Any]:
+            service = known(service_id)
+            cds.authenticate(request, f"/cds-services/{service_id}/feedback")
+            raw = await read_body(request, settings.max_body_bytes)
+            return await run_in_threadpool(cds.feedback, service, raw)
+        return await guarded(service_id, "feedback", work)
+
+    def known(service_id: str) -> Service:
+        service = cds.catalog.get(service_id)
+        if service is None:
+            raise RequestError(404, "unknown-service", f"no CDS service with id {service_id!r}")
+        return service
+
+    @app.get("/health", summary="Readiness: rules loaded and store reachable")
+    async def health() -> JSONResponse:
+        status, body = await run_in_threadpool(cds.health)
+        return JSONResponse(body, status_code=status)
+
+    @app.get("/health/live", summary="Liveness")
+    async def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(cds.metrics.exposition(), media_type="text/plain; version=0.0.4")
 
     return app
 
 
 def serve(settings: Settings, *, host: str, port: int) -> int:
+    """Run the service; without trusted issuers only a loopback address is allowed."""
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        log.error("refusing to listen on %s: authentication is not available in this version", host)
-        return 2
-    log.warning("AUTHENTICATION IS OFF: listening on %s:%d for local development only", host, port)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    from cds.observability import configure_logging
+
+    configure_logging()
+    if settings.issuers_file is None:
+        if host not in LOOPBACK:
+            log.error("refusing to listen on %s without trusted JWT issuers: set HIPFLEX_ISSUERS_FILE and "
+                      "HIPFLEX_PUBLIC_URL, or listen on 127.0.0.1", host)
+            return 2
+        log.warning("AUTHENTICATION IS OFF: listening on %s:%d for local development only; anyone on this "
+                    "machine can call the service", host, port)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False,
+                log_config=None)
     return 0

@@ -52,6 +52,7 @@ class Context:
     patient_id: str | None = None
     user_id: str | None = None
     lookback_days: int = 90
+    selected_orders: frozenset[str] = frozenset()  # ServiceRequest ids being ordered now (order-select)
 
 
 @dataclass
@@ -467,7 +468,8 @@ class _Validator:
 
     def _servicerequest(self, resource: dict[str, Any]) -> None:
         ref = f"ServiceRequest/{resource.get('id')}"
-        if resource.get("status") != "active" or not self._subject_ok(resource, ref):
+        being_ordered = resource.get("status") == "draft" and resource.get("id") in self.ctx.selected_orders
+        if (resource.get("status") != "active" and not being_ordered) or not self._subject_ok(resource, ref):
             return
         if set(codings(resource.get("code"))) & self.t.physiotherapy_codes:
             self.out.facts.append(ReferralFact(id=f"referral:{ref}", source=ref,

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import http.server
+import json
+import os
+import re
+import socket
+import threading
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+import uvicorn
 import yaml
 
 from cds.facts import (
@@ -27,7 +41,9 @@ from cds.facts import (
 from cds.pipeline import Pipeline
 from cds.rules import RuleSet, load_rules
 from cds.settings import PROJECT_ROOT, Settings
+from cds.store import metadata as store_tables
 from cds.terminology import Terminology, load_terminology
+from cds.validate import bundle_resources
 
 EXAMPLES = PROJECT_ROOT / "fhir_examples"
 RULES = PROJECT_ROOT / "rules"
@@ -120,3 +136,187 @@ class Facts:
 @pytest.fixture
 def facts() -> type[Facts]:
     return Facts
+
+
+# ---- real servers: the service under uvicorn, and a FHIR server stub for the EHR side ------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def running(app: Any) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a free loopback port (in this process, so logs can be captured)."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "the service did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def service_settings(tmp: Path, **overrides: Any) -> Settings:
+    """Settings for a test service: its own SQLite file, a fixed patient-hash key, the example date."""
+    values: dict[str, Any] = {"database_url": f"sqlite:///{tmp / 'hipflex.sqlite3'}", "patient_hash_key": "test-key",
+                              "as_of": EXAMPLE_DATE}
+    return Settings(**(values | overrides))
+
+
+EXAMPLE_DATE = dt.date(2026, 11, 24)  # the example bundles' timestamp: their observations are 5 days old
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    authorization: str | None
+
+
+@dataclass
+class FhirStub:
+    """A real HTTP FHIR server on localhost serving canned JSON by path (with query), recording requests."""
+
+    base: str
+    routes: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    seen: list[Seen] = field(default_factory=list)
+    delay_seconds: float = 0.0
+
+    def serve(self, path: str, body: Any, status: int = 200) -> None:
+        self.routes[path] = (status, body)
+
+    def paths(self) -> list[str]:
+        return [s.path.split("?")[0] for s in self.seen]
+
+
+@pytest.fixture
+def fhir_stub() -> Iterator[FhirStub]:
+    stub = FhirStub(base="")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            stub.seen.append(Seen("GET", self.path.removeprefix("/fhir/"), self.headers.get("Authorization")))
+            time.sleep(stub.delay_seconds)
+            path = urllib.parse.unquote(self.path.removeprefix("/fhir/"))
+            status, body = stub.routes.get(path, stub.routes.get(path.split("?")[0], (404, None)))
+            payload = json.dumps(body or {"resourceType": "OperationOutcome"}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/fhir+json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    stub.base = f"http://127.0.0.1:{server.server_address[1]}/fhir"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield stub
+    server.shutdown()
+    server.server_close()
+
+
+# ---- CDS Hooks bodies built from the example patients ----------------------------------------------
+
+def searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
+
+
+def example_prefetch(name: str = "P01-classic-right.json") -> dict[str, Any]:
+    """An example bundle split into the discovery's prefetch keys, as an EHR would send it."""
+    resources = bundle_resources(load_json(EXAMPLES / name))
+    of = {t: [r for r in resources if r["resourceType"] == t] for t in
+          ("Patient", "Observation", "Condition", "Procedure", "ServiceRequest")}
+    return {"patient": of["Patient"][0], "observations": searchset(of["Observation"]),
+            "conditions": searchset(of["Condition"]), "procedures": searchset(of["Procedure"]),
+            "serviceRequests": searchset(of["ServiceRequest"])}
+
+
+def hook_request(hook: str = "patient-view", name: str = "P01-classic-right.json", **overrides: Any) -> dict[str, Any]:
+    prefetch = example_prefetch(name)
+    context: dict[str, Any] = {"userId": "Practitioner/COREPRACTITIONER1", "patientId": prefetch["patient"]["id"]}
+    if hook == "encounter-start":
+        context["encounterId"] = "enc-1"
+    body = {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context, "prefetch": prefetch}
+    return body | overrides
+
+
+# ---- the CDS Hooks 2.0 response rules, checked on plain JSON (independent of cds.cdshooks) ----------
+
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def assert_cds_response(body: dict[str, Any]) -> None:
+    """S2 #cds-service-response and the LM invariants cds-resp-1…6, plus no nulls or empties (S2 #use-of-json)."""
+    assert isinstance(body.get("cards"), list), "cards must always be present"
+    assert set(body) <= {"cards", "systemActions", "extension"}
+    assert_no_empties(body, "response")
+    ids: list[str] = []
+    for card in body["cards"]:
+        assert isinstance(card["summary"], str)
+        assert 0 < len(card["summary"]) < 140, card["summary"]
+        assert card["indicator"] in ("info", "warning", "critical")
+        assert card["source"]["label"]
+        ids.append(card["uuid"])
+        if card.get("suggestions"):
+            assert card.get("selectionBehavior") in ("at-most-one", "any"), "cds-resp-6"
+            if card["selectionBehavior"] == "at-most-one":
+                assert sum(bool(s.get("isRecommended")) for s in card["suggestions"]) <= 1, "cds-resp-1"
+        for suggestion in card.get("suggestions", []):
+            assert suggestion["label"]
+            ids.append(suggestion["uuid"])
+            for action in suggestion.get("actions", []):
+                assert action["type"] in ("create", "update", "delete")
+                assert action["description"], "cds-resp-5"
+                if action["type"] == "create":
+                    assert isinstance(action["resource"], dict)
+                    assert action["resource"]["resourceType"]
+                if action["type"] == "delete":
+                    assert action.get("resourceId"), "cds-resp-2"
+                    assert "resource" not in action, "cds-resp-2"
+        for reason in card.get("overrideReasons", []):
+            assert all(reason.get(k) for k in ("system", "code", "display")), "cds-resp-4"
+        for link in card.get("links", []):
+            assert all(link.get(k) for k in ("label", "url")), link
+            assert link["type"] in ("absolute", "smart")
+            assert link["type"] == "smart" or "appContext" not in link, "cds-resp-3"
+    assert all(UUID_RE.match(i) for i in ids), ids
+    assert len(ids) == len(set(ids)), "card and suggestion uuids must be unique"
+
+
+def assert_no_empties(value: Any, where: str) -> None:
+    assert value not in (None, "", {}), f"{where} is null or empty"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not (where == "response" and key == "cards"):
+                assert item != [], f"{where}.{key} is an empty list"
+            assert_no_empties(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            assert_no_empties(item, f"{where}[{index}]")
+
+
+# ---- the store's two backends: a SQLite file and the PostgreSQL server `make test` starts -----------
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    url = os.environ.get("HIPFLEX_TEST_DATABASE_URL")
+    if not url:
+        pytest.skip("HIPFLEX_TEST_DATABASE_URL is not set; `make test` starts PostgreSQL and sets it")
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    store_tables.drop_all(engine)
+    engine.dispose()
+    return url

@@ -1,0 +1,180 @@
+"""Gather the FHIR data a hook call needs: prefetch first, the EHR's FHIR server for the rest.
+
+S2 #prefetch-template makes this the service's job: a key the client did not satisfy is omitted,
+a key whose query found nothing is `null`, and a key that failed may carry an OperationOutcome.
+Missing keys are fetched from `fhirServer` with the call's bearer token, bounded in time, size
+and pages. When the patient or the observations still cannot be had, the answer is 412 naming
+the key and the reason; when a key that only refines the advice (conditions, procedures,
+referrals) cannot be had, the cards say so instead of staying silent.
+
+The access token is used for this request only and never appears in a log or an error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from cds.facts import DataIssue
+from cds.hookrequest import HookRequest, RequestError
+
+REQUIRED_KEYS = ("patient", "observations")
+TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
+USER_TOKENS = {"userPractitionerId": "Practitioner", "userPractitionerRoleId": "PractitionerRole",
+               "userPatientId": "Patient", "userRelatedPersonId": "RelatedPerson"}
+
+
+class FetchFailed(Exception):
+    """Why a FHIR read failed, in words safe to show the caller (no token, no patient data)."""
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    connect_seconds: float = 2.0
+    read_seconds: float = 5.0
+    max_bytes: int = 5_000_000
+    max_pages: int = 5
+
+
+@dataclass
+class Gathered:
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    issues: list[DataIssue] = field(default_factory=list)
+    origin: dict[str, str] = field(default_factory=dict)  # key -> prefetch | fetched | empty | unavailable
+
+
+def render(template: str, request: HookRequest) -> str | None:
+    """Fill `{{context.x}}` and the user tokens (S2 #prefetch-tokens); None when a token has no value."""
+    kind, _, user_id = request.user_id.partition("/")
+    values = {f"context.{k}": str(v) for k, v in request.context.items() if isinstance(v, str | int)}
+    values |= {token: user_id for token, rtype in USER_TOKENS.items() if rtype == kind}
+    missing = [m for m in TOKEN.findall(template) if m not in values]
+    return None if missing else TOKEN.sub(lambda m: values[m.group(1)], template)
+
+
+class FhirReader:
+    """GETs JSON from the EHR's FHIR server: no redirects, no proxies from the environment, capped."""
+
+    def __init__(self, limits: FetchLimits, transport: httpx.BaseTransport | None = None) -> None:
+        self.limits = limits
+        timeout = httpx.Timeout(limits.read_seconds, connect=limits.connect_seconds)
+        self.client = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False, transport=transport)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def get(self, url: str, token: str | None) -> dict[str, Any] | None:
+        """The JSON resource at `url`; None for 404/410 (nothing there); FetchFailed otherwise."""
+        headers = {"Accept": "application/fhir+json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            with self.client.stream("GET", url, headers=headers) as response:
+                if response.status_code in (404, 410):
+                    return None
+                if response.status_code != 200:
+                    raise FetchFailed(f"the FHIR server answered HTTP {response.status_code}")
+                body = self._read_capped(response)
+        except httpx.TimeoutException:
+            raise FetchFailed("the FHIR server did not answer in time") from None
+        except httpx.HTTPError as exc:
+            raise FetchFailed(f"the FHIR server could not be reached ({type(exc).__name__})") from None
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise FetchFailed("the FHIR server's answer is not JSON") from None
+        if not isinstance(data, dict) or "resourceType" not in data:
+            raise FetchFailed("the FHIR server's answer is not a FHIR resource")
+        return data
+
+    def _read_capped(self, response: httpx.Response) -> bytes:
+        chunks, size = [], 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > self.limits.max_bytes:
+                raise FetchFailed(f"the FHIR server's answer is over {self.limits.max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def gather(request: HookRequest, templates: dict[str, str], reader: FhirReader) -> Gathered:
+    """Every template key resolved from prefetch or the FHIR server, or reported as unavailable."""
+    out = Gathered()
+    prefetch = request.prefetch or {}
+    for key, template in templates.items():
+        value = prefetch.get(key, ...)
+        try:
+            if value is None:
+                out.origin[key] = "empty"
+            elif isinstance(value, dict) and value.get("resourceType") not in (None, "OperationOutcome"):
+                out.resources += _resources(value, request, reader)
+                out.origin[key] = "prefetch"
+            else:
+                why = "the client reported an error for it" if isinstance(value, dict) else "it was not prefetched"
+                out.resources += _fetch(key, template, request, reader, why)
+                out.origin[key] = "fetched"
+        except FetchFailed as exc:
+            out.origin[key] = "unavailable"
+            _unavailable(out, key, template, str(exc))
+    return out
+
+
+def _fetch(key: str, template: str, request: HookRequest, reader: FhirReader, why: str) -> list[dict[str, Any]]:
+    if not request.fhirServer:
+        raise FetchFailed(f"{why} and the request has no fhirServer to fetch it from")
+    path = render(template, request)
+    if path is None:
+        raise FetchFailed(f"{why} and its template needs a context value the request does not carry")
+    found = reader.get(f"{request.fhirServer.rstrip('/')}/{path}", request.access_token)
+    return [] if found is None else _resources(found, request, reader)
+
+
+def _resources(value: dict[str, Any], request: HookRequest, reader: FhirReader) -> list[dict[str, Any]]:
+    """A resource, or a searchset's resources with its `next` pages (same server only, up to the limit)."""
+    if value.get("resourceType") != "Bundle":
+        return [value]
+    resources, page, pages = [], value, 1
+    while True:
+        resources += [r for r in _entries(page) if r.get("resourceType") != "OperationOutcome"]
+        next_url = _next_link(page)
+        if next_url is None:
+            return resources
+        if not request.fhirServer or not _same_origin(next_url, request.fhirServer):
+            raise FetchFailed("a search result has more pages but they are not on the request's fhirServer")
+        if pages >= reader.limits.max_pages:
+            raise FetchFailed(f"a search result has more than {reader.limits.max_pages} pages")
+        fetched = reader.get(next_url, request.access_token)
+        if fetched is None:
+            raise FetchFailed("a next page of a search result is gone")
+        page, pages = fetched, pages + 1
+
+
+def _entries(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e["resource"] for e in bundle.get("entry") or []
+            if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+
+
+def _next_link(bundle: dict[str, Any]) -> str | None:
+    for link in bundle.get("link") or []:
+        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            return str(link["url"])
+    return None
+
+
+def _same_origin(url: str, base: str) -> bool:
+    a, b = urlsplit(url), urlsplit(base)
+    return (a.scheme, a.netloc) == (b.scheme, b.netloc)
+
+
+def _unavailable(out: Gathered, key: str, template: str, reason: str) -> None:
+    if key in REQUIRED_KEYS:
+        raise RequestError(412, "data-unavailable", f"prefetch '{key}' could not be obtained: {reason}",
+                           f"prefetch.{key}")
+    rtype = template.split("?", 1)[0].split("/", 1)[0]
+    out.issues.append(DataIssue(resource=f"{rtype} (prefetch '{key}')", path=rtype, severity="warning",
+                                code="unavailable", message=f"could not be read ({reason}), so it was not checked"))

@@ -1,0 +1,78 @@
+"""The store on both backends: a SQLite file and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+from cds.store import FeedbackRecord, IssuedCard, Store, patient_key
+
+
+def card(service: str = "hipflex-patient-view") -> IssuedCard:
+    return IssuedCard(card_uuid=str(uuid.uuid4()), service_id=service, hook_instance=str(uuid.uuid4()),
+                      card_kind="hip-strengthening", side="right", rules=[{"id": "R1", "version": 1}],
+                      suggestions=[str(uuid.uuid4())])
+
+
+def feedback_on(issued: IssuedCard, timestamp: str = "2026-11-24T10:00:00Z") -> FeedbackRecord:
+    return FeedbackRecord(card_uuid=issued.card_uuid, outcome="accepted", accepted_suggestions=issued.suggestions,
+                          override_system=None, override_code=None, override_comment=None,
+                          outcome_timestamp=timestamp)
+
+
+def test_issued_cards_keep_rules_and_a_keyed_patient_hash(database_url: str) -> None:
+    store = Store(database_url, b"key-1")
+    issued = card()
+    store.record_cards([issued], "patient-123")
+    assert store.issued(issued.card_uuid) == issued
+    with store.engine.connect() as conn:
+        stored = conn.exec_driver_sql("SELECT patient_hash FROM issued_cards").scalar_one()
+    assert "patient-123" not in stored
+    assert stored == store.patient_hash("patient-123")
+    assert stored != Store(database_url, b"key-2").patient_hash("patient-123")
+    store.close()
+
+
+def test_feedback_is_stored_once_even_when_resent(database_url: str) -> None:
+    store = Store(database_url, b"key")
+    issued = card()
+    store.record_cards([issued], "p")
+    assert store.record_feedback(feedback_on(issued)) is True
+    assert store.record_feedback(feedback_on(issued)) is False
+    assert store.record_feedback(feedback_on(issued, "2026-11-24T10:05:00Z")) is True
+    assert [f.outcome_timestamp for f in store.feedback_for(issued.card_uuid)] == [
+        "2026-11-24T10:00:00Z", "2026-11-24T10:05:00Z"]
+    store.close()
+
+
+def test_feedback_survives_a_new_store_on_the_same_database(database_url: str) -> None:
+    first = Store(database_url, b"key")
+    issued = card()
+    first.record_cards([issued], "p")
+    first.record_feedback(feedback_on(issued))
+    first.close()
+    second = Store(database_url, b"key")
+    assert [f.card_uuid for f in second.feedback_for(issued.card_uuid)] == [issued.card_uuid]
+    second.close()
+
+
+def test_a_jwt_id_is_accepted_once_until_it_expires(database_url: str) -> None:
+    store = Store(database_url, b"key")
+    later = int(time.time()) + 300
+    assert store.first_use_of_token("https://ehr.example", "jti-1", later) is True
+    assert store.first_use_of_token("https://ehr.example", "jti-1", later) is False
+    assert store.first_use_of_token("https://other.example", "jti-1", later) is True
+    assert store.first_use_of_token("https://ehr.example", "old", int(time.time()) - 10) is True
+    assert store.first_use_of_token("https://ehr.example", "jti-2", later) is True  # purges the expired one
+    assert store.first_use_of_token("https://ehr.example", "old", later) is True
+    store.close()
+
+
+def test_patient_key_is_created_once_and_kept_private(tmp_path: Path) -> None:
+    key_file = tmp_path / "var" / "patient.key"
+    first = patient_key(None, key_file)
+    assert patient_key(None, key_file) == first
+    assert len(first) == 64
+    assert key_file.stat().st_mode & 0o077 == 0
+    assert patient_key("explicit", key_file) == b"explicit"
