@@ -55,9 +55,9 @@ class IssuerFile(BaseModel):
 
 
 def load_issuers(path: Path) -> list[TrustedIssuer]:
-    """The trusted issuers file; a mistake stops start-up naming file and line (ContentError)."""
+    """The trusted issuers file (relative JWKS files are beside it); a mistake stops start-up naming file and line."""
     model, _ = load_model(path, IssuerFile)
-    return model.issuers
+    return [i.model_copy(update={"jwks_file": path.parent / i.jwks_file}) if i.jwks_file else i for i in model.issuers]
 
 
 @dataclass(frozen=True)

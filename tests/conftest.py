@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 import sqlalchemy as sa
 import uvicorn
 import yaml
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from cds.facts import (
     AgeFact,
@@ -320,3 +322,43 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     store_tables.drop_all(engine)
     engine.dispose()
     return url
+
+
+# ---- JWTs signed with keys the tests generate ----------------------------------------------------
+
+ISSUER = "https://ehr.example.org"
+
+
+@dataclass
+class Signer:
+    """A CDS client's keys (EC P-384 and RSA) and its JWK Set; signs tokens like the sandbox or Epic."""
+
+    ec: Any
+    rsa: Any
+
+    def jwks(self) -> dict[str, Any]:
+        keys = [jwt.algorithms.ECAlgorithm.to_jwk(self.ec.public_key(), as_dict=True) | {"kid": "ec-1"},
+                jwt.algorithms.RSAAlgorithm.to_jwk(self.rsa.public_key(), as_dict=True) | {"kid": "rsa-1"}]
+        return {"keys": keys}
+
+    def token(self, aud: str, *, alg: str = "ES384", lifetime: int = 300, headers: dict[str, Any] | None = None,
+              **claims: Any) -> str:
+        now = int(time.time())
+        payload = {"iss": ISSUER, "aud": aud, "iat": now, "exp": now + lifetime, "jti": str(uuid.uuid4())} | claims
+        key = self.ec if alg.startswith("ES") else self.rsa
+        head = {"kid": "ec-1" if alg.startswith("ES") else "rsa-1", "typ": "JWT"} | (headers or {})
+        return jwt.encode({k: v for k, v in payload.items() if v is not None}, key, algorithm=alg, headers=head)
+
+
+@pytest.fixture(scope="session")
+def signer() -> Signer:
+    return Signer(ec=ec.generate_private_key(ec.SECP384R1()), rsa=rsa.generate_private_key(65537, 2048))
+
+
+@pytest.fixture
+def issuers_file(tmp_path: Path, signer: Signer) -> Path:
+    """A trusted-issuers file naming the test client with its JWK Set as a file."""
+    (tmp_path / "client-jwks.json").write_text(json.dumps(signer.jwks()))
+    path = tmp_path / "issuers.yaml"
+    path.write_text(yaml.safe_dump({"issuers": [{"iss": ISSUER, "jwks_file": str(tmp_path / "client-jwks.json")}]}))
+    return path

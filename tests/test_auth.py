@@ -1,0 +1,145 @@
+"""JWT checks (S2 #trusting-cds-clients), each failure case against a real signed token."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cds.auth import Authenticator, AuthError, TrustedIssuer, load_issuers
+from cds.contentfile import ContentError
+from cds.store import Store
+from tests.conftest import ISSUER, FhirStub, Signer
+
+AUD = "https://cds.example.org/cds-services/hipflex-patient-view"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store(f"sqlite:///{tmp_path / 'auth.sqlite3'}", b"k")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def auth(issuers_file: Path, store: Store) -> Authenticator:
+    return Authenticator(load_issuers(issuers_file), store.first_use_of_token, max_lifetime_seconds=3600)
+
+
+def b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def unsigned(header: dict[str, Any], claims: dict[str, Any], key: bytes = b"") -> str:
+    """A token built by hand: `alg: none`, or HMAC with a key an attacker could know."""
+    head_body = f"{b64(header)}.{b64(claims)}"
+    signature = b""
+    if header["alg"] == "HS256":
+        signature = hmac.new(key, head_body.encode(), hashlib.sha256).digest()
+    return f"{head_body}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+
+def claims(**extra: Any) -> dict[str, Any]:
+    now = int(time.time())
+    return {"iss": ISSUER, "aud": AUD, "iat": now, "exp": now + 300, "jti": "j-" + str(now)} | extra
+
+
+@pytest.mark.parametrize("alg", ["ES384", "RS384"])
+def test_a_token_signed_with_the_issuers_key_is_accepted(auth: Authenticator, signer: Signer, alg: str) -> None:
+    caller = auth.verify("Bearer " + signer.token(AUD, alg=alg, tenant="clinic-1"), AUD)
+    assert (caller.issuer, caller.tenant) == (ISSUER, "clinic-1")
+
+
+def test_epic_style_extra_claims_and_an_audience_list_are_accepted(auth: Authenticator, signer: Signer) -> None:
+    token = signer.token([AUD, "https://other.example"], alg="RS384", sub="client-id", nbf=int(time.time()) - 300)
+    assert auth.verify(f"Bearer {token}", AUD).issuer == ISSUER
+
+
+@pytest.mark.parametrize(("make", "reason"), [
+    (lambda s: s.token(AUD, lifetime=-600, iat=int(time.time()) - 900), "expired"),
+    (lambda s: s.token(AUD, iat=int(time.time()) + 600, lifetime=900), "not valid yet"),
+    (lambda s: s.token("https://cds.example.org/cds-services"), "aud must be this endpoint"),
+    (lambda s: s.token(AUD, iss="https://attacker.example"), "issuer is not trusted"),
+    (lambda s: s.token(AUD, headers={"kid": "nope"}), "no key with kid 'nope'"),
+    (lambda s: s.token(AUD, alg="ES384", headers={"kid": "rsa-1"}), "could not be verified"),
+    (lambda s: s.token(AUD, lifetime=7200), "lives longer than 3600"),
+    (lambda s: s.token(AUD, jti=None), "no jti claim"),
+    (lambda s: s.token(AUD, headers={"typ": "at+jwt"}), "typ must be 'JWT'"),
+    (lambda s: s.token(AUD)[:-6] + "AAAAAA", "signature does not verify"),
+])
+def test_each_failed_check_is_named(auth: Authenticator, signer: Signer, make: Any, reason: str) -> None:
+    with pytest.raises(AuthError, match=reason):
+        auth.verify("Bearer " + make(signer), AUD)
+
+
+def test_alg_none_is_refused(auth: Authenticator) -> None:
+    token = unsigned({"alg": "none", "typ": "JWT", "kid": "ec-1"}, claims())
+    with pytest.raises(AuthError, match="algorithm 'none' is not accepted"):
+        auth.verify(f"Bearer {token}", AUD)
+
+
+def test_hmac_signed_with_the_public_key_is_refused(auth: Authenticator, signer: Signer) -> None:
+    """The RS/HS confusion attack: HS256 keyed with the issuer's public key must not verify."""
+    public = json.dumps(signer.jwks()["keys"][1]).encode()
+    token = unsigned({"alg": "HS256", "typ": "JWT", "kid": "rsa-1"}, claims(), key=public)
+    with pytest.raises(AuthError, match="algorithm 'HS256' is not accepted"):
+        auth.verify(f"Bearer {token}", AUD)
+
+
+def test_a_replayed_token_is_refused(auth: Authenticator, signer: Signer) -> None:
+    token = signer.token(AUD)
+    auth.verify(f"Bearer {token}", AUD)
+    with pytest.raises(AuthError, match="used before"):
+        auth.verify(f"Bearer {token}", AUD)
+
+
+@pytest.mark.parametrize("header", [None, "", "Basic dXNlcjpwYXNz", "Bearer not-a-jwt"])
+def test_missing_or_malformed_headers_are_refused(auth: Authenticator, header: str | None) -> None:
+    with pytest.raises(AuthError):
+        auth.verify(header, AUD)
+
+
+def test_jku_is_fetched_only_when_allow_listed(fhir_stub: FhirStub, signer: Signer, store: Store) -> None:
+    allowed = f"{fhir_stub.base}/jwks.json"
+    fhir_stub.serve("jwks.json", signer.jwks())
+    auth = Authenticator([TrustedIssuer(iss=ISSUER, jku=[allowed])], store.first_use_of_token)
+    assert auth.verify("Bearer " + signer.token(AUD, headers={"jku": allowed}), AUD).issuer == ISSUER
+    foreign = f"{fhir_stub.base}/attacker-jwks.json"
+    with pytest.raises(AuthError, match="jku is not on this issuer's allow-list"):
+        auth.verify("Bearer " + signer.token(AUD, headers={"jku": foreign}), AUD)
+    assert fhir_stub.paths() == ["jwks.json"]
+
+
+def test_jwks_url_is_fetched_once_and_cached(fhir_stub: FhirStub, signer: Signer, store: Store) -> None:
+    fhir_stub.serve("keys", signer.jwks())
+    auth = Authenticator([TrustedIssuer(iss=ISSUER, jwks_url=f"{fhir_stub.base}/keys")], store.first_use_of_token)
+    for _ in range(3):
+        auth.verify("Bearer " + signer.token(AUD), AUD)
+    assert fhir_stub.paths() == ["keys"]
+
+
+def test_an_unreachable_key_set_is_a_refusal_not_a_crash(store: Store, signer: Signer, fhir_stub: FhirStub) -> None:
+    auth = Authenticator([TrustedIssuer(iss=ISSUER, jwks_url=f"{fhir_stub.base}/missing")], store.first_use_of_token)
+    with pytest.raises(AuthError, match="key set could not be loaded"):
+        auth.verify("Bearer " + signer.token(AUD), AUD)
+
+
+def test_a_relative_jwks_file_is_read_beside_the_issuers_file(tmp_path: Path) -> None:
+    path = tmp_path / "issuers.yaml"
+    path.write_text(yaml.safe_dump({"issuers": [{"iss": ISSUER, "jwks_file": "client.json"}]}))
+    assert load_issuers(path)[0].jwks_file == tmp_path / "client.json"
+
+
+def test_a_broken_issuers_file_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "issuers.yaml"
+    path.write_text(yaml.safe_dump({"issuers": [{"iss": ISSUER, "jwks_file": "k.json"}, {"iss": "x"}]}))
+    with pytest.raises(ContentError, match=r"issuers\.yaml:4: .*jwks_url, jwks_file or jku"):
+        load_issuers(path)
