@@ -20,8 +20,19 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     def dump(self) -> dict[str, Any]:
-        """JSON-ready dict without nulls, as the spec requires (S2 #use-of-json)."""
-        return self.model_dump(mode="json", exclude_none=True, by_alias=True)
+        """JSON-ready dict without nulls or empty values, down into extensions and resources (S2 #use-of-json)."""
+        body: dict[str, Any] = compact(self.model_dump(mode="json", exclude_none=True, by_alias=True))
+        return body
+
+
+def compact(value: Any) -> Any:
+    """The value with every null, empty string, list and object removed, at any depth."""
+    if isinstance(value, dict):
+        items = ((k, compact(v)) for k, v in value.items())
+        return {k: v for k, v in items if v not in (None, "", [], {})}
+    if isinstance(value, list):
+        return [v for v in (compact(v) for v in value) if v not in (None, "", [], {})]
+    return value
 
 
 class Indicator(StrEnum):

@@ -13,6 +13,7 @@ The access token is used for this request only and never appears in a log or an 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +62,7 @@ class FhirReader:
     """GETs JSON from the EHR's FHIR server: no redirects, no proxies from the environment, capped."""
 
     def __init__(self, limits: FetchLimits, transport: httpx.BaseTransport | None = None) -> None:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs each URL, and ours carry patient ids
         self.limits = limits
         timeout = httpx.Timeout(limits.read_seconds, connect=limits.connect_seconds)
         self.client = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False, transport=transport)
@@ -75,8 +77,8 @@ class FhirReader:
             headers["Authorization"] = f"Bearer {token}"
         try:
             with self.client.stream("GET", url, headers=headers) as response:
-                if response.status_code in (404, 410):
-                    return None
+                if response.status_code in (404, 410) and "?" not in url:
+                    return None  # a read of something that is not there; a search never 404s on no match
                 if response.status_code != 200:
                     raise FetchFailed(f"the FHIR server answered HTTP {response.status_code}")
                 body = self._read_capped(response)
@@ -131,6 +133,8 @@ def _fetch(key: str, template: str, request: HookRequest, reader: FhirReader, wh
     if path is None:
         raise FetchFailed(f"{why} and its template needs a context value the request does not carry")
     found = reader.get(f"{request.fhirServer.rstrip('/')}/{path}", request.access_token)
+    if found is None and key in REQUIRED_KEYS:
+        raise FetchFailed(f"the FHIR server has no {path.split('?')[0]}")
     return [] if found is None else _resources(found, request, reader)
 
 

@@ -2,89 +2,112 @@
 
 from __future__ import annotations
 
-import socket
-import threading
+import json
+import logging
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
+from pydantic import ValidationError
 
-from cds.service import create_app
+from cds.cards import EXPLANATION_KEY
+from cds.observability import JsonFormatter
+from cds.prefetch import render
+from cds.service import create_app, serve
 from cds.settings import Settings
-from cds.validate import bundle_resources
-from tests.conftest import EXAMPLES, load_json
+from cds.store import Store
+from tests.conftest import (
+    EXAMPLES,
+    FhirStub,
+    Signer,
+    assert_cds_response,
+    assert_no_empties,
+    example_prefetch,
+    expected_for,
+    hook_request,
+    running,
+    service_settings,
+)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+PATIENT_VIEW = "/cds-services/hipflex-patient-view"
+PUBLIC = "https://cds.example.org"
+P01_CARDS = [(c["card"], c["side"]) for c in expected_for(EXAMPLES / "P01-classic-right.json")["cards"]]
 
 
 @pytest.fixture(scope="module")
-def base_url() -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(Settings()), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running(create_app(service_settings(tmp_path_factory.mktemp("service")))) as url:
+        yield url
 
 
-def p01_request(**overrides: Any) -> dict[str, Any]:
-    resources = bundle_resources(load_json(EXAMPLES / "P01-classic-right.json"))
-    observations = [r for r in resources if r["resourceType"] == "Observation"]
-    body = {
-        "hook": "patient-view",
-        "hookInstance": str(uuid.uuid4()),
-        "context": {"userId": "Practitioner/COREPRACTITIONER1", "patientId": "p01"},
-        "prefetch": {
-            "patient": next(r for r in resources if r["resourceType"] == "Patient"),
-            "observations": {"resourceType": "Bundle", "type": "searchset",
-                             "entry": [{"resource": r} for r in observations]},
-            "conditions": None,
-        },
-    }
-    body.update(overrides)
-    return body
+def kinds(body: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(c["extension"][EXPLANATION_KEY]["recommendation"]["card"],
+             c["extension"][EXPLANATION_KEY]["recommendation"].get("side")) for c in body["cards"]]
 
 
-def test_discovery_lists_the_three_hooks(base_url: str) -> None:
+def test_discovery_lists_the_three_hooks_without_empty_values(base_url: str) -> None:
     body = httpx.get(f"{base_url}/cds-services").json()
+    assert_no_empties(body, "discovery")
     assert {s["hook"] for s in body["services"]} == {"patient-view", "encounter-start", "order-select"}
     for service in body["services"]:
         assert service["id"]
         assert service["description"]
+        assert set(service["prefetch"]) == {"patient", "observations", "conditions", "procedures", "serviceRequests"}
         assert "{{context.patientId}}" in service["prefetch"]["observations"]
 
 
-def test_patient_view_with_prefetch_returns_p01_cards(base_url: str) -> None:
-    response = httpx.post(f"{base_url}/cds-services/hipflex-patient-view", json=p01_request())
+@pytest.mark.parametrize("hook", ["patient-view", "encounter-start"])
+def test_p01_prefetch_returns_the_expected_cards(base_url: str, hook: str) -> None:
+    response = httpx.post(f"{base_url}/cds-services/hipflex-{hook}", json=hook_request(hook))
     assert response.status_code == 200
-    cards = response.json()["cards"]
-    assert [c["source"]["topic"]["code"] for c in cards] == ["hip-flexor-strengthening", "patellar-glide"]
+    body = response.json()
+    assert_cds_response(body)
+    assert kinds(body) == P01_CARDS
+    assert all(c["suggestions"] for c in body["cards"])
+
+
+def physio_draft(**extra: Any) -> dict[str, Any]:
+    return {"resourceType": "ServiceRequest", "id": "draft-physio", "status": "draft", "intent": "order",
+            "subject": {"reference": "Patient/p01"},
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "91251008"}]}} | extra
+
+
+def order_select_request(draft: dict[str, Any]) -> dict[str, Any]:
+    body = hook_request("order-select")
+    body["context"] |= {"draftOrders": {"resourceType": "Bundle", "entry": [{"resource": draft}]},
+                        "selections": [f"{draft['resourceType']}/{draft['id']}"]}
+    return body
+
+
+def test_order_select_on_a_knee_physiotherapy_order_gives_advice_without_a_second_referral(base_url: str) -> None:
+    response = httpx.post(f"{base_url}/cds-services/hipflex-order-select", json=order_select_request(physio_draft()))
+    body = response.json()
+    assert_cds_response(body)
+    assert kinds(body) == P01_CARDS
+    assert not any(c.get("suggestions") for c in body["cards"])
+    assert all("no new referral is suggested" in c["detail"] for c in body["cards"])
+
+
+def test_order_select_on_another_order_says_nothing(base_url: str) -> None:
+    sandbox_draft = {"resourceType": "MedicationRequest", "id": "request-123", "status": "draft"}
+    response = httpx.post(f"{base_url}/cds-services/hipflex-order-select", json=order_select_request(sandbox_draft))
+    assert (response.status_code, response.json()) == (200, {"cards": []})
 
 
 @pytest.mark.parametrize(("body", "status", "field"), [
     (b"{not json", 400, None),
-    (p01_request(hookInstance="nope"), 400, "hookInstance"),
-    (p01_request(hook="order-sign"), 400, "hook"),
-    (p01_request(context={"patientId": "p01"}), 400, "context.userId"),
-    (p01_request(fhirAuthorization={"access_token": "secret-token"}), 400, "fhirServer"),
-    (p01_request(prefetch={"patient": None}), 412, "prefetch.observations"),
+    (hook_request(hookInstance="nope"), 400, "hookInstance"),
+    (hook_request(hook="order-sign"), 400, "hook"),
+    (hook_request(context={"patientId": "p01"}), 400, "context.userId"),
+    (hook_request(fhirAuthorization={"access_token": "secret-token"}), 400, "fhirServer"),
+    (hook_request(prefetch={"patient": None}), 412, "prefetch.observations"),
 ])
 def test_bad_requests_get_specific_errors(base_url: str, body: Any, status: int, field: str | None) -> None:
-    url = f"{base_url}/cds-services/hipflex-patient-view"
+    url = f"{base_url}{PATIENT_VIEW}"
     response = httpx.post(url, content=body) if isinstance(body, bytes) else httpx.post(url, json=body)
     assert response.status_code == status
     payload = response.json()
@@ -94,6 +117,217 @@ def test_bad_requests_get_specific_errors(base_url: str, body: Any, status: int,
     assert "secret-token" not in response.text
 
 
-def test_unknown_service_is_404(base_url: str) -> None:
-    response = httpx.post(f"{base_url}/cds-services/nope", json=p01_request())
-    assert (response.status_code, response.json()["error"]) == (404, "unknown-service")
+@pytest.mark.parametrize(("method", "path", "status", "error"), [
+    ("POST", "/cds-services/nope", 404, "unknown-service"),
+    ("POST", "/cds-services/nope/feedback", 404, "unknown-service"),
+    ("GET", "/nowhere", 404, "not-found"),
+    ("GET", PATIENT_VIEW, 405, "method-not-allowed"),
+])
+def test_unknown_paths_and_methods_get_the_same_error_shape(base_url: str, method: str, path: str, status: int,
+                                                            error: str) -> None:
+    response = httpx.request(method, f"{base_url}{path}", json=hook_request())
+    assert (response.status_code, response.json()["error"]) == (status, error)
+
+
+def test_a_body_over_the_limit_is_413_declared_or_streamed(tmp_path: Path) -> None:
+    with running(create_app(service_settings(tmp_path, max_body_bytes=4096))) as url:
+        big = json.dumps(hook_request(padding="x" * 10_000)).encode()
+        declared = httpx.post(f"{url}{PATIENT_VIEW}", content=big)
+        streamed = httpx.post(f"{url}{PATIENT_VIEW}", content=iter([big[:3000], big[3000:]]))
+    for response in (declared, streamed):
+        assert (response.status_code, response.json()["error"]) == (413, "too-large")
+    assert "transfer-encoding" not in declared.request.headers
+    assert streamed.request.headers["transfer-encoding"] == "chunked"
+
+
+def serve_p01(stub: FhirStub, request: dict[str, Any], templates: dict[str, str]) -> None:
+    from cds.hookrequest import HookRequest
+
+    hook = HookRequest.model_validate(request)
+    data = example_prefetch()
+    for key, template in templates.items():
+        path = render(template, hook)
+        assert path is not None
+        stub.serve(path, data[key])
+
+
+def with_fhir_server(stub: FhirStub, token: str = "ehr-access-token-42") -> dict[str, Any]:
+    body = hook_request(fhirServer=stub.base, fhirAuthorization={
+        "access_token": token, "token_type": "Bearer", "expires_in": 30, "scope": "user/*.read", "subject": "hipflex"})
+    del body["prefetch"]
+    return body
+
+
+def test_without_prefetch_the_data_are_fetched_from_the_fhir_server(base_url: str, fhir_stub: FhirStub) -> None:
+    request = with_fhir_server(fhir_stub)
+    templates = httpx.get(f"{base_url}/cds-services").json()["services"][0]["prefetch"]
+    serve_p01(fhir_stub, request, templates)
+    response = httpx.post(f"{base_url}{PATIENT_VIEW}", json=request)
+    assert response.status_code == 200
+    assert kinds(response.json()) == P01_CARDS
+    assert len(fhir_stub.seen) == 5
+    assert {s.authorization for s in fhir_stub.seen} == {"Bearer ehr-access-token-42"}
+
+
+def test_a_failing_fhir_server_is_412_naming_the_data(base_url: str, fhir_stub: FhirStub) -> None:
+    response = httpx.post(f"{base_url}{PATIENT_VIEW}", json=with_fhir_server(fhir_stub))
+    assert response.status_code == 412
+    assert response.json()["field"] == "prefetch.patient"
+    assert "ehr-access-token-42" not in response.text
+
+
+def feedback_for(card: dict[str, Any]) -> dict[str, Any]:
+    return {"feedback": [{"card": card["uuid"], "outcome": "accepted",
+                          "acceptedSuggestions": [{"id": card["suggestions"][0]["uuid"]}],
+                          "outcomeTimestamp": "2026-11-24T10:00:00Z"}]}
+
+
+def test_feedback_is_stored_and_still_there_after_a_restart(tmp_path: Path, database_url: str) -> None:
+    settings = service_settings(tmp_path, database_url=database_url)
+    with running(create_app(settings)) as url:
+        card = httpx.post(f"{url}{PATIENT_VIEW}", json=hook_request()).json()["cards"][0]
+        first = httpx.post(f"{url}{PATIENT_VIEW}/feedback", json=feedback_for(card))
+        reason = {"reason": {"system": "urn:x", "code": "y"}}
+        override = {"feedback": [{"card": card["uuid"], "outcome": "overridden",
+                                  "outcomeTimestamp": "2026-11-24T10:01:00Z", "overrideReason": reason}]}
+        assert httpx.post(f"{url}{PATIENT_VIEW}/feedback", json=override).status_code == 200
+    assert (first.status_code, first.json()) == (200, {"stored": 1, "duplicates": 0})
+    with running(create_app(settings)) as url:
+        again = httpx.post(f"{url}{PATIENT_VIEW}/feedback", json=feedback_for(card))
+    assert again.json() == {"stored": 0, "duplicates": 1}
+    store = Store(database_url, b"test-key")
+    issued = store.issued(card["uuid"])
+    assert issued is not None
+    assert [r["id"] for r in issued.rules] == [r["id"] for r in card["extension"][EXPLANATION_KEY]["rules"]]
+    assert [f.outcome for f in store.feedback_for(card["uuid"])] == ["accepted", "overridden"]
+    store.close()
+
+
+def test_feedback_on_an_unknown_card_is_404(base_url: str) -> None:
+    body = {"feedback": [{"card": str(uuid.uuid4()), "outcome": "overridden",
+                          "outcomeTimestamp": "2026-11-24T10:00:00Z"}]}
+    response = httpx.post(f"{base_url}{PATIENT_VIEW}/feedback", json=body)
+    assert (response.status_code, response.json()["error"]) == (404, "unknown-card")
+
+
+# ---- authentication, CORS, operations -----------------------------------------------------------------
+
+@pytest.fixture
+def secured(tmp_path: Path, issuers_file: Path) -> Iterator[str]:
+    settings = service_settings(tmp_path, issuers_file=issuers_file, public_url=PUBLIC,
+                                cors_origins=["https://sandbox.cds-hooks.org"])
+    with running(create_app(settings)) as url:
+        yield url
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_with_issuers_every_cds_endpoint_needs_a_token_for_itself(secured: str, signer: Signer) -> None:
+    assert httpx.get(f"{secured}/cds-services").status_code == 401
+    discovery_token = signer.token(f"{PUBLIC}/cds-services")
+    assert httpx.get(f"{secured}/cds-services", headers=bearer(discovery_token)).status_code == 200
+    wrong = httpx.post(f"{secured}{PATIENT_VIEW}", json=hook_request(), headers=bearer(discovery_token))
+    assert (wrong.status_code, wrong.headers["www-authenticate"]) == (401, "Bearer")
+    assert "aud must be this endpoint's URL" in wrong.json()["message"]
+    token = signer.token(f"{PUBLIC}{PATIENT_VIEW}", alg="RS384")
+    call = httpx.post(f"{secured}{PATIENT_VIEW}", json=hook_request(), headers=bearer(token))
+    assert call.status_code == 200
+    replay = httpx.post(f"{secured}{PATIENT_VIEW}", json=hook_request(), headers=bearer(token))
+    assert replay.status_code == 401
+    assert token not in replay.text
+    feedback = httpx.post(f"{secured}{PATIENT_VIEW}/feedback", json=feedback_for(call.json()["cards"][0]),
+                          headers=bearer(signer.token(f"{PUBLIC}{PATIENT_VIEW}/feedback")))
+    assert feedback.status_code == 200
+    assert httpx.get(f"{secured}/health").status_code == 200
+
+
+def test_cors_preflight_allows_the_configured_origin_only(secured: str) -> None:
+    def preflight(origin: str) -> httpx.Response:
+        return httpx.options(f"{secured}{PATIENT_VIEW}", headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type"})
+    allowed = preflight("https://sandbox.cds-hooks.org")
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://sandbox.cds-hooks.org"
+    assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
+    assert "access-control-allow-origin" not in preflight("https://evil.example").headers
+
+
+def test_metrics_count_requests_cards_by_rule_and_feedback(tmp_path: Path) -> None:
+    with running(create_app(service_settings(tmp_path))) as url:
+        card = httpx.post(f"{url}{PATIENT_VIEW}", json=hook_request()).json()["cards"][0]
+        httpx.post(f"{url}{PATIENT_VIEW}", content=b"{")
+        httpx.post(f"{url}{PATIENT_VIEW}/feedback", json=feedback_for(card))
+        text = httpx.get(f"{url}/metrics").text
+    rule = card["extension"][EXPLANATION_KEY]["rules"][0]
+    kind = card["extension"][EXPLANATION_KEY]["recommendation"]["card"]
+    assert 'hipflex_requests_total{endpoint="hook",service="hipflex-patient-view",status="200"} 1.0' in text
+    assert 'hipflex_requests_total{endpoint="hook",service="hipflex-patient-view",status="400"} 1.0' in text
+    assert f'hipflex_cards_total{{card="{kind}",rule="{rule["id"]}@{rule["version"]}"}} 1.0' in text
+    assert f'hipflex_feedback_total{{card="{kind}",outcome="accepted"}} 1.0' in text
+    assert 'hipflex_request_seconds_count{endpoint="hook",service="hipflex-patient-view"} 2.0' in text
+
+
+def test_health_reports_rules_and_store(base_url: str) -> None:
+    body = httpx.get(f"{base_url}/health").json()
+    assert body["status"] == body["store"] == "ok"
+    assert body["rules"] > 20
+    assert body["authentication"] == "off"
+    assert httpx.get(f"{base_url}/health/live").json() == {"status": "ok"}
+
+
+def test_logs_hold_no_token_jwt_or_patient_data(tmp_path: Path, issuers_file: Path, signer: Signer,
+                                                fhir_stub: FhirStub, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    settings = service_settings(tmp_path, issuers_file=issuers_file, public_url=PUBLIC)
+    jwt_token = signer.token(f"{PUBLIC}{PATIENT_VIEW}")
+    request = with_fhir_server(fhir_stub, token="ehr-access-token-42")
+    with running(create_app(settings)) as url:
+        serve_p01(fhir_stub, request, _templates(url, signer))
+        ok = httpx.post(f"{url}{PATIENT_VIEW}", json=request, headers=bearer(jwt_token))
+        httpx.post(f"{url}{PATIENT_VIEW}", json=request, headers=bearer(jwt_token))  # replay: 401
+        httpx.post(f"{url}{PATIENT_VIEW}", json=request | {"hook": "x"}, headers=bearer(signer.token(
+            f"{PUBLIC}{PATIENT_VIEW}")))
+    assert ok.status_code == 200
+    logged = "\n".join(JsonFormatter().format(r) for r in caplog.records)
+    assert "hipflex-patient-view" in logged
+    patient = example_prefetch()["patient"]
+    secrets = [jwt_token, jwt_token.split(".")[1], "ehr-access-token-42", patient["id"],
+               patient["name"][0]["family"], patient["birthDate"]]
+    for secret in secrets:
+        assert secret not in logged
+
+
+def _templates(url: str, signer: Signer) -> dict[str, str]:
+    services = httpx.get(f"{url}/cds-services", headers=bearer(signer.token(f"{PUBLIC}/cds-services"))).json()
+    templates: dict[str, str] = services["services"][0]["prefetch"]
+    return templates
+
+
+def test_an_internal_fault_is_a_generic_500_with_a_correlation_id(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    app = create_app(service_settings(tmp_path))
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("detail that must stay in the log")
+
+    app.state.cds.pipeline.decide = broken
+    with running(app) as url:
+        response = httpx.post(f"{url}{PATIENT_VIEW}", json=hook_request())
+    assert response.status_code == 500
+    assert "detail that must stay" not in response.text
+    correlation = response.json()["message"].rsplit(" ", 1)[-1]
+    assert any(getattr(r, "correlation_id", None) == correlation and r.exc_info for r in caplog.records)
+
+
+def test_serve_refuses_a_public_address_without_trusted_issuers(tmp_path: Path) -> None:
+    started = time.monotonic()
+    assert serve(service_settings(tmp_path), host="0.0.0.0", port=1) == 2
+    assert time.monotonic() - started < 10
+
+
+def test_issuers_without_a_public_url_stop_start_up(issuers_file: Path) -> None:
+    with pytest.raises(ValidationError, match="HIPFLEX_PUBLIC_URL is required"):
+        Settings(issuers_file=issuers_file)
