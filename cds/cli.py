@@ -1,4 +1,4 @@
-"""`hipflex-cds` command line: validate and evaluate FHIR files, list the rules, serve.
+"""`hipflex-cds` command line: validate and evaluate FHIR files, make a hook request, list the rules, serve.
 
 Exit status: 0 fine, 1 the data has errors (validate), 2 the file or the content cannot be used
 (one clear line on stderr, never a traceback).
@@ -10,12 +10,14 @@ import argparse
 import datetime as dt
 import json
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 from cds.cards import EXPLANATION_KEY
 from cds.contentfile import ContentError
 from cds.pipeline import Decision, Pipeline
+from cds.prefetch import prefetch_from, prefetch_templates
 from cds.settings import Settings
 from cds.validate import SUPPORTED, Context, bundle_resources
 
@@ -64,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--user", default="Practitioner/cli", help="the user in context (default %(default)s)")
         if name == "evaluate":
             cmd.add_argument("--hook", choices=HOOKS, default="patient-view")
+    request = sub.add_parser("request", help="print a CDS Hooks request carrying a FHIR file as prefetch")
+    request.add_argument("file", type=Path, help="a FHIR R4 Bundle with the Patient and their data")
+    request.add_argument("--hook", choices=("patient-view", "encounter-start"), default="patient-view")
+    request.add_argument("--user", default="Practitioner/COREPRACTITIONER1")
+    request.add_argument("--encounter", default="encounter-1", help="context.encounterId for encounter-start")
     rules = sub.add_parser("rules", help="list the rule catalog")
     rules.add_argument("--json", action="store_true")
     serve = sub.add_parser("serve", help="run the CDS Hooks service")
@@ -132,6 +139,21 @@ def cmd_rules(pipeline: Pipeline, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_request(pipeline: Pipeline, args: argparse.Namespace) -> int:
+    """A request body to try the service with (`curl -d @-`); the patient is the file's Patient."""
+    resources, _ = read_fhir_file(args.file)
+    patients = [r for r in resources if r.get("resourceType") == "Patient"]
+    if len(patients) != 1:
+        raise UsageError(f"{args.file}: needs exactly one Patient to make a request, found {len(patients)}")
+    context = {"userId": args.user, "patientId": patients[0].get("id")}
+    if args.hook == "encounter-start":
+        context["encounterId"] = args.encounter
+    body = {"hook": args.hook, "hookInstance": str(uuid.uuid4()), "context": context,
+            "prefetch": prefetch_from(resources, prefetch_templates(pipeline.terminology))}
+    print(json.dumps(body, indent=2))
+    return 0
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from cds.service import serve  # the web stack is only imported when serving
 
@@ -145,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             return cmd_serve(settings, args)
         pipeline = Pipeline(settings)
-        handler = {"validate": cmd_validate, "evaluate": cmd_evaluate, "rules": cmd_rules}[args.command]
+        handler = {"validate": cmd_validate, "evaluate": cmd_evaluate, "request": cmd_request,
+                   "rules": cmd_rules}[args.command]
         return handler(pipeline, args)
     except (UsageError, ContentError) as exc:
         print(f"hipflex-cds: {exc}", file=sys.stderr)

@@ -23,11 +23,38 @@ import httpx
 
 from cds.facts import DataIssue
 from cds.hookrequest import HookRequest, RequestError
+from cds.terminology import Terminology
 
 REQUIRED_KEYS = ("patient", "observations")
 TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
 USER_TOKENS = {"userPractitionerId": "Practitioner", "userPractitionerRoleId": "PractitionerRole",
                "userPatientId": "Patient", "userRelatedPersonId": "RelatedPerson"}
+
+
+def prefetch_templates(terminology: Terminology) -> dict[str, str]:
+    """Prefetch templates; the Observation codes come from rules/terminology.yaml, not a copy."""
+    codes = ",".join(f"{system}|{code}" for system, code in terminology.observation_by_code)
+    return {
+        "patient": "Patient/{{context.patientId}}",
+        "observations": f"Observation?patient={{{{context.patientId}}}}&code={codes}&_sort=-date&_count=100",
+        "conditions": "Condition?patient={{context.patientId}}",
+        "procedures": "Procedure?patient={{context.patientId}}",
+        "serviceRequests": "ServiceRequest?patient={{context.patientId}}&status=active",
+    }
+
+
+def prefetch_from(resources: list[dict[str, Any]], templates: dict[str, str]) -> dict[str, Any]:
+    """The prefetch an EHR would send holding these resources: a read as the resource or null, a search as
+    a searchset. For trying the service with an example file; it does not apply the templates' filters."""
+    prefetch: dict[str, Any] = {}
+    for key, template in templates.items():
+        rtype = template.split("?", 1)[0].split("/", 1)[0]
+        found = [r for r in resources if r.get("resourceType") == rtype]
+        if "?" in template:
+            prefetch[key] = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in found]}
+        else:
+            prefetch[key] = found[0] if found else None
+    return prefetch
 
 
 class FetchFailed(Exception):

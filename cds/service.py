@@ -32,7 +32,7 @@ from cds.feedback import parse_feedback, store_feedback
 from cds.hookrequest import RequestError, parse_request, selected_knee_physiotherapy
 from cds.observability import Metrics
 from cds.pipeline import Pipeline
-from cds.prefetch import FetchLimits, FhirReader, gather
+from cds.prefetch import FetchLimits, FhirReader, gather, prefetch_templates
 from cds.settings import Settings
 from cds.store import IssuedCard, Store, patient_key
 from cds.terminology import Terminology
@@ -40,18 +40,6 @@ from cds.validate import Context
 
 log = logging.getLogger("hipflex_cds.service")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def prefetch_templates(terminology: Terminology) -> dict[str, str]:
-    """Prefetch templates; the Observation codes come from rules/terminology.yaml, not a copy."""
-    codes = ",".join(f"{system}|{code}" for system, code in terminology.observation_by_code)
-    return {
-        "patient": "Patient/{{context.patientId}}",
-        "observations": f"Observation?patient={{{{context.patientId}}}}&code={codes}&_sort=-date&_count=100",
-        "conditions": "Condition?patient={{context.patientId}}",
-        "procedures": "Procedure?patient={{context.patientId}}",
-        "serviceRequests": "ServiceRequest?patient={{context.patientId}}&status=active",
-    }
 
 
 class Service(BaseModel):
@@ -203,6 +191,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def guarded(service_id: str, endpoint: str, work: Callable[[], Any]) -> Response:
         """Run one call, mapping every failure to its status; time it; log ids and outcome only."""
         started, correlation = time.perf_counter(), str(uuid.uuid4())
+        if service_id not in cds.catalog and service_id != "discovery":
+            service_id = "(unknown)"  # a caller-chosen path must not become a log field or a metric label
         try:
             response: Response = JSONResponse(await work())
         except RequestError as exc:

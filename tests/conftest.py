@@ -41,6 +41,7 @@ from cds.facts import (
     RejectedInputFact,
 )
 from cds.pipeline import Pipeline
+from cds.prefetch import prefetch_from, prefetch_templates
 from cds.rules import RuleSet, load_rules
 from cds.settings import PROJECT_ROOT, Settings
 from cds.store import metadata as store_tables
@@ -237,12 +238,8 @@ def searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
 
 def example_prefetch(name: str = "P01-classic-right.json") -> dict[str, Any]:
     """An example bundle split into the discovery's prefetch keys, as an EHR would send it."""
-    resources = bundle_resources(load_json(EXAMPLES / name))
-    of = {t: [r for r in resources if r["resourceType"] == t] for t in
-          ("Patient", "Observation", "Condition", "Procedure", "ServiceRequest")}
-    return {"patient": of["Patient"][0], "observations": searchset(of["Observation"]),
-            "conditions": searchset(of["Condition"]), "procedures": searchset(of["Procedure"]),
-            "serviceRequests": searchset(of["ServiceRequest"])}
+    templates = prefetch_templates(load_terminology(RULES / "terminology.yaml"))
+    return prefetch_from(bundle_resources(load_json(EXAMPLES / name)), templates)
 
 
 def hook_request(hook: str = "patient-view", name: str = "P01-classic-right.json", **overrides: Any) -> dict[str, Any]:

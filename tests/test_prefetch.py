@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from cds.hookrequest import HookRequest, RequestError
-from cds.prefetch import FetchLimits, FhirReader, gather, render
-from cds.service import prefetch_templates
+from cds.prefetch import FetchLimits, FhirReader, gather, prefetch_templates, render
 from cds.terminology import Terminology
 from tests.conftest import FhirStub, example_prefetch, hook_request, searchset
 

@@ -259,15 +259,18 @@ def test_metrics_count_requests_cards_by_rule_and_feedback(tmp_path: Path) -> No
     with running(create_app(service_settings(tmp_path))) as url:
         card = httpx.post(f"{url}{PATIENT_VIEW}", json=hook_request()).json()["cards"][0]
         httpx.post(f"{url}{PATIENT_VIEW}", content=b"{")
+        httpx.post(f"{url}/cds-services/no-such-service", json={})
         httpx.post(f"{url}{PATIENT_VIEW}/feedback", json=feedback_for(card))
         text = httpx.get(f"{url}/metrics").text
     rule = card["extension"][EXPLANATION_KEY]["rules"][0]
     kind = card["extension"][EXPLANATION_KEY]["recommendation"]["card"]
     assert 'hipflex_requests_total{endpoint="hook",service="hipflex-patient-view",status="200"} 1.0' in text
     assert 'hipflex_requests_total{endpoint="hook",service="hipflex-patient-view",status="400"} 1.0' in text
+    assert 'hipflex_requests_total{endpoint="hook",service="(unknown)",status="404"} 1.0' in text
     assert f'hipflex_cards_total{{card="{kind}",rule="{rule["id"]}@{rule["version"]}"}} 1.0' in text
     assert f'hipflex_feedback_total{{card="{kind}",outcome="accepted"}} 1.0' in text
     assert 'hipflex_request_seconds_count{endpoint="hook",service="hipflex-patient-view"} 2.0' in text
+    assert "no-such-service" not in text
 
 
 def test_health_reports_rules_and_store(base_url: str) -> None:
