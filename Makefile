@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PG_URL := postgresql://hipflex:hipflex@127.0.0.1:5432/hipflex_test
 PSQL := su postgres -c
 
-.PHONY: run test lint bench clean postgres
+.PHONY: run test lint bench clean postgres debian-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,13 @@ test: $(STAMP) postgres
 	$(BIN)/mypy cds
 	HIPFLEX_TEST_DATABASE_URL=$(PG_URL) $(BIN)/python -m pytest
 
-postgres:
-	@command -v pg_lsclusters >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql)
+# Debian packages the tests use: PostgreSQL (the store's second backend) and curl (the README tour).
+debian-packages:
+	@missing=""; for pair in pg_lsclusters:postgresql curl:curl; do \
+		command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi
+
+postgres: debian-packages
 	@pg_lsclusters -h | grep -q . || pg_createcluster --start 15 main
 	@pg_lsclusters -h | awk '$$4 != "online" {print $$1, $$2}' | while read v c; do pg_ctlcluster $$v $$c start; done
 	@$(PSQL) "psql -tAc \"SELECT 1 FROM pg_roles WHERE rolname='hipflex'\"" | grep -q 1 || \

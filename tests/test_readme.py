@@ -22,7 +22,7 @@ def tour(tmp: Path) -> str:
     text = (PROJECT_ROOT / "README.md").read_text()
     block = text.split("<!-- service-tour -->", 1)[1].split("<!-- /service-tour -->", 1)[0]
     script = block.strip().removeprefix("```sh").removesuffix("```")
-    return script.replace(".venv/bin/", f"{BIN}/").replace("/tmp/", f"{tmp}/")
+    return script.replace("/tmp/", f"{tmp}/").replace(".venv/bin/", f"{BIN}/")
 
 
 @contextmanager
