@@ -12,7 +12,7 @@ from fhir.resources.R4B.bundle import Bundle
 from cds.cards import EXPLANATION_KEY
 from cds.pipeline import Pipeline
 from cds.validate import Context, bundle_resources
-from tests.conftest import example_paths, expected_for, load_json
+from tests.conftest import assert_cds_response, example_paths, expected_for, load_json
 
 EXAMPLES = example_paths()
 
@@ -41,6 +41,7 @@ def test_example_gives_expected_outcome(path: Path, pipeline: Pipeline) -> None:
                       user_id=expected.get("user", "Practitioner/example"))
     decision = pipeline.decide(bundle_resources(load_json(path)), context)
     assert [card_key(c) for c in decision.cards] == expected["cards"]
+    assert_cds_response(decision.response().dump())
     assert decision.validated.has_errors == expected["validate_errors"]
     codes = {i.code for i in decision.validated.issues}
     assert set(expected.get("issues", [])) <= codes
