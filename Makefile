@@ -24,7 +24,9 @@ run: $(STAMP)
 test: $(STAMP) postgres
 	$(BIN)/ruff check cds tests
 	$(BIN)/mypy cds
-	HIPFLEX_TEST_DATABASE_URL=$(PG_URL) $(BIN)/python -m pytest
+	HIPFLEX_TEST_DATABASE_URL=$(PG_URL) $(BIN)/python -m pytest --cucumber-json=test-artifacts/features/cucumber.json
+	@test -s test-artifacts/features/cucumber.json && test -s test-artifacts/features/report.md && \
+		echo "feature reports: test-artifacts/features/report.md, cucumber.json"
 
 # Debian packages the tests use: PostgreSQL (the store's second backend) and curl (the README tour).
 debian-packages:

@@ -359,3 +359,14 @@ def issuers_file(tmp_path: Path, signer: Signer) -> Path:
     path = tmp_path / "issuers.yaml"
     path.write_text(yaml.safe_dump({"issuers": [{"iss": ISSUER, "jwks_file": str(tmp_path / "client-jwks.json")}]}))
     return path
+
+
+# ---- the service @service scenarios run through (the step vocabulary is the plugin tests/steps.py) -----
+
+@pytest.fixture(scope="session")
+def feature_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The HTTP service for @service scenarios, as of the scenarios' visit date."""
+    from cds.service import create_app
+
+    with running(create_app(service_settings(tmp_path_factory.mktemp("features")))) as url:
+        yield url
