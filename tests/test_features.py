@@ -60,3 +60,15 @@ def test_an_unknown_step_fails_naming_the_closest_documented_steps(tmp_path: Pat
     assert "no step 'Given the right knee hyperextend 8 degrees'" in done.stdout
     closest = done.stdout.split("Closest documented steps:", 1)[1].splitlines()[1]
     assert closest.endswith("Given the right knee hyperextends 8°")
+
+
+def test_the_example_scenario_of_the_step_reference_runs(tmp_path: Path) -> None:
+    """A new patient written only from features/README.md runs without touching Python."""
+    reference = (PROJECT_ROOT / "features" / "README.md").read_text()
+    (tmp_path / "new.feature").write_text(reference.split("```gherkin\n", 1)[1].split("```", 1)[0])
+    env = os.environ | {"HIPFLEX_FEATURES_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_features.py",
+                           "-k", "weak_above_90_on_the_painful_side"], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout
+    assert "1 passed" in done.stdout
