@@ -28,9 +28,10 @@ test: $(STAMP) postgres
 	@test -s test-artifacts/features/cucumber.json && test -s test-artifacts/features/report.md && \
 		echo "feature reports: test-artifacts/features/report.md, cucumber.json"
 
-# Debian packages the tests use: PostgreSQL (the store's second backend) and curl (the README tour).
+# Debian packages the tests use: PostgreSQL (the store's second backend), curl (the README tour) and
+# chromium (the review page's browser tests; Playwright's own browser download does not work here).
 debian-packages:
-	@missing=""; for pair in pg_lsclusters:postgresql curl:curl; do \
+	@missing=""; for pair in pg_lsclusters:postgresql curl:curl chromium:chromium; do \
 		command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi
 

@@ -15,11 +15,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -29,9 +31,9 @@ from cds.cards import EXPLANATION_KEY
 from cds.cdshooks import Card
 from cds.engine import EngineBusy
 from cds.feedback import parse_feedback, store_feedback
-from cds.hookrequest import RequestError, parse_request, selected_knee_physiotherapy
+from cds.hookrequest import HookRequest, RequestError, parse_request, selected_knee_physiotherapy
 from cds.observability import Metrics
-from cds.pipeline import Pipeline
+from cds.pipeline import Decision, Pipeline
 from cds.prefetch import FetchLimits, FhirReader, gather, prefetch_templates
 from cds.settings import Settings
 from cds.store import IssuedCard, Store, patient_key
@@ -104,6 +106,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+@dataclass(frozen=True)
+class Answer:
+    body: dict[str, Any]
+    decision: Decision | None  # None when the hook had nothing to decide (order-select of another order)
+
+
 class CdsService:
     """The loaded pipeline, store, authenticator and FHIR reader behind the HTTP routes."""
 
@@ -130,15 +138,18 @@ class CdsService:
             raise RequestError(401, "unauthorized", str(exc)) from None
 
     def answer(self, service: Service, raw: bytes) -> dict[str, Any]:
-        """One hook call: parse, gather, decide, remember the cards."""
-        hook = parse_request(raw, service.hook)
+        """One hook call from its raw body: the response body."""
+        return self.respond(service, parse_request(raw, service.hook)).body
+
+    def respond(self, service: Service, hook: HookRequest, today: dt.date | None = None) -> Answer:
+        """Gather, decide, remember the cards; the decision is kept for the review page (which may set `today`)."""
         drafts: list[dict[str, Any]] = []
         if service.hook == "order-select":
             drafts = selected_knee_physiotherapy(hook, self.pipeline.terminology)
             if not drafts:
-                return {"cards": []}
+                return Answer({"cards": []}, None)
         gathered = gather(hook, service.prefetch, self.reader)
-        today = self.settings.as_of or dt.datetime.now(dt.UTC).date()
+        today = today or self.settings.as_of or dt.datetime.now(dt.UTC).date()
         context = Context(today=today, patient_id=hook.patient_id, user_id=hook.user_id,
                           lookback_days=self.settings.lookback_days,
                           selected_orders=frozenset(str(d.get("id")) for d in drafts))
@@ -148,7 +159,7 @@ class CdsService:
         for card in issued:
             for rule in card.rules:
                 self.metrics.cards.labels(card.card_kind, f"{rule['id']}@{rule['version']}").inc()
-        return decision.response().dump()
+        return Answer(decision.response().dump(), decision)
 
     def feedback(self, service: Service, raw: bytes) -> dict[str, Any]:
         request = parse_feedback(raw)
@@ -182,6 +193,12 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"], max_age=600)
+
+    if cds.auth is None:  # its buttons send feedback without a JWT, so it exists only where auth is off
+        from cds.review import STATIC, review_router
+
+        app.include_router(review_router(cds))
+        app.mount("/review/static", StaticFiles(directory=STATIC), name="review-static")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -13,7 +13,8 @@ import hashlib
 import hmac
 import json
 import secrets
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,37 @@ class Store:
         except IntegrityError:
             return False
         return True
+
+
+@dataclass
+class RuleUse:
+    """How often a rule (id and version) stood behind an issued card, and what clinicians did with those cards."""
+
+    fired: int = 0
+    accepted: int = 0
+    overridden: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+
+def rule_use(store: Store) -> dict[str, RuleUse]:
+    """Per "id vN": cards issued and their feedback. Reads every row: fine for review, not for analytics at scale."""
+    with store.engine.connect() as conn:
+        cards = conn.execute(sa.select(issued_cards.c.card_uuid, issued_cards.c.rules)).all()
+        items = conn.execute(sa.select(feedback.c.card_uuid, feedback.c.outcome, feedback.c.override_code)).all()
+    outcomes: dict[str, list[tuple[str, str | None]]] = {}
+    for card_uuid, outcome, reason in items:
+        outcomes.setdefault(card_uuid, []).append((outcome, reason))
+    use: dict[str, RuleUse] = {}
+    for card_uuid, rules in cards:
+        for rule in json.loads(rules):
+            entry = use.setdefault(f"{rule['id']} v{rule['version']}", RuleUse())
+            entry.fired += 1
+            for outcome, reason in outcomes.get(card_uuid, []):
+                entry.accepted += outcome == "accepted"
+                entry.overridden += outcome == "overridden"
+                if outcome == "overridden":
+                    entry.reasons[reason or "(no reason given)"] += 1
+    return use
 
 
 def patient_key(explicit: str | None, key_file: Path) -> bytes:

@@ -1,0 +1,189 @@
+"""The review page in a real browser: Playwright driving Debian's chromium against the real service."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from cds.review import CSP
+from cds.service import create_app
+from cds.settings import PROJECT_ROOT
+from cds.store import Store
+from tests.conftest import EXAMPLES, load_json, running, service_settings
+
+SHOTS = PROJECT_ROOT / "test-artifacts" / "review"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A fresh service (its own SQLite file) per test, so feedback counts start at zero."""
+    with running(create_app(service_settings(tmp_path))) as url:
+        yield url, tmp_path
+
+
+@pytest.fixture
+def page(browser: Browser, service: tuple[str, Path]) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=service[0])
+    page = context.new_page()
+    page.dialogs = []  # type: ignore[attr-defined]
+    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))  # type: ignore[attr-defined]
+    yield page
+    context.close()
+
+
+def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def open_example(page: Page, name: str = "P01-classic-right") -> None:
+    page.goto("/review")
+    page.select_option("#example", name)
+    page.click("button[type=submit]")
+    expect(page.locator("#cards-title")).to_be_visible()
+
+
+def rule_row(page: Page, rule: str) -> dict[str, str]:
+    page.goto("/review/rules")
+    row = page.locator(f"#rule-{rule}")
+    return {name: row.locator(f"td.{name}").inner_text() for name in ("fired", "accepted", "overridden", "reasons")}
+
+
+def test_p01_shows_its_two_cards_at_desktop_and_phone_width(page: Page) -> None:
+    open_example(page)
+    cards = page.locator("article.card")
+    expect(cards).to_have_count(2)
+    expect(cards.nth(0).locator("h3")).to_contain_text("psoas-focused strengthening")
+    expect(cards.nth(1).locator("h3")).to_contain_text("inferior patellar glides")
+    expect(cards.nth(0).locator(".indicator")).to_have_text("\u2139 Info")
+    expect(page.locator(".findings")).to_contain_text("selective end range pattern (right)")
+    shot(page, "p01-1280")
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    shot(page, "p01-390")
+
+
+def test_why_shows_rules_versions_facts_and_thresholds(page: Page) -> None:
+    open_example(page)
+    why = page.locator("article.card").first.locator("details.why")
+    why.locator("summary").click()
+    expect(why.locator("table")).to_contain_text("R3")
+    expect(why).to_contain_text("seated hip flexion above 90°: 4/5")
+    expect(why).to_contain_text("weak mmt grade: 4+/5")
+
+
+def test_accepting_a_suggestion_stores_feedback_that_the_rules_page_counts(page: Page) -> None:
+    open_example(page)
+    before = rule_row(page, "R3")
+    open_example(page)
+    first = page.locator("article.card").first
+    first.locator("button.accept").click()
+    expect(first.locator(".feedback-status")).to_have_text("Accepted: feedback stored.")
+    after = rule_row(page, "R3")
+    assert int(after["fired"]) == 2 * int(before["fired"]) > 0  # the same patient opened twice
+    assert (before["accepted"], after["accepted"]) == ("0", "1")
+    shot(page, "rules-after-accept")
+
+
+def test_an_override_with_reason_and_comment_is_stored(page: Page, service: tuple[str, Path]) -> None:
+    open_example(page)
+    card = page.locator("article.card").nth(1)
+    card.locator("select[name=reason]").select_option(label="Patient declined")
+    card.locator("textarea[name=comment]").fill("prefers to wait two weeks")
+    card.locator("form.override button").click()
+    expect(card.locator(".feedback-status")).to_have_text("Overridden: feedback stored.")
+    uuid = card.get_attribute("aria-labelledby").removeprefix("summary-")  # type: ignore[union-attr]
+    store = Store(f"sqlite:///{service[1] / 'hipflex.sqlite3'}", b"test-key")
+    [record] = store.feedback_for(uuid)
+    store.close()
+    assert (record.outcome, record.override_code, record.override_comment) == (
+        "overridden", "patient-declined", "prefers to wait two weeks")
+    assert rule_row(page, "R4")["reasons"] == "Patient declined (1)"
+
+
+def test_the_page_works_from_the_keyboard(page: Page) -> None:
+    page.goto("/review")
+    page.focus("#example")
+    page.select_option("#example", "P01-classic-right")
+    page.focus("#hook")
+    for _ in range(6):  # the date field's day, month and year are tab stops of their own
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.textContent") == "Show the cards":
+            break
+    assert page.evaluate("document.activeElement.textContent") == "Show the cards"
+    page.keyboard.press("Enter")
+    accept = page.locator("button.accept").first
+    expect(accept).to_be_visible()
+    accept.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator(".feedback-status").first).to_have_text("Accepted: feedback stored.")
+
+
+def injected_p01() -> str:
+    bundle: dict[str, Any] = copy.deepcopy(load_json(EXAMPLES / "P01-classic-right.json"))
+    observation = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation")
+    observation["note"] = [{"text": "<script>window.__xss = 1; alert('xss')</script>"}]
+    observation["code"]["text"] = '<img src=x onerror="window.__xss = 2; alert(2)">'
+    return json.dumps(bundle)
+
+
+def test_script_in_a_pasted_bundle_is_shown_as_text_and_never_runs(page: Page) -> None:
+    page.goto("/review")
+    page.fill("#bundle", injected_p01())
+    page.click("button[type=submit]")
+    data = page.locator("table.data")
+    expect(data).to_contain_text("<script>window.__xss = 1; alert('xss')</script>")
+    expect(data).to_contain_text('<img src=x onerror="window.__xss = 2; alert(2)">')
+    assert page.evaluate("window.__xss") is None
+    assert page.locator("main img").count() == 0
+    assert page.dialogs == []  # type: ignore[attr-defined]
+    expect(page.locator("article.card")).to_have_count(2)
+    shot(page, "pasted-injection")
+
+
+def test_an_uploaded_bad_bundle_shows_its_data_issues(page: Page) -> None:
+    page.goto("/review")
+    page.set_input_files("#upload", str(EXAMPLES / "P13-bad-input.json"))
+    page.click("button[type=submit]")
+    issues = page.locator("table.issues")
+    expect(issues).to_contain_text("error")
+    expect(issues).to_contain_text("Observation.status")
+    shot(page, "p13-issues")
+
+
+def test_a_paste_that_is_not_a_bundle_is_explained(page: Page) -> None:
+    page.goto("/review")
+    page.fill("#bundle", "{not json")
+    page.click("button[type=submit]")
+    expect(page.get_by_role("alert")).to_contain_text("The bundle is not JSON (line 1, column 2")
+    expect(page.locator("#bundle")).to_have_value("{not json")
+
+
+def test_review_pages_send_a_content_security_policy(service: tuple[str, Path]) -> None:
+    for path in ("/review", "/review/rules", "/review?example=P01-classic-right"):
+        response = httpx.get(f"{service[0]}{path}")
+        assert response.status_code == 200
+        assert response.headers["content-security-policy"] == CSP
+
+
+def test_with_authentication_on_there_is_no_review_page(tmp_path: Path, issuers_file: Path) -> None:
+    settings = service_settings(tmp_path, issuers_file=issuers_file, public_url="https://cds.example.org")
+    with running(create_app(settings)) as url:
+        assert httpx.get(f"{url}/review").status_code == 404
