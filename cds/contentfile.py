@@ -25,6 +25,9 @@ class ContentError(Exception):
         super().__init__(f"{where}: {reason}")
 
 
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: about 10x faster, same marks
+
+
 def _line_map(node: yaml.Node, loc: Location, lines: dict[Location, int]) -> None:
     """Record the (1-based) line of every mapping key and sequence item under `node`."""
     lines[loc] = node.start_mark.line + 1
@@ -45,8 +48,8 @@ def read_yaml(path: Path) -> tuple[Any, dict[Location, int]]:
     except OSError as exc:
         raise ContentError(path, None, f"cannot read file ({exc.strerror})") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=LOADER)
+        data = yaml.load(text, Loader=LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark is not None else None

@@ -17,6 +17,7 @@ import contextlib
 import copy
 import json
 import queue
+from collections.abc import Sequence
 from typing import Any
 
 from durable import engine as durable
@@ -57,9 +58,29 @@ def _condition(pattern: Pattern) -> dict[str, Any]:
     return {"$and": terms}
 
 
-def to_durable(rule: CompiledRule) -> dict[str, Any]:
-    """One compiled rule as durable_rules JSON: marker first, positives, then negations."""
-    terms: list[dict[str, Any]] = [{"stage": {"$and": [{"type": "$stage"}, {"n": rule.stage}]}}]
+MARKER_SHARD = 200  # durable_rules links one alpha node to at most 256 joins (BETA_LIST_LENGTH, error 108)
+
+
+def marker_shards(rules: Sequence[CompiledRule]) -> dict[str, int]:
+    """The marker shard of each rule that has a `not`: rules of a stage share a marker fact in groups of
+    MARKER_SHARD, so a stage may hold any number of rules (one marker node for all of them stops at 256)."""
+    shard: dict[str, int] = {}
+    for stage in {r.stage for r in rules}:
+        for index, rule in enumerate(r for r in rules if r.stage == stage and r.negatives):
+            shard[rule.key] = index // MARKER_SHARD
+    return shard
+
+
+def to_durable(rule: CompiledRule, shard: int | None) -> dict[str, Any]:
+    """One compiled rule as durable_rules JSON: marker first, positives, then negations.
+
+    Only a rule with a `not` waits for its stage marker: a rule of positive conditions alone may fire as
+    soon as its facts exist (positive matches never go away), and joining it to a marker would cost every
+    evaluation one activation per rule, matched or not.
+    """
+    terms: list[dict[str, Any]] = []
+    if shard is not None:
+        terms.append({"stage": {"$and": [{"type": "$stage"}, {"n": rule.stage}, {"shard": shard}]}})
     terms += [{f"p{i}": _condition(p)} for i, p in enumerate(rule.positives)]
     terms += [{f"n{i}$not": _condition(p)} for i, p in enumerate(rule.negatives)]
     return {"all": terms, "run": rule.key}
@@ -115,7 +136,9 @@ class DurableEngine:
         self.ruleset, self.name = ruleset, name
         self._rules = {r.key: r for r in ruleset.compiled}
         self._sessions: dict[str, _Session] = {}
-        definition: dict[str, Any] = {r.key: to_durable(r) for r in ruleset.compiled}
+        shards = marker_shards(ruleset.compiled)
+        self._markers = sorted({(r.stage, shards[r.key]) for r in ruleset.compiled if r.key in shards})
+        definition: dict[str, Any] = {r.key: to_durable(r, shards.get(r.key)) for r in ruleset.compiled}
         definition["$opener"] = {"all": [{"m": {"type": _OPENER}}], "run": _OPENER}
         self._host = _QuietHost(self._rules, self._sessions)
         self._host.set_rulesets({name: copy.deepcopy(definition)})
@@ -150,9 +173,9 @@ class DurableEngine:
         self._host.assert_fact(self.name, {"sid": sid, "type": _OPENER})
         for fact in facts:
             self._assert(sid, session, {**fact.engine_fields(), "sid": sid})
-        for stage in range(1, self.ruleset.stages + 1):
-            self._assert(sid, session, {"sid": sid, "id": f"$stage{stage}", "type": "$stage",
-                                        "n": stage})
+        for stage, shard in self._markers:
+            self._assert(sid, session, {"sid": sid, "id": f"$stage{stage}.{shard}", "type": "$stage",
+                                        "n": stage, "shard": shard})
 
     def _assert(self, sid: str, session: _Session, fact: dict[str, Any]) -> None:
         try:
@@ -161,6 +184,8 @@ class DurableEngine:
             pass  # no rule looks at this fact: normal
         except durable.MessageObservedException:
             session.errors.append(f"duplicate fact {json.dumps(fact.get('id'))}")
+        except Exception as exc:  # the C engine's own limits (e.g. error 303): fail closed, never half-evaluate
+            session.errors.append(f"engine refused fact {json.dumps(fact.get('id'))}: {exc}")
 
     def _close(self, sid: str) -> bool:
         try:

@@ -370,3 +370,16 @@ def feature_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     with running(create_app(service_settings(tmp_path_factory.mktemp("features")))) as url:
         yield url
+
+
+def threshold_rules(folder: Path, count: int, op: str = "equals") -> Path:
+    """A rule file of `count` one-condition rules on knee hyperextension, each with its own value (engine limits)."""
+    content = {"ruleset": "thresholds", "version": "0.0.1",
+               "parameters": {f"t{i}": {"value": i / 10, "unit": "deg", "description": "x"} for i in range(count)},
+               "rules": [{"id": f"T{i}", "version": 1, "status": "active", "title": "threshold",
+                          "evidence": {"grade": "E", "source": "test"},
+                          "when": [{"fact": "knee-hyperextension", "side": "same", "degrees": {op: f"t{i}"}}],
+                          "then": [{"derive": f"over-{i}"}]} for i in range(count)]}
+    path = folder / f"thresholds-{count}-{op}.yaml"
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +16,9 @@ from cds.engine import DurableEngine, EngineBusy, EngineError, fnv1a32
 from cds.facts import InputFact
 from cds.outcome import Collector, Evaluation
 from cds.reference_engine import evaluate_reference
-from cds.rules import RuleSet
-from tests.conftest import GRADES, Facts
+from cds.rules import RuleSet, load_rules
+from cds.terminology import Terminology
+from tests.conftest import GRADES, Facts, threshold_rules
 
 F = Facts
 SIDES = ("left", "right")
@@ -136,3 +138,14 @@ def test_exhausted_session_pool_answers_busy(ruleset: RuleSet) -> None:
     engine._sids.get()
     with pytest.raises(EngineBusy):
         engine.evaluate(F.adult(), timeout=0.05)
+
+
+def test_a_stage_of_more_rules_than_one_marker_can_join_still_evaluates(tmp_path: Path,
+                                                                         terminology: Terminology) -> None:
+    """durable_rules joins one alpha node to at most 256 rules (error 108); markers are sharded per 200."""
+    ruleset = load_rules(threshold_rules(tmp_path, 400), terminology)
+    assert len(ruleset.compiled) == 800
+    facts = [*Facts.adult(), Facts.hyperextension("left", 12.0), Facts.hyperextension("right", 3.0)]
+    result = DurableEngine(ruleset, pool_size=2).evaluate(facts)
+    assert result.finding_names() == evaluate_reference(ruleset, facts).finding_names()
+    assert result.finding_names() == {("over-120", "left"), ("over-30", "right")}
