@@ -43,8 +43,10 @@ postgres: debian-packages
 	@$(PSQL) "psql -tAc \"SELECT 1 FROM pg_database WHERE datname='hipflex_test'\"" | grep -q 1 || \
 		$(PSQL) "createdb -O hipflex hipflex_test"
 
+# Load tests with wrk (Debian): the service against a bare FastAPI endpoint, plus the engine figures.
 bench: $(STAMP)
-	$(BIN)/python -m tests.bench_engine
+	@command -v wrk >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk)
+	$(BIN)/python -m tests.bench_service
 
 lint: $(STAMP)
 	$(BIN)/ruff check cds tests
