@@ -10,6 +10,7 @@ fault a generic 500 with a correlation id (details only in the log).
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import time
 import uuid
@@ -287,6 +288,8 @@ def serve(settings: Settings, *, host: str, port: int) -> int:
             return 2
         log.warning("AUTHENTICATION IS OFF: listening on %s:%d for local development only; anyone on this "
                     "machine can call the service", host, port)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False,
-                log_config=None)
+    app = create_app(settings)
+    gc.collect()
+    gc.freeze()  # the loaded content never dies: keep it out of every later full collection (shorter pauses)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, log_config=None)
     return 0

@@ -9,6 +9,8 @@ path, severity and a plain reason, and the rules then see the data as missing.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +87,24 @@ class _Reading:
     ref: str
     value: Any
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@functools.lru_cache(maxsize=4096)
+def structure_errors(canonical: str) -> tuple[tuple[str, str], ...]:
+    """fhir.resources' verdict on one resource (canonical JSON), as (element path, message) pairs.
+
+    Cached by content: the same patient's resources come back with every hook of a visit (patient-view,
+    encounter-start, order-select, re-opened charts), and this check is most of a call's cost. The cache
+    lives in process memory only and is bounded; a changed resource is a different key.
+    """
+    resource = json.loads(canonical)
+    rtype = resource["resourceType"]
+    try:
+        get_fhir_model_class(rtype).model_validate(resource)
+    except ValidationError as exc:
+        return tuple((".".join(str(p) for p in (rtype, *e["loc"]) if not str(p).startswith("function")), e["msg"])
+                     for e in exc.errors()[:3])
+    return ()
 
 
 def codings(concept: Any) -> list[tuple[str, str]]:
@@ -165,12 +185,10 @@ class _Validator:
             return None
         if not self._may_be_used(resource):
             return resource  # its handler reports it as unrelated; its structure cannot matter
-        try:
-            get_fhir_model_class(rtype).model_validate(resource)
-        except ValidationError as exc:
-            for error in exc.errors()[:3]:
-                path = ".".join(str(p) for p in (rtype, *error["loc"]) if not str(p).startswith("function"))
-                self.issue(ref, path, "error", "structure", f"not valid FHIR R4: {error['msg']}")
+        errors = structure_errors(json.dumps(resource, sort_keys=True, separators=(",", ":")))
+        for path, message in errors:
+            self.issue(ref, path, "error", "structure", f"not valid FHIR R4: {message}")
+        if errors:
             return None
         if not resource.get("id"):
             self.issue(ref, f"{rtype}.id", "warning", "no-id", "resource has no id")

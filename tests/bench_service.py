@@ -39,6 +39,16 @@ wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
 """
+NEW_DATA = SCRIPT + """
+local counter = 0
+function request()
+  counter = counter + 1
+  local body = string.gsub(wrk.body, '"id": "p01%-', '"id": "p01-' .. counter .. '-')
+  return wrk.format(nil, nil, nil, body)
+end
+"""
+
+
 def vital_sign(index: int) -> dict[str, Any]:
     """A heart-rate Observation: what most of a real chart's Observations are, and no rule reads."""
     return {"resourceType": "Observation", "id": f"vital-{index}", "status": "final",
@@ -110,12 +120,13 @@ def server(kind: str, folder: str) -> Iterator[tuple[str, int]]:
         process.wait(20)
 
 
-def wrk(url: str, body: bytes, *, seconds: float = 8, connections: int = 8) -> dict[str, Any]:
-    """One wrk run (one thread, so the other core is the server's): requests/s, p50, p99, errors."""
+def wrk(url: str, body: bytes, *, seconds: float = 8, connections: int = 8, new_data: bool = False) -> dict[str, Any]:
+    """One wrk run (one thread, so the other core is the server's): requests/s, p50, p99, errors.
+    With `new_data`, every request carries Observations with new ids, so no per-content cache helps."""
     with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as body_file, \
             tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         body_file.write(body)
-        script.write(SCRIPT)
+        script.write(NEW_DATA if new_data else SCRIPT)
     env = os.environ | {"BENCH_BODY": body_file.name}
     done = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s",
                            script.name, f"{url}{PATIENT_VIEW}"], env=env, capture_output=True, text=True, check=True)
@@ -195,6 +206,9 @@ def service_figures(folder: str) -> dict[str, Any]:
             figures = wrk(url, body)
             figures["share_of_bare_throughput"] = round(figures["requests_per_s"] / bare["requests_per_s"], 3)
             out[name] = figures
+        out["patient_view_p01_new_data_each_call"] = wrk(url, p01, new_data=True)
+        out["patient_view_p01_new_data_each_call"]["share_of_bare_throughput"] = round(
+            out["patient_view_p01_new_data_each_call"]["requests_per_s"] / bare["requests_per_s"], 3)
         out["prefetch_1000_observations_one_at_a_time"] = wrk(url, thousand, connections=1, seconds=5)
         half = out["patient_view_p01"]["requests_per_s"] / 2
         out["patient_view_p01_at_half_max_rate"] = paced(url, p01, half)
@@ -219,8 +233,8 @@ def summary(results: dict[str, Any]) -> str:
     service, engine = results["service"], results["engine"]
     bare = service["bare_endpoint"]
     lines = [f"{'load':<44}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'x bare':>8}"]
-    for name in ("bare_endpoint", "patient_view_p01", "prefetch_100_observations", "prefetch_1000_observations",
-                 "prefetch_1000_observations_one_at_a_time"):
+    for name in ("bare_endpoint", "patient_view_p01", "patient_view_p01_new_data_each_call",
+                 "prefetch_100_observations", "prefetch_1000_observations", "prefetch_1000_observations_one_at_a_time"):
         f = service[name]
         lines.append(f"{name:<44}{f['requests_per_s']:>9.0f}{f['p50_ms']:>9.2f}{f['p99_ms']:>9.2f}"
                      f"{f['requests_per_s'] / bare['requests_per_s']:>8.3f}")

@@ -285,3 +285,11 @@ def test_non_resources_and_operation_outcomes_are_reported(terminology: Terminol
 def test_user_role_becomes_the_audience(terminology: Terminology) -> None:
     result = run(terminology, user_id="RelatedPerson/mum")
     assert [getattr(f, "role", None) for f in result.facts if f.kind == "audience"] == ["related-person"]
+
+
+def test_structure_verdicts_are_cached_by_content_not_by_id(terminology: Terminology) -> None:
+    broken = resource(MMT) | {"effectiveDateTime": "not a date"}
+    first = run(terminology, broken).issues
+    assert [i.code for i in first] == ["structure"]
+    assert run(terminology, copy.deepcopy(broken)).issues == first
+    assert run(terminology, resource(MMT)).issues == []  # same id, different content: checked again
