@@ -240,23 +240,24 @@ def create_app(settings: Settings) -> FastAPI:
             return {"services": [s.model_dump() for s in cds.catalog.values()]}
         return await guarded("discovery", "discovery", work)
 
-    @app.post("/cds-services/{service_id}", summary="Call a CDS service (hook request)")
-    async def call(service_id: str, request: Request) -> Response:
+    async def posted(service_id: str, request: Request, endpoint: str,
+                     handle: Callable[[Service, bytes], dict[str, Any]]) -> Response:
+        """A POST to a service or its feedback: known service, token for this exact URL, capped body."""
         async def work() -> dict[str, Any]:
             service = known(service_id)
-            cds.authenticate(request, f"/cds-services/{service_id}")
+            suffix = "/feedback" if endpoint == "feedback" else ""
+            cds.authenticate(request, f"/cds-services/{service_id}{suffix}")
             raw = await read_body(request, settings.max_body_bytes)
-            return await run_in_threadpool(cds.answer, service, raw)
-        return await guarded(service_id, "hook", work)
+            return await run_in_threadpool(handle, service, raw)
+        return await guarded(service_id, endpoint, work)
+
+    @app.post("/cds-services/{service_id}", summary="Call a CDS service (hook request)")
+    async def call(service_id: str, request: Request) -> Response:
+        return await posted(service_id, request, "hook", cds.answer)
 
     @app.post("/cds-services/{service_id}/feedback", summary="Feedback on issued cards")
     async def feedback(service_id: str, request: Request) -> Response:
-        async def work() -> dict[str, Any]:
-            service = known(service_id)
-            cds.authenticate(request, f"/cds-services/{service_id}/feedback")
-            raw = await read_body(request, settings.max_body_bytes)
-            return await run_in_threadpool(cds.feedback, service, raw)
-        return await guarded(service_id, "feedback", work)
+        return await posted(service_id, request, "feedback", cds.feedback)
 
     def known(service_id: str) -> Service:
         service = cds.catalog.get(service_id)

@@ -44,6 +44,7 @@ from cds.pipeline import Pipeline
 from cds.prefetch import prefetch_from, prefetch_templates
 from cds.rules import RuleSet, load_rules
 from cds.settings import PROJECT_ROOT, Settings
+from cds.store import Store
 from cds.store import metadata as store_tables
 from cds.terminology import Terminology, load_terminology
 from cds.validate import bundle_resources
@@ -304,6 +305,14 @@ def assert_no_empties(value: Any, where: str) -> None:
     elif isinstance(value, list):
         for index, item in enumerate(value):
             assert_no_empties(item, f"{where}[{index}]")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A store on a fresh SQLite file (the backends themselves are compared in test_store.py)."""
+    store = Store(f"sqlite:///{tmp_path / 'store.sqlite3'}", b"k")
+    yield store
+    store.close()
 
 
 # ---- the store's two backends: a SQLite file and the PostgreSQL server `make test` starts -----------

@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,6 @@ from cds.store import Store
 from tests.conftest import ISSUER, FhirStub, Signer
 
 AUD = "https://cds.example.org/cds-services/hipflex-patient-view"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(f"sqlite:///{tmp_path / 'auth.sqlite3'}", b"k")
-    yield store
-    store.close()
 
 
 @pytest.fixture

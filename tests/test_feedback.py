@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,13 +13,6 @@ from cds.hookrequest import RequestError
 from cds.store import IssuedCard, Store
 
 SERVICE = "hipflex-patient-view"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(f"sqlite:///{tmp_path / 'f.sqlite3'}", b"k")
-    yield store
-    store.close()
 
 
 @pytest.fixture
