@@ -10,14 +10,13 @@ import argparse
 import datetime as dt
 import json
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
 from cds.cards import EXPLANATION_KEY
 from cds.contentfile import ContentError
 from cds.pipeline import Decision, Pipeline
-from cds.prefetch import prefetch_from, prefetch_templates
+from cds.prefetch import prefetch_templates, request_for
 from cds.settings import Settings
 from cds.validate import SUPPORTED, Context, bundle_resources
 
@@ -142,14 +141,11 @@ def cmd_rules(pipeline: Pipeline, args: argparse.Namespace) -> int:
 def cmd_request(pipeline: Pipeline, args: argparse.Namespace) -> int:
     """A request body to try the service with (`curl -d @-`); the patient is the file's Patient."""
     resources, _ = read_fhir_file(args.file)
-    patients = [r for r in resources if r.get("resourceType") == "Patient"]
-    if len(patients) != 1:
-        raise UsageError(f"{args.file}: needs exactly one Patient to make a request, found {len(patients)}")
-    context = {"userId": args.user, "patientId": patients[0].get("id")}
-    if args.hook == "encounter-start":
-        context["encounterId"] = args.encounter
-    body = {"hook": args.hook, "hookInstance": str(uuid.uuid4()), "context": context,
-            "prefetch": prefetch_from(resources, prefetch_templates(pipeline.terminology))}
+    templates = prefetch_templates(pipeline.terminology)
+    try:
+        body = request_for(resources, args.hook, templates, args.user, args.encounter)
+    except ValueError as exc:
+        raise UsageError(f"{args.file}: {exc}") from None
     print(json.dumps(body, indent=2))
     return 0
 

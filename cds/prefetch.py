@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -55,6 +56,26 @@ def prefetch_from(resources: list[dict[str, Any]], templates: dict[str, str]) ->
         else:
             prefetch[key] = found[0] if found else None
     return prefetch
+
+
+def request_for(resources: list[dict[str, Any]], hook: str, templates: dict[str, str], user_id: str,
+                encounter_id: str = "encounter-1") -> dict[str, Any]:
+    """The hook request an EHR would send holding these resources as prefetch (for the CLI and the review
+    page); order-select selects a draft physiotherapy order. ValueError unless there is exactly one Patient."""
+    patients = [r for r in resources if r.get("resourceType") == "Patient"]
+    if len(patients) != 1:
+        raise ValueError(f"exactly one Patient is needed to make a request; found {len(patients)}")
+    context: dict[str, Any] = {"userId": user_id, "patientId": str(patients[0].get("id"))}
+    if hook in ("encounter-start", "order-select"):
+        context["encounterId"] = encounter_id
+    if hook == "order-select":
+        draft = {"resourceType": "ServiceRequest", "id": "draft-referral", "status": "draft", "intent": "order",
+                 "subject": {"reference": f"Patient/{context['patientId']}"},
+                 "code": {"coding": [{"system": "http://snomed.info/sct", "code": "91251008"}]}}
+        context |= {"selections": ["ServiceRequest/draft-referral"],
+                    "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": draft}]}}
+    return {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context,
+            "prefetch": prefetch_from(resources, templates)}
 
 
 class FetchFailed(Exception):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,7 @@ from pydantic import ValidationError
 
 from cds.cards import EXPLANATION_KEY
 from cds.hookrequest import HookRequest, RequestError, first_error
-from cds.prefetch import prefetch_from
+from cds.prefetch import request_for
 from cds.settings import PROJECT_ROOT
 from cds.store import rule_use
 from cds.validate import bundle_resources
@@ -78,26 +77,12 @@ def read_bundle(text: str) -> dict[str, Any]:
 
 
 def hook_request(resources: list[dict[str, Any]], hook: str, prefetch: dict[str, str]) -> HookRequest:
-    """The request an EHR would send for these resources; order-select selects a draft knee physiotherapy order."""
-    patients = [r for r in resources if r.get("resourceType") == "Patient"]
-    if len(patients) != 1:
-        raise ReviewInputError(f"The bundle needs exactly one Patient; it has {len(patients)}.")
-    context: dict[str, Any] = {"userId": "Practitioner/review", "patientId": str(patients[0].get("id"))}
-    if hook == "encounter-start":
-        context["encounterId"] = "review-encounter"
-    if hook == "order-select":
-        draft = {"resourceType": "ServiceRequest", "id": "review-draft", "status": "draft", "intent": "order",
-                 "subject": {"reference": f"Patient/{context['patientId']}"},
-                 "code": {"coding": [{"system": "http://snomed.info/sct", "code": "91251008"}]}}
-        context |= {"selections": ["ServiceRequest/review-draft"],
-                    "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": draft}]}}
-    body = {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context,
-            "prefetch": prefetch_from(resources, prefetch)}
+    """The request an EHR would send for these resources, checked like one."""
     try:
-        return HookRequest.model_validate(body)
-    except ValidationError as exc:
-        field, message = first_error(exc)
-        raise ReviewInputError(f"The bundle cannot be sent as a request: {field}: {message}.") from None
+        return HookRequest.model_validate(request_for(resources, hook, prefetch, "Practitioner/review"))
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError too
+        reason = ": ".join(first_error(exc)) if isinstance(exc, ValidationError) else str(exc)
+        raise ReviewInputError(f"The bundle cannot be sent as a request: {reason}.") from None
 
 
 def resource_rows(resources: list[dict[str, Any]]) -> list[dict[str, str]]:

@@ -17,7 +17,6 @@ import difflib
 import inspect
 import json
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from pytest_bdd.parser import Feature, Scenario, Step
 
 from cds.cards import EXPLANATION_KEY
 from cds.pipeline import Pipeline
-from cds.prefetch import prefetch_from, prefetch_templates
+from cds.prefetch import prefetch_templates, request_for
 from cds.settings import PROJECT_ROOT
 from cds.terminology import Terminology, load_terminology
 from cds.validate import Context
@@ -447,7 +446,7 @@ def decide(chart: Chart, hook: str, request: pytest.FixtureRequest) -> Outcome:
     draft = {"resourceType": "ServiceRequest", "id": "draft-referral", "status": "draft", "intent": "order",
              "subject": {"reference": "Patient/scenario"}, "code": {"coding": [{"system": SNOMED, "code": "91251008"}]}}
     if request.node.get_closest_marker("service"):
-        outcome = through_service(request.getfixturevalue("feature_service"), hook, chart, resources, draft)
+        outcome = through_service(request.getfixturevalue("feature_service"), hook, chart, resources)
     else:
         outcome = through_engine(request.getfixturevalue("pipeline"), hook, chart, resources, draft)
     assert_cds_response({"cards": outcome.cards})
@@ -466,16 +465,8 @@ def through_engine(pipeline: Pipeline, hook: str, chart: Chart, resources: list[
                    findings=evaluation.finding_names(), issues={i.code for i in decision.validated.issues})
 
 
-def through_service(url: str, hook: str, chart: Chart, resources: list[dict[str, Any]],
-                    draft: dict[str, Any]) -> Outcome:
-    context: dict[str, Any] = {"userId": chart.user, "patientId": "scenario"}
-    if hook == "encounter-start":
-        context["encounterId"] = "scenario-encounter"
-    if hook == "order-select":
-        context |= {"selections": ["ServiceRequest/draft-referral"],
-                    "draftOrders": {"resourceType": "Bundle", "entry": [{"resource": draft}]}}
-    body = {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context,
-            "prefetch": prefetch_from(resources, prefetch_templates(TERMINOLOGY))}
+def through_service(url: str, hook: str, chart: Chart, resources: list[dict[str, Any]]) -> Outcome:
+    body = request_for(resources, hook, prefetch_templates(TERMINOLOGY), chart.user)
     response = httpx.post(f"{url}/cds-services/hipflex-{hook}", json=body, timeout=30)
     assert response.status_code == 200, response.text
     cards = response.json()["cards"]
