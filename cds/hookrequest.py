@@ -134,14 +134,15 @@ def _check_selections(context: dict[str, Any]) -> None:
                            "ServiceRequest/123", "context.selections")
     if not isinstance(draft, dict) or draft.get("resourceType") != "Bundle":
         raise RequestError(400, "invalid-context", "context.draftOrders must be a FHIR Bundle", "context.draftOrders")
-    present = {f"{r.get('resourceType')}/{r.get('id')}" for r in draft_resources(draft)}
+    present = {f"{r.get('resourceType')}/{r.get('id')}" for r in entry_resources(draft)}
     for index, selected in enumerate(selections):
         if selected not in present:
             raise RequestError(400, "invalid-context", f"{selected} is selected but not in context.draftOrders",
                                f"context.selections.{index}")
 
 
-def draft_resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+def entry_resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    """The resources of a Bundle's entries, skipping entries that hold none (draft orders, search pages)."""
     entries = bundle.get("entry") or []
     return [e["resource"] for e in entries if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
 
@@ -154,7 +155,7 @@ def selected_knee_physiotherapy(request: HookRequest, terminology: Terminology) 
     """
     selected = set(request.context.get("selections") or [])
     found = []
-    for resource in draft_resources(request.context.get("draftOrders") or {}):
+    for resource in entry_resources(request.context.get("draftOrders") or {}):
         ref = f"{resource.get('resourceType')}/{resource.get('id')}"
         physiotherapy = bool(set(codings(resource.get("code"))) & terminology.physiotherapy_codes)
         if ref in selected and resource.get("resourceType") == "ServiceRequest" and physiotherapy \

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from cds.facts import DataIssue
-from cds.hookrequest import HookRequest, RequestError
+from cds.hookrequest import HookRequest, RequestError, entry_resources
 from cds.terminology import Terminology
 
 REQUIRED_KEYS = ("patient", "observations")
@@ -192,7 +192,7 @@ def _resources(value: dict[str, Any], request: HookRequest, reader: FhirReader) 
         return [value]
     resources, page, pages = [], value, 1
     while True:
-        resources += [r for r in _entries(page) if r.get("resourceType") != "OperationOutcome"]
+        resources += [r for r in entry_resources(page) if r.get("resourceType") != "OperationOutcome"]
         next_url = _next_link(page)
         if next_url is None:
             return resources
@@ -204,11 +204,6 @@ def _resources(value: dict[str, Any], request: HookRequest, reader: FhirReader) 
         if fetched is None:
             raise FetchFailed("a next page of a search result is gone")
         page, pages = fetched, pages + 1
-
-
-def _entries(bundle: dict[str, Any]) -> list[dict[str, Any]]:
-    return [e["resource"] for e in bundle.get("entry") or []
-            if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
 
 
 def _next_link(bundle: dict[str, Any]) -> str | None:
