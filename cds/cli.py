@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cds.cards import EXPLANATION_KEY
-from cds.contentfile import ContentError
-from cds.pipeline import Decision, Pipeline
-from cds.prefetch import prefetch_templates, request_for
+from cds.clinical.cards import EXPLANATION_KEY
+from cds.clinical.pipeline import Decision, Pipeline
+from cds.clinical.validate import SUPPORTED, Context, bundle_resources
+from cds.content.files import ContentError
+from cds.hooks.prefetch import prefetch_templates, request_for
 from cds.settings import Settings
-from cds.validate import SUPPORTED, Context, bundle_resources
 
 HOOKS = ("patient-view", "encounter-start", "order-select")
 
@@ -151,7 +151,7 @@ def cmd_request(pipeline: Pipeline, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from cds.service import serve  # the web stack is only imported when serving
+    from cds.web.app import serve  # the web stack is only imported when serving
 
     return serve(settings, host=args.host, port=args.port)
 

@@ -18,14 +18,14 @@ from typing import Any
 
 import yaml
 
-from cds.engine import DurableEngine
-from cds.facts import AgeFact, AudienceFact, HyperextensionFact, InputFact, MmtFact, PainSiteFact
-from cds.pipeline import Pipeline
-from cds.reference_engine import evaluate_reference
-from cds.rules import load_rules
+from cds.clinical.engine import DurableEngine
+from cds.clinical.facts import AgeFact, AudienceFact, HyperextensionFact, InputFact, MmtFact, PainSiteFact
+from cds.clinical.pipeline import Pipeline
+from cds.clinical.reference_engine import evaluate_reference
+from cds.clinical.validate import Context, bundle_resources, validate
+from cds.content.rules import load_rules
+from cds.content.terminology import Terminology
 from cds.settings import PROJECT_ROOT, Settings
-from cds.terminology import Terminology
-from cds.validate import Context, bundle_resources, validate
 
 TODAY = dt.date(2026, 11, 24)
 

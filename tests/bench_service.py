@@ -1,7 +1,7 @@
 """`make bench`: the service under load, against a bare FastAPI endpoint measured in the same run.
 
 Both servers run as subprocesses with the same uvicorn settings (one worker, loopback); the service with
-its production path (`cds.service.serve`: JSON logs, SQLite store, card records). wrk drives them. Every
+its production path (`cds.web.app.serve`: JSON logs, SQLite store, card records). wrk drives them. Every
 figure is printed next to its ratio to the bare endpoint; nothing is asserted (the machine is shared).
 Results are saved under bench/results/ together with the engine figures of tests/bench_engine.py.
 """
@@ -88,8 +88,8 @@ def serve(kind: str, port: int, folder: str) -> None:
     """Run in the server subprocess (`python -m tests.bench_service --serve KIND PORT FOLDER`)."""
     import uvicorn
 
-    from cds.service import serve as serve_cds
     from cds.settings import Settings
+    from cds.web.app import serve as serve_cds
 
     if kind == "cds":
         settings = Settings(database_url=f"sqlite:///{folder}/bench.sqlite3", as_of=EXAMPLE_DATE,

@@ -25,7 +25,7 @@ import uvicorn
 import yaml
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from cds.facts import (
+from cds.clinical.facts import (
     AgeFact,
     AudienceFact,
     GaitFact,
@@ -40,14 +40,14 @@ from cds.facts import (
     ReferralFact,
     RejectedInputFact,
 )
-from cds.pipeline import Pipeline
-from cds.prefetch import prefetch_from, prefetch_templates
-from cds.rules import RuleSet, load_rules
+from cds.clinical.pipeline import Pipeline
+from cds.clinical.validate import bundle_resources
+from cds.content.rules import RuleSet, load_rules
+from cds.content.terminology import Terminology, load_terminology
+from cds.hooks.prefetch import prefetch_from, prefetch_templates
+from cds.hooks.store import Store
+from cds.hooks.store import metadata as store_tables
 from cds.settings import PROJECT_ROOT, Settings
-from cds.store import Store
-from cds.store import metadata as store_tables
-from cds.terminology import Terminology, load_terminology
-from cds.validate import bundle_resources
 
 EXAMPLES = PROJECT_ROOT / "fhir_examples"
 RULES = PROJECT_ROOT / "rules"
@@ -252,7 +252,7 @@ def hook_request(hook: str = "patient-view", name: str = "P01-classic-right.json
     return body | overrides
 
 
-# ---- the CDS Hooks 2.0 response rules, checked on plain JSON (independent of cds.cdshooks) ----------
+# ---- the CDS Hooks 2.0 response rules, checked on plain JSON (independent of cds.clinical.response) ---
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -375,7 +375,7 @@ def issuers_file(tmp_path: Path, signer: Signer) -> Path:
 @pytest.fixture(scope="session")
 def feature_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The HTTP service for @service scenarios, as of the scenarios' visit date."""
-    from cds.service import create_app
+    from cds.web.app import create_app
 
     with running(create_app(service_settings(tmp_path_factory.mktemp("features")))) as url:
         yield url

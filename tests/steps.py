@@ -27,12 +27,12 @@ import pytest
 from pytest_bdd import given, parsers, then, when
 from pytest_bdd.parser import Feature, Scenario, Step
 
-from cds.cards import EXPLANATION_KEY
-from cds.pipeline import Pipeline
-from cds.prefetch import prefetch_templates, request_for
+from cds.clinical.cards import EXPLANATION_KEY
+from cds.clinical.pipeline import Pipeline
+from cds.clinical.validate import Context
+from cds.content.terminology import Terminology, load_terminology
+from cds.hooks.prefetch import prefetch_templates, request_for
 from cds.settings import PROJECT_ROOT
-from cds.terminology import Terminology, load_terminology
-from cds.validate import Context
 from tests.conftest import EXAMPLE_DATE, assert_cds_response
 
 REPORTS = PROJECT_ROOT / "test-artifacts" / "features"

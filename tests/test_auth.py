@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from cds.auth import Authenticator, AuthError, TrustedIssuer, load_issuers
-from cds.contentfile import ContentError
-from cds.store import Store
+from cds.content.files import ContentError
+from cds.hooks.auth import Authenticator, AuthError, TrustedIssuer, load_issuers
+from cds.hooks.store import Store
 from tests.conftest import ISSUER, FhirStub, Signer
 
 AUD = "https://cds.example.org/cds-services/hipflex-patient-view"

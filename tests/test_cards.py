@@ -11,12 +11,12 @@ import pytest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from pydantic import ValidationError
 
-from cds.cards import EXPLANATION_KEY, load_card_texts
-from cds.cdshooks import Card, Indicator, Source, Suggestion
-from cds.contentfile import ContentError
-from cds.pipeline import Decision, Pipeline
-from cds.rules import RuleSet
-from cds.validate import Context, bundle_resources
+from cds.clinical.cards import EXPLANATION_KEY, load_card_texts
+from cds.clinical.pipeline import Decision, Pipeline
+from cds.clinical.response import Card, Indicator, Source, Suggestion
+from cds.clinical.validate import Context, bundle_resources
+from cds.content.files import ContentError
+from cds.content.rules import RuleSet
 from tests.conftest import EXAMPLES, RULES, example_paths, load_json
 
 

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cds.engine import DurableEngine, EngineBusy, EngineError, fnv1a32
-from cds.facts import InputFact
-from cds.outcome import Collector, Evaluation
-from cds.reference_engine import evaluate_reference
-from cds.rules import RuleSet, load_rules
-from cds.terminology import Terminology
+from cds.clinical.engine import DurableEngine, EngineBusy, EngineError, fnv1a32
+from cds.clinical.facts import InputFact
+from cds.clinical.outcome import Collector, Evaluation
+from cds.clinical.reference_engine import evaluate_reference
+from cds.content.rules import RuleSet, load_rules
+from cds.content.terminology import Terminology
 from tests.conftest import GRADES, Facts, threshold_rules
 
 F = Facts

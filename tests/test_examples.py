@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
-from cds.cards import EXPLANATION_KEY
-from cds.pipeline import Pipeline
-from cds.validate import Context, bundle_resources
+from cds.clinical.cards import EXPLANATION_KEY
+from cds.clinical.pipeline import Pipeline
+from cds.clinical.validate import Context, bundle_resources
 from tests.conftest import assert_cds_response, example_paths, expected_for, load_json
 
 EXAMPLES = example_paths()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pytest_bdd import scenarios
 
-from cds.rules import RuleSet
+from cds.content.rules import RuleSet
 from cds.settings import PROJECT_ROOT
 from tests import steps
 

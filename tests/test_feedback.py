@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from cds.feedback import parse_feedback, store_feedback
-from cds.hookrequest import RequestError
-from cds.store import IssuedCard, Store
+from cds.hooks.feedback import parse_feedback, store_feedback
+from cds.hooks.request import RequestError
+from cds.hooks.store import IssuedCard, Store
 
 SERVICE = "hipflex-patient-view"
 

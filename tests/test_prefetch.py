@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from cds.hookrequest import HookRequest, RequestError
-from cds.prefetch import FetchLimits, FhirReader, gather, prefetch_templates, render
-from cds.terminology import Terminology
+from cds.content.terminology import Terminology
+from cds.hooks.prefetch import FetchLimits, FhirReader, gather, prefetch_templates, render
+from cds.hooks.request import HookRequest, RequestError
 from tests.conftest import FhirStub, example_prefetch, hook_request, searchset
 
 TOKEN = "secret-access-token-123"

@@ -12,10 +12,10 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from cds.review import CSP
-from cds.service import create_app
+from cds.hooks.store import Store
 from cds.settings import PROJECT_ROOT
-from cds.store import Store
+from cds.web.app import create_app
+from cds.web.review import CSP
 from tests.conftest import EXAMPLES, load_json, running, service_settings
 
 SHOTS = PROJECT_ROOT / "test-artifacts" / "review"

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from cds.contentfile import ContentError
-from cds.engine import DurableEngine
-from cds.facts import InputFact
-from cds.outcome import Evaluation
-from cds.reference_engine import evaluate_reference
-from cds.rules import RuleSet, load_rules
-from cds.terminology import Terminology
+from cds.clinical.engine import DurableEngine
+from cds.clinical.facts import InputFact
+from cds.clinical.outcome import Evaluation
+from cds.clinical.reference_engine import evaluate_reference
+from cds.content.files import ContentError
+from cds.content.rules import RuleSet, load_rules
+from cds.content.terminology import Terminology
 from tests.conftest import RULES, Facts, threshold_rules
 
 F = Facts

@@ -6,7 +6,7 @@ import time
 import uuid
 from pathlib import Path
 
-from cds.store import FeedbackRecord, IssuedCard, Store, patient_key
+from cds.hooks.store import FeedbackRecord, IssuedCard, Store, patient_key
 
 
 def card(service: str = "hipflex-patient-view") -> IssuedCard:

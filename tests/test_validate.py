@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from cds.facts import DataIssue, HhdAsymmetryFact, HhdFact, MmtFact
-from cds.terminology import Terminology
-from cds.validate import Context, Validated, bundle_resources, validate
+from cds.clinical.facts import DataIssue, HhdAsymmetryFact, HhdFact, MmtFact
+from cds.clinical.validate import Context, Validated, bundle_resources, validate
+from cds.content.terminology import Terminology
 from tests.conftest import EXAMPLES, load_json
 
 TODAY = dt.date(2026, 11, 24)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import itertools
 
-from cds.facts import EngineValue, InputFact
-from cds.outcome import Collector, Evaluation, RuleRef
-from cds.rules import CompiledRule, RuleSet
+from cds.clinical.facts import EngineValue, InputFact
+from cds.clinical.outcome import Collector, Evaluation, RuleRef
+from cds.content.rules import CompiledRule, RuleSet
 
 EngineFact = dict[str, EngineValue]
 

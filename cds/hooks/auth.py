@@ -22,7 +22,7 @@ import httpx
 import jwt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cds.contentfile import load_model
+from cds.content.files import load_model
 
 ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 JWKS_REFRESH_SECONDS = 60.0

@@ -13,7 +13,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cds.cdshooks import (
+from cds.clinical.facts import DataIssue, InputFact, MmtFact
+from cds.clinical.outcome import Derived, Evaluation
+from cds.clinical.response import (
     Action,
     ActionType,
     Card,
@@ -24,11 +26,9 @@ from cds.cdshooks import (
     Source,
     Suggestion,
 )
-from cds.contentfile import ContentError, load_model
-from cds.facts import DataIssue, InputFact, MmtFact
-from cds.outcome import Derived, Evaluation
-from cds.rules import RuleSet
-from cds.terminology import Terminology
+from cds.content.files import ContentError, load_model
+from cds.content.rules import RuleSet
+from cds.content.terminology import Terminology
 
 EXPLANATION_KEY = "urn:hipflex-cds:explanation"
 SNOMED = "http://snomed.info/sct"

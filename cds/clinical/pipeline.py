@@ -10,15 +10,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cds.cards import CardBuilder, load_card_texts
-from cds.cdshooks import Card, CDSResponse
-from cds.engine import DurableEngine
-from cds.facts import DataIssue
-from cds.outcome import Evaluation
-from cds.rules import RuleSet, load_rules
+from cds.clinical.cards import CardBuilder, load_card_texts
+from cds.clinical.engine import DurableEngine
+from cds.clinical.facts import DataIssue
+from cds.clinical.outcome import Evaluation
+from cds.clinical.response import Card, CDSResponse
+from cds.clinical.validate import Context, Validated, validate
+from cds.content.rules import RuleSet, load_rules
+from cds.content.terminology import Terminology, load_terminology
 from cds.settings import Settings
-from cds.terminology import Terminology, load_terminology
-from cds.validate import Context, Validated, validate
 
 
 @dataclass(frozen=True)

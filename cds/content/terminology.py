@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cds.contentfile import load_model
+from cds.content.files import load_model
 
 Side = Literal["left", "right", "bilateral"]
 ValueKind = Literal["mrc-grade", "force", "angle", "boolean", "pain-score", "body-site"]

@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cds.contentfile import ContentError, Location, line_of, load_model
-from cds.facts import EngineValue, fact_properties
-from cds.terminology import Terminology
+from cds.clinical.facts import EngineValue, fact_properties
+from cds.content.files import ContentError, Location, line_of, load_model
+from cds.content.terminology import Terminology
 
 SIDES = ("left", "right")
 OPERATORS = ("equals", "at_least", "at_most", "above", "below", "one_of")

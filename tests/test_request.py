@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from cds.hookrequest import RequestError, parse_request, selected_knee_physiotherapy
-from cds.terminology import Terminology
+from cds.content.terminology import Terminology
+from cds.hooks.request import RequestError, parse_request, selected_knee_physiotherapy
 from tests.conftest import hook_request
 
 SNOMED = "http://snomed.info/sct"

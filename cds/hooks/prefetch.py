@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from cds.facts import DataIssue
-from cds.hookrequest import HookRequest, RequestError, entry_resources
-from cds.terminology import Terminology
+from cds.clinical.facts import DataIssue
+from cds.content.terminology import Terminology
+from cds.hooks.request import HookRequest, RequestError, entry_resources
 
 REQUIRED_KEYS = ("patient", "observations")
 TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")

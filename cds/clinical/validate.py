@@ -18,7 +18,7 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from cds.facts import (
+from cds.clinical.facts import (
     AgeFact,
     AudienceFact,
     DataIssue,
@@ -35,7 +35,7 @@ from cds.facts import (
     ReferralFact,
     RejectedInputFact,
 )
-from cds.terminology import ObservationBinding, Side, Terminology
+from cds.content.terminology import ObservationBinding, Side, Terminology
 
 SUPPORTED = ("Patient", "Observation", "Condition", "Procedure", "ServiceRequest")
 USABLE_STATUS = {"final", "amended", "corrected"}

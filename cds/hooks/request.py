@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cds.terminology import Terminology
-from cds.validate import codings
+from cds.clinical.validate import codings
+from cds.content.terminology import Terminology
 
 REFERENCE = re.compile(r"^[A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")

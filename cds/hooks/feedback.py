@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cds.hookrequest import RequestError, first_error, parse_json
-from cds.store import FeedbackRecord, Store
+from cds.hooks.request import RequestError, first_error, parse_json
+from cds.hooks.store import FeedbackRecord, Store
 
 UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 

@@ -24,15 +24,15 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 from pydantic import ValidationError
 
-from cds.cards import EXPLANATION_KEY
-from cds.hookrequest import HookRequest, RequestError, first_error
-from cds.prefetch import request_for
+from cds.clinical.cards import EXPLANATION_KEY
+from cds.clinical.validate import bundle_resources
+from cds.hooks.prefetch import request_for
+from cds.hooks.request import HookRequest, RequestError, first_error
+from cds.hooks.store import rule_use
 from cds.settings import PROJECT_ROOT
-from cds.store import rule_use
-from cds.validate import bundle_resources
 
 if TYPE_CHECKING:
-    from cds.service import Answer, CdsService
+    from cds.web.app import Answer, CdsService
 
 EXAMPLES = PROJECT_ROOT / "fhir_examples"
 COVERAGE_REPORT = PROJECT_ROOT / "test-artifacts" / "features" / "rule-coverage.json"
@@ -42,7 +42,7 @@ HOOKS = {"patient-view": "hipflex-patient-view", "encounter-start": "hipflex-enc
          "order-select": "hipflex-order-select"}
 INDICATORS = {"info": ("\u2139", "Info"), "warning": ("⚠", "Warning"), "critical": ("⛔", "Critical")}
 
-templates = Environment(loader=PackageLoader("cds", "templates"), autoescape=select_autoescape(["html"]))
+templates = Environment(loader=PackageLoader("cds.web", "templates"), autoescape=select_autoescape(["html"]))
 markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
 
 

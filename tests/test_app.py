@@ -14,12 +14,12 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from cds.cards import EXPLANATION_KEY
-from cds.observability import JsonFormatter
-from cds.prefetch import render
-from cds.service import create_app, serve
+from cds.clinical.cards import EXPLANATION_KEY
+from cds.hooks.prefetch import render
+from cds.hooks.store import Store
 from cds.settings import Settings
-from cds.store import Store
+from cds.web.app import create_app, serve
+from cds.web.observability import JsonFormatter
 from tests.conftest import (
     EXAMPLES,
     FhirStub,
@@ -141,7 +141,7 @@ def test_a_body_over_the_limit_is_413_declared_or_streamed(tmp_path: Path) -> No
 
 
 def serve_p01(stub: FhirStub, request: dict[str, Any], templates: dict[str, str]) -> None:
-    from cds.hookrequest import HookRequest
+    from cds.hooks.request import HookRequest
 
     hook = HookRequest.model_validate(request)
     data = example_prefetch()

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cds.facts import EngineValue, InputFact
+from cds.clinical.facts import EngineValue, InputFact
 
 
 class RuleRef(BaseModel):

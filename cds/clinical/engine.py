@@ -22,9 +22,9 @@ from typing import Any
 
 from durable import engine as durable
 
-from cds.facts import InputFact
-from cds.outcome import Collector, Evaluation, RuleRef
-from cds.rules import CompiledRule, Pattern, RuleSet
+from cds.clinical.facts import InputFact
+from cds.clinical.outcome import Collector, Evaluation, RuleRef
+from cds.content.rules import CompiledRule, Pattern, RuleSet
 
 _OPS = {"ge": "$gte", "le": "$lte", "gt": "$gt", "lt": "$lt"}
 _OPENER = "$open"

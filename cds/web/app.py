@@ -28,19 +28,19 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cds.auth import Authenticator, AuthError, Caller, load_issuers
-from cds.cards import EXPLANATION_KEY
-from cds.cdshooks import Card
-from cds.engine import EngineBusy
-from cds.feedback import parse_feedback, store_feedback
-from cds.hookrequest import HookRequest, RequestError, parse_request, selected_knee_physiotherapy
-from cds.observability import Metrics
-from cds.pipeline import Decision, Pipeline
-from cds.prefetch import FetchLimits, FhirReader, gather, prefetch_templates
+from cds.clinical.cards import EXPLANATION_KEY
+from cds.clinical.engine import EngineBusy
+from cds.clinical.pipeline import Decision, Pipeline
+from cds.clinical.response import Card
+from cds.clinical.validate import Context
+from cds.content.terminology import Terminology
+from cds.hooks.auth import Authenticator, AuthError, Caller, load_issuers
+from cds.hooks.feedback import parse_feedback, store_feedback
+from cds.hooks.prefetch import FetchLimits, FhirReader, gather, prefetch_templates
+from cds.hooks.request import HookRequest, RequestError, parse_request, selected_knee_physiotherapy
+from cds.hooks.store import IssuedCard, Store, patient_key
 from cds.settings import Settings
-from cds.store import IssuedCard, Store, patient_key
-from cds.terminology import Terminology
-from cds.validate import Context
+from cds.web.observability import Metrics
 
 log = logging.getLogger("hipflex_cds.service")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -202,7 +202,7 @@ def create_app(settings: Settings) -> FastAPI:
                            allow_headers=["Authorization", "Content-Type"], max_age=600)
 
     if cds.auth is None:  # its buttons send feedback without a JWT, so it exists only where auth is off
-        from cds.review import STATIC, review_router
+        from cds.web.review import STATIC, review_router
 
         app.include_router(review_router(cds))
         app.mount("/review/static", StaticFiles(directory=STATIC), name="review-static")
@@ -285,7 +285,7 @@ def serve(settings: Settings, *, host: str, port: int) -> int:
     """Run the service; without trusted issuers only a loopback address is allowed."""
     import uvicorn
 
-    from cds.observability import configure_logging
+    from cds.web.observability import configure_logging
 
     configure_logging()
     if settings.issuers_file is None:
