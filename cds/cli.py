@@ -13,14 +13,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cds.clinical.cards import EXPLANATION_KEY
+from cds.clinical.explanation import Explanation
 from cds.clinical.pipeline import Decision, Pipeline
 from cds.clinical.validate import SUPPORTED, Context, bundle_resources
 from cds.content.files import ContentError
-from cds.hooks.prefetch import prefetch_templates, request_for
+from cds.hooks.call import Answer, HookCaller
+from cds.hooks.discovery import service_id, services
+from cds.hooks.errors import HookError
+from cds.hooks.prefetch import FetchLimits, FhirReader, prefetch_templates, request_for
+from cds.hooks.request import HOOKS, parse_request
 from cds.settings import Settings
-
-HOOKS = ("patient-view", "encounter-start", "order-select")
 
 
 class UsageError(Exception):
@@ -67,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("--hook", choices=HOOKS, default="patient-view")
     request = sub.add_parser("request", help="print a CDS Hooks request carrying a FHIR file as prefetch")
     request.add_argument("file", type=Path, help="a FHIR R4 Bundle with the Patient and their data")
-    request.add_argument("--hook", choices=("patient-view", "encounter-start"), default="patient-view")
+    request.add_argument("--hook", choices=HOOKS, default="patient-view")
     request.add_argument("--user", default="Practitioner/COREPRACTITIONER1")
     request.add_argument("--encounter", default="encounter-1", help="context.encounterId for encounter-start")
     rules = sub.add_parser("rules", help="list the rule catalog")
@@ -107,12 +109,35 @@ def cmd_validate(pipeline: Pipeline, args: argparse.Namespace) -> int:
     return 1 if validated.has_errors else 0
 
 
+def _answer(pipeline: Pipeline, args: argparse.Namespace) -> tuple[Answer, dt.date, str]:
+    """The file sent through the same hook call as the service's (order-select included), nothing stored."""
+    resources, stamp = read_fhir_file(args.file)
+    as_of = args.as_of or stamp or dt.date.today()
+    why = "--as-of" if args.as_of else ("Bundle.timestamp" if stamp else "today")
+    service = {s.id: s for s in services(pipeline.terminology)}[service_id(args.hook)]
+    try:
+        body = request_for([r for r in resources if isinstance(r, dict)], args.hook, service.prefetch, args.user,
+                           patient_id=args.patient)
+    except ValueError as exc:
+        raise UsageError(f"{args.file}: {exc} (or name one with --patient)") from None
+    request = parse_request(json.dumps(body).encode(), args.hook)
+    reader = FhirReader(FetchLimits())
+    try:
+        return HookCaller(pipeline, reader).call(service, request, today=as_of), as_of, why
+    finally:
+        reader.close()
+
+
 def cmd_evaluate(pipeline: Pipeline, args: argparse.Namespace) -> int:
-    decision, as_of, why = _decide(pipeline, args)
+    answer, as_of, why = _answer(pipeline, args)
     if args.json:
-        print(json.dumps(decision.response().dump(), indent=2, ensure_ascii=False))
+        print(json.dumps(answer.response.dump(), indent=2, ensure_ascii=False))
         return 0
     print(f"{args.file}: {args.hook} as of {as_of} ({why})")
+    decision = answer.decision
+    if decision is None:
+        print("Cards: none (order-select answers only for a selected physiotherapy order for the knee)")
+        return 0
     findings = [f"{f.name}" + (f" ({f.side})" if f.side else "") for f in decision.evaluation.findings]
     print("Findings: " + (", ".join(findings) or "none"))
     print(f"Cards ({len(decision.cards)}):" if decision.cards else "Cards: none")
@@ -120,8 +145,7 @@ def cmd_evaluate(pipeline: Pipeline, args: argparse.Namespace) -> int:
         print(f"  [{card.indicator.value}] {card.summary}")
         for s in card.suggestions or []:
             print(f"      suggestion: {s.label}")
-        rules = (card.extension or {}).get(EXPLANATION_KEY, {}).get("rules", [])
-        print("      rules: " + ", ".join(f"{r['id']} v{r['version']}" for r in rules))
+        print("      rules: " + ", ".join(Explanation.of(card).rule_labels))
     _print_issues(decision)
     return 0
 
@@ -143,7 +167,8 @@ def cmd_request(pipeline: Pipeline, args: argparse.Namespace) -> int:
     resources, _ = read_fhir_file(args.file)
     templates = prefetch_templates(pipeline.terminology)
     try:
-        body = request_for(resources, args.hook, templates, args.user, args.encounter)
+        body = request_for([r for r in resources if isinstance(r, dict)], args.hook, templates, args.user,
+                           args.encounter)
     except ValueError as exc:
         raise UsageError(f"{args.file}: {exc}") from None
     print(json.dumps(body, indent=2))
@@ -166,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         handler = {"validate": cmd_validate, "evaluate": cmd_evaluate, "request": cmd_request,
                    "rules": cmd_rules}[args.command]
         return handler(pipeline, args)
-    except (UsageError, ContentError) as exc:
+    except (UsageError, ContentError, HookError) as exc:
         print(f"hipflex-cds: {exc}", file=sys.stderr)
         return 2
 

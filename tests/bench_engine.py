@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from cds.clinical.engine import DurableEngine
-from cds.clinical.facts import AgeFact, AudienceFact, HyperextensionFact, InputFact, MmtFact, PainSiteFact
+from cds.content.facts import AgeFact, AudienceFact, HyperextensionFact, InputFact, MmtFact, PainSiteFact
 from cds.clinical.pipeline import Pipeline
 from cds.clinical.reference_engine import evaluate_reference
 from cds.clinical.validate import Context, bundle_resources, validate

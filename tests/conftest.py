@@ -25,7 +25,7 @@ import uvicorn
 import yaml
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from cds.clinical.facts import (
+from cds.content.facts import (
     AgeFact,
     AudienceFact,
     GaitFact,

@@ -27,7 +27,7 @@ import pytest
 from pytest_bdd import given, parsers, then, when
 from pytest_bdd.parser import Feature, Scenario, Step
 
-from cds.clinical.cards import EXPLANATION_KEY
+from cds.clinical.explanation import Explanation
 from cds.clinical.pipeline import Pipeline
 from cds.clinical.validate import Context
 from cds.content.terminology import Terminology, load_terminology
@@ -101,8 +101,8 @@ class Outcome:
 
     def card(self, kind: str, side: str | None = None) -> dict[str, Any] | None:
         for card in self.cards:
-            rec = card["extension"][EXPLANATION_KEY]["recommendation"]
-            if rec["card"] == kind and (side is None or rec.get("side") == side):
+            rec = Explanation.of(card).recommendation
+            if rec.card == kind and (side is None or rec.side == side):
                 return card
         return None
 
@@ -390,7 +390,7 @@ def card_says(chart: Chart, card: str, text: str) -> None:
       card=list(CARDS))
 def card_rule(chart: Chart, card: str, rule: str) -> None:
     """The card's explanation lists this rule id (with its version) among the rules behind it."""
-    rules = [r["id"] for r in found(chart, card)["extension"][EXPLANATION_KEY]["rules"]]
+    rules = [r.id for r in Explanation.of(found(chart, card)).rules]
     assert rule in rules, f"{card} card rests on {rules}"
 
 
@@ -470,7 +470,7 @@ def through_service(url: str, hook: str, chart: Chart, resources: list[dict[str,
     response = httpx.post(f"{url}/cds-services/hipflex-{hook}", json=body, timeout=30)
     assert response.status_code == 200, response.text
     cards = response.json()["cards"]
-    rules = {f"{r['id']} v{r['version']}" for c in cards for r in c["extension"][EXPLANATION_KEY]["rules"]}
+    rules = {label for c in cards for label in Explanation.of(c).rule_labels}
     return Outcome(cards=cards, rules=rules, findings=None, issues=None)
 
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from cds.clinical.cards import EXPLANATION_KEY
+from cds.clinical.explanation import Explanation
 from cds.hooks.prefetch import render
 from cds.hooks.store import Store
 from cds.settings import Settings
@@ -45,8 +45,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def kinds(body: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(c["extension"][EXPLANATION_KEY]["recommendation"]["card"],
-             c["extension"][EXPLANATION_KEY]["recommendation"].get("side")) for c in body["cards"]]
+    return [(Explanation.of(c).recommendation.card, Explanation.of(c).recommendation.side) for c in body["cards"]]
 
 
 def test_discovery_lists_the_three_hooks_without_empty_values(base_url: str) -> None:
@@ -198,7 +197,7 @@ def test_feedback_is_stored_and_still_there_after_a_restart(tmp_path: Path, data
     store = Store(database_url, b"test-key")
     issued = store.issued(card["uuid"])
     assert issued is not None
-    assert [r["id"] for r in issued.rules] == [r["id"] for r in card["extension"][EXPLANATION_KEY]["rules"]]
+    assert [r["id"] for r in issued.rules] == [r.id for r in Explanation.of(card).rules]
     assert [f.outcome for f in store.feedback_for(card["uuid"])] == ["accepted", "overridden"]
     store.close()
 
@@ -262,12 +261,12 @@ def test_metrics_count_requests_cards_by_rule_and_feedback(tmp_path: Path) -> No
         httpx.post(f"{url}/cds-services/no-such-service", json={})
         httpx.post(f"{url}{PATIENT_VIEW}/feedback", json=feedback_for(card))
         text = httpx.get(f"{url}/metrics").text
-    rule = card["extension"][EXPLANATION_KEY]["rules"][0]
-    kind = card["extension"][EXPLANATION_KEY]["recommendation"]["card"]
+    rule = Explanation.of(card).rules[0]
+    kind = Explanation.of(card).recommendation.card
     assert 'hipflex_requests_total{endpoint="hook",service="hipflex-patient-view",status="200"} 1.0' in text
     assert 'hipflex_requests_total{endpoint="hook",service="hipflex-patient-view",status="400"} 1.0' in text
     assert 'hipflex_requests_total{endpoint="hook",service="(unknown)",status="404"} 1.0' in text
-    assert f'hipflex_cards_total{{card="{kind}",rule="{rule["id"]}@{rule["version"]}"}} 1.0' in text
+    assert f'hipflex_cards_total{{card="{kind}",rule="{rule.id} v{rule.version}"}} 1.0' in text
     assert f'hipflex_feedback_total{{card="{kind}",outcome="accepted"}} 1.0' in text
     assert 'hipflex_request_seconds_count{endpoint="hook",service="hipflex-patient-view"} 2.0' in text
     assert "no-such-service" not in text

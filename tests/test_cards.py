@@ -11,7 +11,9 @@ import pytest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from pydantic import ValidationError
 
-from cds.clinical.cards import EXPLANATION_KEY, load_card_texts
+from cds.clinical.explanation import Explanation
+from cds.content.cardtexts import load_card_texts
+from cds.content.facts import fact_properties
 from cds.clinical.pipeline import Decision, Pipeline
 from cds.clinical.response import Card, Indicator, Source, Suggestion
 from cds.clinical.validate import Context, bundle_resources
@@ -75,9 +77,9 @@ def test_detail_states_findings_evidence_limits_and_rules(pipeline: Pipeline) ->
     assert "Red flags checked" in detail
     assert "4+/5" in detail
     assert "R3 v1" in detail
-    explanation = (card.extension or {})[EXPLANATION_KEY]
-    assert {"id": "R3", "version": 1} in [{"id": r["id"], "version": r["version"]} for r in explanation["rules"]]
-    assert "Observation/p01-mmt-2" in [f["source"] for f in explanation["facts"]]
+    explanation = Explanation.of(card)
+    assert ("R3", 1) in [(r.id, r.version) for r in explanation.rules]
+    assert "Observation/p01-mmt-2" in [f.source for f in explanation.facts]
 
 
 def test_detail_says_when_data_are_missing_or_preferred(pipeline: Pipeline) -> None:
@@ -123,7 +125,7 @@ def test_too_long_summary_in_card_texts_names_the_line(tmp_path: Path, ruleset: 
     path = tmp_path / "cards.yaml"
     path.write_text(text.replace("Consider psoas-focused strengthening.", "Consider " + "very " * 20 + "focused work."))
     with pytest.raises(ContentError, match="limit is 139") as caught:
-        load_card_texts(path, ruleset)
+        load_card_texts(path, ruleset, set(fact_properties()))
     assert caught.value.line == next(i for i, line in enumerate(path.read_text().splitlines(), 1)
                                      if "very very" in line)
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cds.clinical.engine import DurableEngine, EngineBusy, EngineError, fnv1a32
-from cds.clinical.facts import InputFact
+from cds.content.facts import InputFact
 from cds.clinical.outcome import Collector, Evaluation
 from cds.clinical.reference_engine import evaluate_reference
 from cds.content.rules import RuleSet, load_rules

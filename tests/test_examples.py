@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
-from cds.clinical.cards import EXPLANATION_KEY
+from cds.clinical.explanation import Explanation
 from cds.clinical.pipeline import Pipeline
 from cds.clinical.validate import Context, bundle_resources
 from tests.conftest import assert_cds_response, example_paths, expected_for, load_json
@@ -18,8 +18,8 @@ EXAMPLES = example_paths()
 
 
 def card_key(card: Any) -> dict[str, Any]:
-    rec = card.extension[EXPLANATION_KEY]["recommendation"]
-    return {"card": rec["card"], "side": rec["side"], "indicator": card.indicator.value,
+    rec = Explanation.of(card).recommendation
+    return {"card": rec.card, "side": rec.side, "indicator": card.indicator.value,
             "suggestion": bool(card.suggestions)}
 
 

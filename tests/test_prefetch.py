@@ -9,7 +9,8 @@ import pytest
 
 from cds.content.terminology import Terminology
 from cds.hooks.prefetch import FetchLimits, FhirReader, gather, prefetch_templates, render
-from cds.hooks.request import HookRequest, RequestError
+from cds.hooks.errors import DataUnavailable
+from cds.hooks.request import HookRequest
 from tests.conftest import FhirStub, example_prefetch, hook_request, searchset
 
 TOKEN = "secret-access-token-123"
@@ -129,9 +130,9 @@ def test_unobtainable_observations_are_412_with_the_reason(fhir_stub: FhirStub, 
     elif setup in ("foreign-next", "endless-pages"):
         target = "http://127.0.0.2:9/fhir/p" if setup == "foreign-next" else f"{fhir_stub.base}/{path}"
         fhir_stub.serve(path, searchset([]) | {"link": [{"relation": "next", "url": target}]})
-    with pytest.raises(RequestError) as raised:
+    with pytest.raises(DataUnavailable) as raised:
         gather(request, templates, reader)
-    assert (raised.value.status, raised.value.field) == (412, "prefetch.observations")
+    assert raised.value.field == "prefetch.observations"
     assert reason in raised.value.message
     assert TOKEN not in raised.value.message
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cds.clinical.engine import DurableEngine
-from cds.clinical.facts import InputFact
+from cds.content.facts import InputFact
 from cds.clinical.outcome import Evaluation
 from cds.clinical.reference_engine import evaluate_reference
 from cds.content.files import ContentError

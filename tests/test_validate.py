@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cds.clinical.facts import DataIssue, HhdAsymmetryFact, HhdFact, MmtFact
+from cds.content.facts import DataIssue, HhdAsymmetryFact, HhdFact, MmtFact
 from cds.clinical.validate import Context, Validated, bundle_resources, validate
 from cds.content.terminology import Terminology
 from tests.conftest import EXAMPLES, load_json

@@ -15,17 +15,21 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import json
+import logging
 import queue
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 from durable import engine as durable
 
-from cds.clinical.facts import InputFact
 from cds.clinical.outcome import Collector, Evaluation, RuleRef
+from cds.content.facts import InputFact
 from cds.content.rules import CompiledRule, Pattern, RuleSet
 
+log = logging.getLogger("hipflex_cds.engine")
 _OPS = {"ge": "$gte", "le": "$lte", "gt": "$gt", "lt": "$lt"}
 _OPENER = "$open"
 
@@ -143,11 +147,21 @@ class DurableEngine:
         self._host = _QuietHost(self._rules, self._sessions)
         self._host.set_rulesets({name: copy.deepcopy(definition)})
         self._sids: queue.SimpleQueue[str] = queue.SimpleQueue()
-        sids = [f"s{i}" for i in range(pool_size)]
-        if len({fnv1a32(s) for s in sids}) != len(sids):
-            raise EngineError("session id pool has colliding hashes")
-        for sid in sids:
-            self._sids.put(sid)
+        self._hashes: set[int] = set()
+        self._names = itertools.count()
+        self._minting = threading.Lock()
+        self.failed_sessions = 0  # session ids retired after a failure and replaced; read by /metrics
+        for _ in range(pool_size):
+            self._sids.put(self._new_sid())
+
+    def _new_sid(self) -> str:
+        """A session id whose FNV-1a hash no other id of this engine has (durable_rules keys sessions by it)."""
+        with self._minting:
+            while True:
+                sid = f"s{next(self._names)}"
+                if fnv1a32(sid) not in self._hashes:
+                    self._hashes.add(fnv1a32(sid))
+                    return sid
 
     def evaluate(self, facts: list[InputFact], *, timeout: float = 5.0) -> Evaluation:
         """Run all stages on `facts`; raises EngineError rather than return a partial result."""
@@ -161,10 +175,8 @@ class DurableEngine:
             self._run(sid, session, facts)
             healthy = True
         finally:
-            healthy = self._close(sid) and healthy
             self._sessions.pop(sid, None)
-            if healthy:
-                self._sids.put(sid)
+            self._sids.put(sid if self._close(sid) and healthy else self._replace(sid))
         if session.errors:
             raise EngineError("; ".join(session.errors))
         return session.collector.result()
@@ -191,5 +203,12 @@ class DurableEngine:
         try:
             self._host.delete_state(self.name, sid)
             return True
-        except Exception:
+        except Exception as exc:
+            log.warning("rule-engine session %s could not be deleted (%s); its id is retired", sid,
+                        type(exc).__name__)
             return False
+
+    def _replace(self, sid: str) -> str:
+        """A fresh id in place of one whose session may hold state, so the pool never shrinks."""
+        self.failed_sessions += 1
+        return self._new_sid()

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cds.clinical.facts import EngineValue, InputFact
+from cds.clinical.explanation import rule_label
+from cds.content.facts import EngineValue, InputFact
 
 
 class RuleRef(BaseModel):
@@ -20,7 +21,7 @@ class RuleRef(BaseModel):
     version: int
 
     def __str__(self) -> str:
-        return f"{self.id} v{self.version}"
+        return rule_label(self.id, self.version)
 
 
 class Derived(BaseModel):

@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cds.clinical.cards import CardBuilder, load_card_texts
+from cds.clinical.cards import CardBuilder
 from cds.clinical.engine import DurableEngine
-from cds.clinical.facts import DataIssue
 from cds.clinical.outcome import Evaluation
 from cds.clinical.response import Card, CDSResponse
 from cds.clinical.validate import Context, Validated, validate
+from cds.content.cardtexts import load_card_texts
+from cds.content.facts import DataIssue, fact_properties
 from cds.content.rules import RuleSet, load_rules
 from cds.content.terminology import Terminology, load_terminology
 from cds.settings import Settings
@@ -39,7 +40,7 @@ class Pipeline:
         self.terminology: Terminology = load_terminology(settings.rules_dir / "terminology.yaml")
         self.ruleset: RuleSet = load_rules(settings.rules_dir / settings.rule_file, self.terminology,
                                            include_drafts=settings.include_draft_rules)
-        texts = load_card_texts(settings.rules_dir / "cards.yaml", self.ruleset)
+        texts = load_card_texts(settings.rules_dir / "cards.yaml", self.ruleset, set(fact_properties()))
         rules_url = f"{settings.public_url.rstrip('/')}/rules" if settings.public_url else None
         self.cards = CardBuilder(texts, self.ruleset, self.terminology, rules_url=rules_url)
         self.engine = DurableEngine(self.ruleset)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import itertools
 
-from cds.clinical.facts import EngineValue, InputFact
 from cds.clinical.outcome import Collector, Evaluation, RuleRef
+from cds.content.facts import EngineValue, InputFact
 from cds.content.rules import CompiledRule, RuleSet
 
 EngineFact = dict[str, EngineValue]

@@ -18,7 +18,7 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from cds.clinical.facts import (
+from cds.content.facts import (
     AgeFact,
     AudienceFact,
     DataIssue,

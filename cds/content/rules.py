@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cds.clinical.facts import EngineValue, fact_properties
+from cds.content.facts import EngineValue, fact_properties
 from cds.content.files import ContentError, Location, line_of, load_model
 from cds.content.terminology import Terminology
 

@@ -61,6 +61,14 @@ class Laterality(_Strict):
     system: str
     codes: dict[str, Side]
     legacy: dict[str, Side]
+    display: dict[Side, str]
+
+    def code_of(self, side: str | None) -> str | None:
+        """The qualifier code written for a side (cards' draft orders, scenario builders)."""
+        return next((code for code, named in self.codes.items() if named == side), None)
+
+    def display_of(self, side: str | None) -> str:
+        return next((text for named, text in self.display.items() if named == side), "")
 
 
 class PatellofemoralCondition(_Strict):

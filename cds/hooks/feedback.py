@@ -13,7 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cds.hooks.request import RequestError, first_error, parse_json
+from cds.hooks.errors import InvalidRequest, UnknownCard
+from cds.hooks.request import first_error, parse_json
 from cds.hooks.store import FeedbackRecord, Store
 
 UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -77,13 +78,20 @@ class FeedbackRequest(_Model):
     feedback: list[Feedback] = Field(min_length=1)
 
 
+class FeedbackStored(BaseModel):
+    """This service's answer to a feedback call (the spec leaves the body open)."""
+
+    stored: int = Field(description="Items stored now")
+    duplicates: int = Field(description="Items identical to ones stored before (clients may resend)")
+
+
 def parse_feedback(raw: bytes) -> FeedbackRequest:
     data = parse_json(raw)
     try:
         return FeedbackRequest.model_validate(data)
     except ValidationError as exc:
         field, message = first_error(exc)
-        raise RequestError(400, "invalid-feedback", f"{field}: {message}", field) from None
+        raise InvalidRequest(f"{field}: {message}", field, error="invalid-feedback") from None
 
 
 def store_feedback(request: FeedbackRequest, service_id: str, store: Store) -> list[bool]:
@@ -95,13 +103,14 @@ def store_feedback(request: FeedbackRequest, service_id: str, store: Store) -> l
 def _record(index: int, item: Feedback, service_id: str, store: Store) -> FeedbackRecord:
     issued = store.issued(item.card.lower())
     if issued is None or issued.service_id != service_id:
-        raise RequestError(404, "unknown-card", f"card {item.card} was not issued by service {service_id}",
+        raise UnknownCard(f"card {item.card} was not issued by service {service_id}",
                            f"feedback.{index}.card")
     accepted = [s.id.lower() for s in item.acceptedSuggestions or []]
     for position, suggestion in enumerate(accepted):
         if suggestion not in issued.suggestions:
-            raise RequestError(400, "invalid-feedback", f"suggestion {suggestion} is not a suggestion of card "
-                               f"{item.card}", f"feedback.{index}.acceptedSuggestions.{position}.id")
+            raise InvalidRequest(f"suggestion {suggestion} is not a suggestion of card "
+                               f"{item.card}", f"feedback.{index}.acceptedSuggestions.{position}.id",
+                                 error="invalid-feedback")
     reason = item.overrideReason.reason if item.overrideReason else None
     return FeedbackRecord(card_uuid=issued.card_uuid, outcome=item.outcome, accepted_suggestions=accepted,
                           override_system=reason.system if reason else None,

@@ -22,9 +22,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from cds.clinical.facts import DataIssue
+from cds.content.facts import DataIssue
 from cds.content.terminology import Terminology
-from cds.hooks.request import HookRequest, RequestError, entry_resources
+from cds.hooks.errors import DataUnavailable
+from cds.hooks.request import HookRequest, entry_resources
 
 REQUIRED_KEYS = ("patient", "observations")
 TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
@@ -59,19 +60,23 @@ def prefetch_from(resources: list[dict[str, Any]], templates: dict[str, str]) ->
 
 
 def request_for(resources: list[dict[str, Any]], hook: str, templates: dict[str, str], user_id: str,
-                encounter_id: str = "encounter-1") -> dict[str, Any]:
-    """The hook request an EHR would send holding these resources as prefetch (for the CLI and the review
-    page); order-select selects a draft physiotherapy order. ValueError unless there is exactly one Patient."""
-    patients = [r for r in resources if r.get("resourceType") == "Patient"]
-    if len(patients) != 1:
-        raise ValueError(f"exactly one Patient is needed to make a request; found {len(patients)}")
-    context: dict[str, Any] = {"userId": user_id, "patientId": str(patients[0].get("id"))}
+                encounter_id: str = "encounter-1", patient_id: str | None = None) -> dict[str, Any]:
+    """The hook request an EHR would send holding these resources as prefetch (for the CLI, the review page and
+    the scenarios); order-select selects a draft physiotherapy order for the knee. The patient is `patient_id`,
+    else the one Patient among the resources (ValueError when there is not exactly one)."""
+    if patient_id is None:
+        patients = [r for r in resources if r.get("resourceType") == "Patient"]
+        if len(patients) != 1:
+            raise ValueError(f"exactly one Patient is needed to make a request; found {len(patients)}")
+        patient_id = str(patients[0].get("id"))
+    context: dict[str, Any] = {"userId": user_id, "patientId": patient_id}
     if hook in ("encounter-start", "order-select"):
         context["encounterId"] = encounter_id
     if hook == "order-select":
         draft = {"resourceType": "ServiceRequest", "id": "draft-referral", "status": "draft", "intent": "order",
-                 "subject": {"reference": f"Patient/{context['patientId']}"},
-                 "code": {"coding": [{"system": "http://snomed.info/sct", "code": "91251008"}]}}
+                 "subject": {"reference": f"Patient/{patient_id}"},
+                 "code": {"coding": [{"system": "http://snomed.info/sct", "code": "91251008",
+                                      "display": "Physical therapy procedure"}]}}
         context |= {"selections": ["ServiceRequest/draft-referral"],
                     "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": draft}]}}
     return {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context,
@@ -220,7 +225,7 @@ def _same_origin(url: str, base: str) -> bool:
 
 def _unavailable(out: Gathered, key: str, template: str, reason: str) -> None:
     if key in REQUIRED_KEYS:
-        raise RequestError(412, "data-unavailable", f"prefetch '{key}' could not be obtained: {reason}",
+        raise DataUnavailable(f"prefetch '{key}' could not be obtained: {reason}",
                            f"prefetch.{key}")
     rtype = template.split("?", 1)[0].split("/", 1)[0]
     out.issues.append(DataIssue(resource=f"{rtype} (prefetch '{key}')", path=rtype, severity="warning",

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cds.clinical.validate import codings
 from cds.content.terminology import Terminology
+from cds.hooks.errors import InvalidRequest
 
 REFERENCE = re.compile(r"^[A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -25,14 +26,7 @@ REQUIRED_CONTEXT: dict[str, tuple[str, ...]] = {
     "encounter-start": ("userId", "patientId", "encounterId"),
     "order-select": ("userId", "patientId", "selections", "draftOrders"),
 }
-
-
-class RequestError(Exception):
-    """A request the service cannot answer; `status` is the HTTP status the spec or HTTP names."""
-
-    def __init__(self, status: int, error: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.error, self.message, self.field = status, error, message, field
+HOOKS = tuple(REQUIRED_CONTEXT)  # the hooks this service answers, in discovery order
 
 
 class FhirAuthorization(BaseModel):
@@ -84,7 +78,7 @@ def parse_json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestError(400, "invalid-json", f"body is not JSON: {exc}") from None
+        raise InvalidRequest(f"body is not JSON: {exc}", error="invalid-json") from None
 
 
 def first_error(exc: ValidationError) -> tuple[str, str]:
@@ -95,19 +89,19 @@ def first_error(exc: ValidationError) -> tuple[str, str]:
 
 
 def parse_request(raw: bytes, hook: str) -> HookRequest:
-    """The request for a service registered on `hook`, or RequestError(400) naming the field."""
+    """The request for a service registered on `hook`, or InvalidRequest naming the field."""
     data = parse_json(raw)
     if not isinstance(data, dict):
-        raise RequestError(400, "invalid-request", "the body must be a JSON object", "(body)")
+        raise InvalidRequest("the body must be a JSON object", "(body)")
     if data.get("fhirAuthorization") is not None and not data.get("fhirServer"):
-        raise RequestError(400, "invalid-request", "fhirAuthorization requires fhirServer (cds-r-1)", "fhirServer")
+        raise InvalidRequest("fhirAuthorization requires fhirServer (cds-r-1)", "fhirServer")
     try:
         request = HookRequest.model_validate(data)
     except ValidationError as exc:
         field, message = first_error(exc)
-        raise RequestError(400, "invalid-request", f"{field}: {message}", field) from None
+        raise InvalidRequest(f"{field}: {message}", field) from None
     if request.hook != hook:
-        raise RequestError(400, "wrong-hook", f"this service answers {hook}, not {request.hook}", "hook")
+        raise InvalidRequest(f"this service answers {hook}, not {request.hook}", "hook", error="wrong-hook")
     _check_context(request.context, hook)
     return request
 
@@ -115,14 +109,14 @@ def parse_request(raw: bytes, hook: str) -> HookRequest:
 def _check_context(context: dict[str, Any], hook: str) -> None:
     for name in REQUIRED_CONTEXT[hook]:
         if context.get(name) in (None, "", [], {}):
-            raise RequestError(400, "invalid-context", f"context.{name} is required for {hook}", f"context.{name}")
+            raise InvalidRequest(f"context.{name} is required for {hook}", f"context.{name}", error="invalid-context")
     if not REFERENCE.match(str(context["userId"])):
-        raise RequestError(400, "invalid-context", "context.userId must be a reference like Practitioner/123",
-                           "context.userId")
+        raise InvalidRequest("context.userId must be a reference like Practitioner/123",
+                           "context.userId", error="invalid-context")
     for name in ("patientId", "encounterId"):
         if name in context and not FHIR_ID.match(str(context[name])):
-            raise RequestError(400, "invalid-context", f"context.{name} must be a FHIR id (letters, digits, '-', '.')",
-                               f"context.{name}")
+            raise InvalidRequest(f"context.{name} must be a FHIR id (letters, digits, '-', '.')",
+                               f"context.{name}", error="invalid-context")
     if hook == "order-select":
         _check_selections(context)
 
@@ -130,15 +124,16 @@ def _check_context(context: dict[str, Any], hook: str) -> None:
 def _check_selections(context: dict[str, Any]) -> None:
     selections, draft = context["selections"], context["draftOrders"]
     if not isinstance(selections, list) or not all(isinstance(s, str) and REFERENCE.match(s) for s in selections):
-        raise RequestError(400, "invalid-context", "context.selections must be a list of references like "
-                           "ServiceRequest/123", "context.selections")
+        raise InvalidRequest("context.selections must be a list of references like "
+                           "ServiceRequest/123", "context.selections", error="invalid-context")
     if not isinstance(draft, dict) or draft.get("resourceType") != "Bundle":
-        raise RequestError(400, "invalid-context", "context.draftOrders must be a FHIR Bundle", "context.draftOrders")
+        raise InvalidRequest("context.draftOrders must be a FHIR Bundle", "context.draftOrders",
+                             error="invalid-context")
     present = {f"{r.get('resourceType')}/{r.get('id')}" for r in entry_resources(draft)}
     for index, selected in enumerate(selections):
         if selected not in present:
-            raise RequestError(400, "invalid-context", f"{selected} is selected but not in context.draftOrders",
-                               f"context.selections.{index}")
+            raise InvalidRequest(f"{selected} is selected but not in context.draftOrders",
+                               f"context.selections.{index}", error="invalid-context")
 
 
 def entry_resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:

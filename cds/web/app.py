@@ -9,69 +9,60 @@ fault a generic 500 with a correlation id (details only in the log).
 
 from __future__ import annotations
 
-import datetime as dt
 import gc
 import logging
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from swagger_ui_bundle import swagger_ui_path
 
-from cds.clinical.cards import EXPLANATION_KEY
+from cds import __version__
 from cds.clinical.engine import EngineBusy
-from cds.clinical.pipeline import Decision, Pipeline
-from cds.clinical.response import Card
-from cds.clinical.validate import Context
-from cds.content.terminology import Terminology
+from cds.clinical.explanation import rule_label
+from cds.clinical.pipeline import Pipeline
+from cds.clinical.response import CDSResponse
 from cds.hooks.auth import Authenticator, AuthError, Caller, load_issuers
-from cds.hooks.feedback import parse_feedback, store_feedback
-from cds.hooks.prefetch import FetchLimits, FhirReader, gather, prefetch_templates
-from cds.hooks.request import HookRequest, RequestError, parse_request, selected_knee_physiotherapy
-from cds.hooks.store import IssuedCard, Store, patient_key
+from cds.hooks.call import HookCaller
+from cds.hooks.discovery import Discovery, Service, services
+from cds.hooks.errors import DataUnavailable, HookError, InvalidRequest, UnknownCard, UnknownService
+from cds.hooks.feedback import FeedbackRequest, FeedbackStored, parse_feedback, store_feedback
+from cds.hooks.prefetch import FetchLimits, FhirReader
+from cds.hooks.request import HookRequest, parse_request
+from cds.hooks.store import Store, patient_key
 from cds.settings import Settings
 from cds.web.observability import Metrics
+from cds.web.review import STATIC, review_router
 
 log = logging.getLogger("hipflex_cds.service")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
-
-class Service(BaseModel):
-    hook: str
-    id: str
-    title: str
-    description: str
-    prefetch: dict[str, str]
-    usageRequirements: str  # noqa: N815 - spec name
+# The one place a domain error becomes an HTTP status (S2 #http-response; 412 per S2 #prefetch).
+STATUS: dict[type[HookError], int] = {InvalidRequest: 400, UnknownService: 404, UnknownCard: 404, DataUnavailable: 412}
 
 
-def services(terminology: Terminology) -> list[Service]:
-    """The discovery document: one service per supported hook."""
-    prefetch = prefetch_templates(terminology)
-    usage = ("Needs the patient's Patient and Observations (prefetch 'patient' and 'observations', or fhirServer "
-             "access); Conditions, Procedures and ServiceRequests are used for red flags and referrals, and the "
-             "cards say when they could not be read.")
-    base = "Suggests end-range hip-flexor strengthening and inferior patellar glides for anterior knee pain."
-    return [
-        Service(hook="patient-view", id="hipflex-patient-view", title="Hip flexion and knee pain (chart open)",
-                description=base, prefetch=prefetch, usageRequirements=usage),
-        Service(hook="encounter-start", id="hipflex-encounter-start",
-                title="Hip flexion and knee pain (encounter start)", description=base, prefetch=prefetch,
-                usageRequirements=usage),
-        Service(hook="order-select", id="hipflex-order-select", title="Hip flexion and knee pain (physiotherapy order)",
-                description=base + " Answers only when a physiotherapy ServiceRequest for the knee is selected.",
-                prefetch=prefetch, usageRequirements=usage),
-    ]
+class BodyTooLarge(Exception):
+    """The request body is over HIPFLEX_MAX_BODY_BYTES (413)."""
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx body: a stable word, a plain message, and where in the body when it is there."""
+
+    error: str
+    message: str
+    field: str | None = None
 
 
 def error_body(status: int, error: str, message: str, field: str | None = None) -> JSONResponse:
@@ -82,40 +73,21 @@ def error_body(status: int, error: str, message: str, field: str | None = None) 
     return JSONResponse(status_code=status, content=body, headers=headers)
 
 
-def issued_cards(cards: list[Card], service_id: str, hook_instance: str) -> list[IssuedCard]:
-    """What the store keeps of each card: ids, kind, side and the rule versions behind it."""
-    out = []
-    for card in cards:
-        explanation = (card.extension or {}).get(EXPLANATION_KEY, {})
-        recommendation = explanation.get("recommendation", {})
-        out.append(IssuedCard(card_uuid=card.uuid, service_id=service_id, hook_instance=hook_instance.lower(),
-                              card_kind=str(recommendation.get("card", "unknown")), side=recommendation.get("side"),
-                              rules=[{"id": r["id"], "version": r["version"]} for r in explanation.get("rules", [])],
-                              suggestions=[s.uuid for s in card.suggestions or []]))
-    return out
-
-
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it passes the limit (not after reading it all)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise RequestError(413, "too-large", f"body is {declared} bytes; the limit is {limit}")
+        raise BodyTooLarge(f"body is {declared} bytes; the limit is {limit}")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise RequestError(413, "too-large", f"body is over the limit of {limit} bytes")
+            raise BodyTooLarge(f"body is over the limit of {limit} bytes")
     return bytes(body)
 
 
-@dataclass(frozen=True)
-class Answer:
-    body: dict[str, Any]
-    decision: Decision | None  # None when the hook had nothing to decide (order-select of another order)
-
-
 class CdsService:
-    """The loaded pipeline, store, authenticator and FHIR reader behind the HTTP routes."""
+    """The loaded pipeline, store, authenticator and hook caller behind the HTTP routes."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -127,46 +99,29 @@ class CdsService:
                                   max_lifetime_seconds=settings.jwt_max_lifetime_seconds) if issuers else None
         self.reader = FhirReader(FetchLimits(settings.fhir_connect_seconds, settings.fhir_read_seconds,
                                              settings.fhir_max_bytes, settings.fhir_max_pages))
-        self.metrics = Metrics()
-        # Deciding is pure CPU under the GIL: threads running it side by side only thrash (measured with 8
-        # connections: 149 req/s and p99 858 ms, against 212 req/s with one). Waiting threads sleep on this
-        # lock while FHIR fetches, in other threads, go on. Scale with worker processes instead.
-        self.deciding = threading.Lock()
+        self.caller = HookCaller(self.pipeline, self.reader, self.store)
+        self.metrics = Metrics(engine=self.pipeline.engine)
+
+    def service(self, service_id: str) -> Service:
+        service = self.catalog.get(service_id)
+        if service is None:
+            raise UnknownService(f"no CDS service with id {service_id!r}")
+        return service
 
     def authenticate(self, request: Request, path: str) -> Caller | None:
         """The verified caller, or None when authentication is off (loopback development only)."""
         if self.auth is None:
             return None
         audience = (self.settings.public_url or "").rstrip("/") + path
-        try:
-            return self.auth.verify(request.headers.get("authorization"), audience)
-        except AuthError as exc:
-            raise RequestError(401, "unauthorized", str(exc)) from None
+        return self.auth.verify(request.headers.get("authorization"), audience)
 
     def answer(self, service: Service, raw: bytes) -> dict[str, Any]:
-        """One hook call from its raw body: the response body."""
-        return self.respond(service, parse_request(raw, service.hook)).body
-
-    def respond(self, service: Service, hook: HookRequest, today: dt.date | None = None) -> Answer:
-        """Gather, decide, remember the cards; the decision is kept for the review page (which may set `today`)."""
-        drafts: list[dict[str, Any]] = []
-        if service.hook == "order-select":
-            drafts = selected_knee_physiotherapy(hook, self.pipeline.terminology)
-            if not drafts:
-                return Answer({"cards": []}, None)
-        gathered = gather(hook, service.prefetch, self.reader)
-        today = today or self.settings.as_of or dt.datetime.now(dt.UTC).date()
-        context = Context(today=today, patient_id=hook.patient_id, user_id=hook.user_id,
-                          lookback_days=self.settings.lookback_days,
-                          selected_orders=frozenset(str(d.get("id")) for d in drafts))
-        with self.deciding:
-            decision = self.pipeline.decide(gathered.resources + drafts, context, gathered.issues)
-        issued = issued_cards(decision.cards, service.id, hook.hookInstance)
-        self.store.record_cards(issued, hook.patient_id)
-        for card in issued:
+        """One hook call from its raw body: the response body; counts the cards by rule."""
+        answer = self.caller.call(service, parse_request(raw, service.hook))
+        for card in answer.issued:
             for rule in card.rules:
-                self.metrics.cards.labels(card.card_kind, f"{rule['id']}@{rule['version']}").inc()
-        return Answer(decision.response().dump(), decision)
+                self.metrics.cards.labels(card.card_kind, rule_label(rule["id"], rule["version"])).inc()
+        return answer.response.dump()
 
     def feedback(self, service: Service, raw: bytes) -> dict[str, Any]:
         request = parse_feedback(raw)
@@ -175,7 +130,7 @@ class CdsService:
             if new:
                 issued = self.store.issued(item.card.lower())
                 self.metrics.feedback.labels(issued.card_kind if issued else "unknown", item.outcome).inc()
-        return {"stored": sum(stored), "duplicates": len(stored) - sum(stored)}
+        return FeedbackStored(stored=sum(stored), duplicates=len(stored) - sum(stored)).model_dump()
 
     def health(self) -> tuple[int, dict[str, Any]]:
         store_ok = self.store.reachable()
@@ -183,6 +138,53 @@ class CdsService:
                 "ruleset": self.pipeline.ruleset.source.version, "store": "ok" if store_ok else "unreachable",
                 "authentication": "on" if self.auth else "off"}
         return (200 if store_ok else 503), body
+
+
+def failure(exc: Exception) -> JSONResponse | None:
+    """The response for an expected failure, or None for an internal fault (500)."""
+    if isinstance(exc, HookError):
+        status = next(code for kind, code in STATUS.items() if isinstance(exc, kind))
+        return error_body(status, exc.error, exc.message, exc.field)
+    if isinstance(exc, AuthError):
+        return error_body(401, "unauthorized", str(exc))
+    if isinstance(exc, BodyTooLarge):
+        return error_body(413, "too-large", str(exc))
+    if isinstance(exc, EngineBusy):
+        return error_body(503, "busy", "the rule engine is busy; try again")
+    return None
+
+
+def _schema(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+
+
+def _contract(body: str | None, answer: str) -> dict[str, Any]:
+    """OpenAPI for a route that reads its body raw (for the size limit) but speaks a pydantic contract."""
+    errors = {str(code): {"description": text, "content": _schema("ErrorBody")} for code, text in (
+        (400, "the body breaks CDS Hooks 2.0 (field named)"), (401, "token refused (check named)"),
+        (404, "unknown service or card"), (412, "required data could not be had"), (413, "body over the limit"),
+        (503, "the engine is busy"))}
+    extra: dict[str, Any] = {"responses": {"200": {"description": "OK", "content": _schema(answer)}, **errors}}
+    if body is not None:
+        extra["requestBody"] = {"required": True, "content": _schema(body)}
+    return extra
+
+
+def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """The generated OpenAPI document plus the CDS Hooks models the routes read and answer."""
+    def build() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            _, definitions = models_json_schema(
+                [(HookRequest, "validation"), (FeedbackRequest, "validation"), (CDSResponse, "serialization"),
+                 (Discovery, "serialization"), (ErrorBody, "serialization"),
+                 (FeedbackStored, "serialization")],
+                ref_template="#/components/schemas/{model}")
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(definitions.get("$defs", {}))
+            app.openapi_schema = schema
+        return app.openapi_schema
+    return build
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -195,17 +197,18 @@ def create_app(settings: Settings) -> FastAPI:
         cds.reader.close()
         cds.store.close()
 
-    app = FastAPI(title="hipflex-cds", version="0.1.0", description=__doc__, lifespan=lifespan)
+    app = FastAPI(title="hipflex-cds", version=__version__, description=__doc__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
     app.state.cds = cds
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"], max_age=600)
 
     if cds.auth is None:  # its buttons send feedback without a JWT, so it exists only where auth is off
-        from cds.web.review import STATIC, review_router
-
-        app.include_router(review_router(cds))
+        app.include_router(review_router(cds.caller, cds.catalog, cds.store))
         app.mount("/review/static", StaticFiles(directory=STATIC), name="review-static")
+    app.mount("/docs/static", StaticFiles(directory=swagger_ui_path), name="docs-static")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -219,13 +222,12 @@ def create_app(settings: Settings) -> FastAPI:
             service_id = "(unknown)"  # a caller-chosen path must not become a log field or a metric label
         try:
             response: Response = JSONResponse(await work())
-        except RequestError as exc:
-            response = error_body(exc.status, exc.error, exc.message, exc.field)
-        except EngineBusy:
-            response = error_body(503, "busy", "the rule engine is busy; try again")
-        except Exception:
-            log.exception("internal error", extra={"correlation_id": correlation, "service": service_id})
-            response = error_body(500, "internal-error", f"internal error; correlation id {correlation}")
+        except Exception as exc:
+            known = failure(exc)
+            if known is None:
+                log.exception("internal error", extra={"correlation_id": correlation, "service": service_id})
+                known = error_body(500, "internal-error", f"internal error; correlation id {correlation}")
+            response = known
         seconds = time.perf_counter() - started
         cds.metrics.observe(service_id, endpoint, response.status_code, seconds)
         log.info("%s %s", endpoint, response.status_code, extra={
@@ -233,37 +235,33 @@ def create_app(settings: Settings) -> FastAPI:
             "duration_ms": round(seconds * 1000, 1)})
         return response
 
-    @app.get("/cds-services", summary="CDS Hooks discovery")
+    @app.get("/cds-services", summary="CDS Hooks discovery", openapi_extra=_contract(None, "Discovery"))
     async def discovery(request: Request) -> Response:
         async def work() -> dict[str, Any]:
             cds.authenticate(request, "/cds-services")
-            return {"services": [s.model_dump() for s in cds.catalog.values()]}
+            return Discovery(services=list(cds.catalog.values())).model_dump()
         return await guarded("discovery", "discovery", work)
 
     async def posted(service_id: str, request: Request, endpoint: str,
                      handle: Callable[[Service, bytes], dict[str, Any]]) -> Response:
         """A POST to a service or its feedback: known service, token for this exact URL, capped body."""
         async def work() -> dict[str, Any]:
-            service = known(service_id)
+            service = cds.service(service_id)
             suffix = "/feedback" if endpoint == "feedback" else ""
             cds.authenticate(request, f"/cds-services/{service_id}{suffix}")
             raw = await read_body(request, settings.max_body_bytes)
             return await run_in_threadpool(handle, service, raw)
         return await guarded(service_id, endpoint, work)
 
-    @app.post("/cds-services/{service_id}", summary="Call a CDS service (hook request)")
+    @app.post("/cds-services/{service_id}", summary="Call a CDS service (hook request)",
+              openapi_extra=_contract("HookRequest", "CDSResponse"))
     async def call(service_id: str, request: Request) -> Response:
         return await posted(service_id, request, "hook", cds.answer)
 
-    @app.post("/cds-services/{service_id}/feedback", summary="Feedback on issued cards")
+    @app.post("/cds-services/{service_id}/feedback", summary="Feedback on issued cards",
+              openapi_extra=_contract("FeedbackRequest", "FeedbackStored"))
     async def feedback(service_id: str, request: Request) -> Response:
         return await posted(service_id, request, "feedback", cds.feedback)
-
-    def known(service_id: str) -> Service:
-        service = cds.catalog.get(service_id)
-        if service is None:
-            raise RequestError(404, "unknown-service", f"no CDS service with id {service_id!r}")
-        return service
 
     @app.get("/health", summary="Readiness: rules loaded and store reachable")
     async def health() -> JSONResponse:
@@ -277,6 +275,14 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics() -> Response:
         return Response(cds.metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        """Swagger UI from the swagger-ui-bundle package: works without internet (no CDN)."""
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="hipflex-cds API",
+                                   swagger_js_url="/docs/static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/static/swagger-ui.css",
+                                   swagger_favicon_url="/docs/static/favicon-32x32.png")
 
     return app
 

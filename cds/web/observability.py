@@ -10,9 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from typing import Any
+from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 CONTEXT_FIELDS = ("service", "status", "hook_instance", "correlation_id", "issuer", "jti", "duration_ms", "cards",
                   "error", "origin")
@@ -40,11 +40,18 @@ def configure_logging(level: int = logging.INFO) -> None:
         logging.getLogger(name).propagate = True
 
 
+class EngineHealth(Protocol):
+    failed_sessions: int
+
+
 class Metrics:
     """One registry per app, so several apps in one process (tests) do not collide."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: EngineHealth | None = None) -> None:
         self.registry = CollectorRegistry()
+        if engine is not None:
+            Gauge("hipflex_engine_failed_sessions", "Rule-engine sessions that failed and whose ids were replaced",
+                  registry=self.registry).set_function(lambda: engine.failed_sessions)
         self.requests = Counter("hipflex_requests_total", "HTTP requests by endpoint and status",
                                 ["service", "endpoint", "status"], registry=self.registry)
         self.latency = Histogram("hipflex_request_seconds", "Request latency by endpoint", ["service", "endpoint"],

@@ -14,7 +14,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 from fastapi import APIRouter, Request
@@ -24,22 +24,20 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 from pydantic import ValidationError
 
-from cds.clinical.cards import EXPLANATION_KEY
+from cds.clinical.explanation import Explanation, rule_label
 from cds.clinical.validate import bundle_resources
+from cds.hooks.call import HookCaller
+from cds.hooks.discovery import Service, service_id
+from cds.hooks.errors import HookError
 from cds.hooks.prefetch import request_for
-from cds.hooks.request import HookRequest, RequestError, first_error
-from cds.hooks.store import rule_use
+from cds.hooks.request import HOOKS, HookRequest, first_error
+from cds.hooks.store import Store, rule_use
 from cds.settings import PROJECT_ROOT
-
-if TYPE_CHECKING:
-    from cds.web.app import Answer, CdsService
 
 EXAMPLES = PROJECT_ROOT / "fhir_examples"
 COVERAGE_REPORT = PROJECT_ROOT / "test-artifacts" / "features" / "rule-coverage.json"
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-HOOKS = {"patient-view": "hipflex-patient-view", "encounter-start": "hipflex-encounter-start",
-         "order-select": "hipflex-order-select"}
 INDICATORS = {"info": ("\u2139", "Info"), "warning": ("⚠", "Warning"), "critical": ("⛔", "Critical")}
 
 templates = Environment(loader=PackageLoader("cds.web", "templates"), autoescape=select_autoescape(["html"]))
@@ -100,21 +98,21 @@ def resource_rows(resources: list[dict[str, Any]]) -> list[dict[str, str]]:
     return rows
 
 
-def card_view(card: dict[str, Any], service_id: str) -> dict[str, Any]:
+def card_view(card: dict[str, Any], service: str) -> dict[str, Any]:
     icon, label = INDICATORS[card["indicator"]]
-    explanation = card.get("extension", {}).get(EXPLANATION_KEY, {})
+    explanation = Explanation.of(card)
     links = [link for link in card.get("links", []) if str(link.get("url", "")).startswith(("https://", "http://"))]
     source = card["source"]
-    return {"card": card, "service": service_id, "icon": icon, "label": label, "explanation": explanation,
+    return {"card": card, "service": service, "icon": icon, "label": label, "explanation": explanation,
             "detail": Markup(markdown.render(card.get("detail", ""))),  # safe: markdown-it escapes raw HTML here
             "links": links, "source_url": source.get("url") if str(source.get("url", "")).startswith("http") else None}
 
 
 class Review:
-    """The two pages; `cds` is the service object, so calls and feedback take the EHR's path."""
+    """The two pages; calls take the EHR's path (the same hook caller and store), so feedback joins up."""
 
-    def __init__(self, cds: CdsService) -> None:
-        self.cds = cds
+    def __init__(self, caller: HookCaller, catalog: dict[str, Service], store: Store) -> None:
+        self.caller, self.catalog, self.store = caller, catalog, store
         self.examples = examples()
 
     def page(self, **values: Any) -> str:
@@ -123,11 +121,11 @@ class Review:
     def run(self, bundle: dict[str, Any], hook: str, as_of: dt.date | None) -> dict[str, Any]:
         if hook not in HOOKS:
             raise ReviewInputError(f"Unknown hook {hook!r}; choose one of {', '.join(HOOKS)}.")
-        service = self.cds.catalog[HOOKS[hook]]
+        service = self.catalog[service_id(hook)]
         resources = [r for r in bundle_resources(bundle) if isinstance(r, dict)]
-        answer: Answer = self.cds.respond(service, hook_request(resources, hook, service.prefetch), today=as_of)
+        answer = self.caller.call(service, hook_request(resources, hook, service.prefetch), today=as_of)
         decision = answer.decision
-        return {"cards": [card_view(c, service.id) for c in answer.body["cards"]],
+        return {"cards": [card_view(c, service.id) for c in answer.response.dump()["cards"]],
                 "findings": sorted(f"{f.name.replace('-', ' ')}" + (f" ({f.side})" if f.side else "")
                                    for f in decision.evaluation.findings) if decision else [],
                 "issues": decision.validated.issues if decision else [], "rows": resource_rows(resources),
@@ -135,11 +133,12 @@ class Review:
 
     def rules_page(self) -> str:
         coverage = json.loads(COVERAGE_REPORT.read_text()) if COVERAGE_REPORT.exists() else None
-        use = rule_use(self.cds.store)
-        texts = {r["code"]: r["display"] for r in self.cds.pipeline.cards.texts.override_reasons}
+        use = rule_use(self.store)
+        pipeline = self.caller.pipeline
+        texts = {r["code"]: r["display"] for r in pipeline.cards.texts.override_reasons}
         rows = []
-        for rule in self.cds.pipeline.ruleset.source.rules:
-            key = f"{rule.id} v{rule.version}"
+        for rule in pipeline.ruleset.source.rules:
+            key = rule_label(rule.id, rule.version)
             used = use.get(key)
             reasons = [(texts.get(code, code), count) for code, count in used.reasons.most_common()] if used else []
             rows.append({"rule": rule, "key": key, "scenarios": (coverage or {}).get(key, []), "use": used,
@@ -147,8 +146,8 @@ class Review:
         return templates.get_template("rules.html").render(rows=rows, coverage=coverage is not None)
 
 
-def review_router(cds: CdsService) -> APIRouter:
-    review = Review(cds)
+def review_router(caller: HookCaller, catalog: dict[str, Service], store: Store) -> APIRouter:
+    review = Review(caller, catalog, store)
     router = APIRouter(prefix="/review", tags=["review"])
     headers = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
@@ -178,8 +177,8 @@ def review_router(cds: CdsService) -> APIRouter:
         try:
             bundle, as_of = source()
             result = review.run(bundle, hook, as_of)
-        except (ReviewInputError, RequestError) as exc:
-            message = exc.message if isinstance(exc, RequestError) else str(exc)
+        except (ReviewInputError, HookError) as exc:
+            message = exc.message if isinstance(exc, HookError) else str(exc)
             return HTMLResponse(review.page(error=message, pasted=pasted, example=example, hook=hook),
                                 status_code=400, headers=headers)
         return HTMLResponse(review.page(result=result, pasted=pasted, example=example, hook=hook), headers=headers)

@@ -1,4 +1,6 @@
-"""Facts: what validation hands to the rules engine, one typed model per input kind.
+"""Facts: the vocabulary rules are written in, and what validation hands to the engine.
+
+One typed model per input kind; the rule compiler checks every `fact:` and property against them.
 
 A fact is a flat, already-normalised statement ("right end-range MMT is 4 = rank 7, dated …").
 The engine only ever sees these, never raw FHIR, because durable_rules silently mis-compares
