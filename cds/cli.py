@@ -24,6 +24,8 @@ from cds.hooks.prefetch import FetchLimits, FhirReader, prefetch_templates, requ
 from cds.hooks.request import HOOKS, parse_request
 from cds.settings import Settings
 
+USER = "Practitioner/COREPRACTITIONER1"  # the CDS Hooks sandbox's practitioner, so CLI and sandbox calls match
+
 
 class UsageError(Exception):
     """The input file cannot be used at all; the message is the one line shown."""
@@ -64,13 +66,13 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--as-of", type=dt.date.fromisoformat, default=None,
                          help="evaluation date (default: the Bundle's timestamp, else today)")
         cmd.add_argument("--patient", default=None, help="patient id in context (default: the Patient in the file)")
-        cmd.add_argument("--user", default="Practitioner/cli", help="the user in context (default %(default)s)")
+        cmd.add_argument("--user", default=USER, help="the user in context (default %(default)s)")
         if name == "evaluate":
             cmd.add_argument("--hook", choices=HOOKS, default="patient-view")
     request = sub.add_parser("request", help="print a CDS Hooks request carrying a FHIR file as prefetch")
     request.add_argument("file", type=Path, help="a FHIR R4 Bundle with the Patient and their data")
     request.add_argument("--hook", choices=HOOKS, default="patient-view")
-    request.add_argument("--user", default="Practitioner/COREPRACTITIONER1")
+    request.add_argument("--user", default=USER, help="context.userId (default %(default)s)")
     request.add_argument("--encounter", default="encounter-1", help="context.encounterId for encounter-start")
     rules = sub.add_parser("rules", help="list the rule catalog")
     rules.add_argument("--json", action="store_true")

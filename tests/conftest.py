@@ -25,6 +25,8 @@ import uvicorn
 import yaml
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from cds.clinical.pipeline import Pipeline
+from cds.clinical.validate import bundle_resources
 from cds.content.facts import (
     AgeFact,
     AudienceFact,
@@ -40,11 +42,10 @@ from cds.content.facts import (
     ReferralFact,
     RejectedInputFact,
 )
-from cds.clinical.pipeline import Pipeline
-from cds.clinical.validate import bundle_resources
 from cds.content.rules import RuleSet, load_rules
 from cds.content.terminology import Terminology, load_terminology
-from cds.hooks.prefetch import prefetch_from, prefetch_templates
+from cds.hooks.call import HookCaller
+from cds.hooks.prefetch import FetchLimits, FhirReader, prefetch_from, prefetch_templates
 from cds.hooks.store import Store
 from cds.hooks.store import metadata as store_tables
 from cds.settings import PROJECT_ROOT, Settings
@@ -67,6 +68,14 @@ def ruleset(terminology: Terminology) -> RuleSet:
 @pytest.fixture(scope="session")
 def pipeline() -> Pipeline:
     return Pipeline(Settings())
+
+
+@pytest.fixture(scope="session")
+def hook_caller(pipeline: Pipeline) -> Iterator[HookCaller]:
+    """The service's hook call without HTTP or store (scenarios, CLI parity)."""
+    reader = FhirReader(FetchLimits())
+    yield HookCaller(pipeline, reader)
+    reader.close()
 
 
 def example_paths() -> list[Path]:

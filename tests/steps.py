@@ -28,10 +28,11 @@ from pytest_bdd import given, parsers, then, when
 from pytest_bdd.parser import Feature, Scenario, Step
 
 from cds.clinical.explanation import Explanation
-from cds.clinical.pipeline import Pipeline
-from cds.clinical.validate import Context
 from cds.content.terminology import Terminology, load_terminology
+from cds.hooks.call import HookCaller
+from cds.hooks.discovery import services
 from cds.hooks.prefetch import prefetch_templates, request_for
+from cds.hooks.request import HookRequest
 from cds.settings import PROJECT_ROOT
 from tests.conftest import EXAMPLE_DATE, assert_cds_response
 
@@ -443,25 +444,26 @@ def engine_only(value: Any, what: str) -> Any:
 
 def decide(chart: Chart, hook: str, request: pytest.FixtureRequest) -> Outcome:
     resources = chart.resources()
-    draft = {"resourceType": "ServiceRequest", "id": "draft-referral", "status": "draft", "intent": "order",
-             "subject": {"reference": "Patient/scenario"}, "code": {"coding": [{"system": SNOMED, "code": "91251008"}]}}
     if request.node.get_closest_marker("service"):
         outcome = through_service(request.getfixturevalue("feature_service"), hook, chart, resources)
     else:
-        outcome = through_engine(request.getfixturevalue("pipeline"), hook, chart, resources, draft)
+        outcome = through_hook_call(request.getfixturevalue("hook_caller"), hook, chart, resources)
     assert_cds_response({"cards": outcome.cards})
     COVERAGE.setdefault(request.node.nodeid, set()).update(outcome.rules)
     return outcome
 
 
-def through_engine(pipeline: Pipeline, hook: str, chart: Chart, resources: list[dict[str, Any]],
-                   draft: dict[str, Any]) -> Outcome:
-    selected = frozenset({"draft-referral"}) if hook == "order-select" else frozenset()
-    context = Context(today=chart.today, patient_id="scenario", user_id=chart.user, selected_orders=selected)
-    decision = pipeline.decide(resources + ([draft] if selected else []), context)
+def through_hook_call(caller: HookCaller, hook: str, chart: Chart, resources: list[dict[str, Any]]) -> Outcome:
+    """The service's own hook call, without HTTP: findings and data issues are visible too."""
+    service = next(s for s in services(caller.pipeline.terminology) if s.hook == hook)
+    body = request_for(resources, hook, service.prefetch, chart.user)
+    answer = caller.call(service, HookRequest.model_validate(body), today=chart.today)
+    decision = answer.decision
+    if decision is None:
+        return Outcome(cards=[], rules=set(), findings=set(), issues=set())
     evaluation = decision.evaluation
     derived = [*evaluation.findings, *evaluation.recommendations, *evaluation.suppressed]
-    return Outcome(cards=decision.response().dump()["cards"], rules={str(r) for d in derived for r in d.rules},
+    return Outcome(cards=answer.response.dump()["cards"], rules={str(r) for d in derived for r in d.rules},
                    findings=evaluation.finding_names(), issues={i.code for i in decision.validated.issues})
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -333,3 +335,68 @@ def test_serve_refuses_a_public_address_without_trusted_issuers(tmp_path: Path) 
 def test_issuers_without_a_public_url_stop_start_up(issuers_file: Path) -> None:
     with pytest.raises(ValidationError, match="HIPFLEX_PUBLIC_URL is required"):
         Settings(issuers_file=issuers_file)
+
+
+def without_uuids(body: dict[str, Any]) -> dict[str, Any]:
+    """A response with card and suggestion uuids blanked: the only fields that differ between two calls."""
+    cards = []
+    for card in body["cards"]:
+        suggestions = [s | {"uuid": "-"} for s in card.get("suggestions", [])]
+        cards.append(card | {"uuid": "-"} | ({"suggestions": suggestions} if suggestions else {}))
+    return {"cards": cards}
+
+
+@pytest.mark.parametrize("hook", ["patient-view", "encounter-start", "order-select"])
+def test_the_cli_and_the_service_give_the_same_cards(base_url: str, hook: str) -> None:
+    def cli(*args: str) -> Any:
+        run = subprocess.run([sys.executable, "-m", "cds.cli", *args, str(EXAMPLES / "P01-classic-right.json"),
+                              "--hook", hook], capture_output=True, text=True, check=True)
+        return json.loads(run.stdout)
+
+    served = httpx.post(f"{base_url}/cds-services/hipflex-{hook}", json=cli("request")).json()
+    printed = cli("evaluate", "--json")
+    assert served["cards"], "P01 gives cards on every hook"
+    assert without_uuids(printed) == without_uuids(served)
+
+
+def test_openapi_documents_the_hook_contract(base_url: str) -> None:
+    schema = httpx.get(f"{base_url}/openapi.json").json()
+    hook = schema["paths"]["/cds-services/{service_id}"]["post"]
+    assert hook["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/HookRequest")
+    assert hook["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/CDSResponse")
+    assert hook["responses"]["412"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    components = schema["components"]["schemas"]
+    assert {"hookInstance", "context", "prefetch"} <= set(components["HookRequest"]["properties"])
+    assert "summary" in components["Card"]["properties"]
+    feedback = schema["paths"]["/cds-services/{service_id}/feedback"]["post"]
+    assert feedback["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/FeedbackRequest")
+
+
+def test_docs_are_served_from_the_package_not_a_cdn(base_url: str) -> None:
+    page = httpx.get(f"{base_url}/docs").text
+    assert "/docs/static/swagger-ui-bundle.js" in page
+    assert "cdn" not in page.lower()
+    assert httpx.get(f"{base_url}/docs/static/swagger-ui-bundle.js").status_code == 200
+
+
+def test_a_failed_engine_session_is_counted_and_the_pool_stays_full(tmp_path: Path) -> None:
+    app = create_app(service_settings(tmp_path))
+    engine = app.state.cds.pipeline.engine
+    failures = 0
+
+    def failing_delete(ruleset: str, sid: str) -> None:
+        nonlocal failures
+        failures += 1
+        raise RuntimeError("delete_state failed")
+
+    original = engine._host.delete_state
+    engine._host.delete_state = failing_delete
+    with running(app) as url:
+        for _ in range(70):  # more calls than the pool has sessions (64)
+            assert httpx.post(f"{url}{PATIENT_VIEW}", json=hook_request()).status_code == 200
+        engine._host.delete_state = original
+        assert httpx.post(f"{url}{PATIENT_VIEW}", json=hook_request()).status_code == 200
+        text = httpx.get(f"{url}/metrics").text
+    assert failures == 70
+    assert "hipflex_engine_failed_sessions 70.0" in text
+    assert engine._sids.qsize() == 64

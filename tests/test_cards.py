@@ -12,11 +12,11 @@ from fhir.resources.R4B.servicerequest import ServiceRequest
 from pydantic import ValidationError
 
 from cds.clinical.explanation import Explanation
-from cds.content.cardtexts import load_card_texts
-from cds.content.facts import fact_properties
 from cds.clinical.pipeline import Decision, Pipeline
 from cds.clinical.response import Card, Indicator, Source, Suggestion
 from cds.clinical.validate import Context, bundle_resources
+from cds.content.cardtexts import load_card_texts
+from cds.content.facts import fact_properties
 from cds.content.files import ContentError
 from cds.content.rules import RuleSet
 from tests.conftest import EXAMPLES, RULES, example_paths, load_json

@@ -89,3 +89,23 @@ def test_broken_rule_file_stops_with_file_and_line(tmp_path: Path) -> None:
                          env={"HIPFLEX_RULES_DIR": str(rules), "PATH": "/usr/bin:/bin"}, check=False)
     assert run.returncode == 2
     assert f"knee-hip-v1.yaml:{line}: rules.0.status" in run.stderr
+
+
+def test_request_builds_a_valid_order_select_request_with_a_physiotherapy_draft() -> None:
+    run = cli("request", str(P01), "--hook", "order-select")
+    assert run.returncode == 0, run.stderr
+    body = json.loads(run.stdout)
+    drafts = [e["resource"] for e in body["context"]["draftOrders"]["entry"]]
+    assert body["hook"] == "order-select"
+    assert body["context"]["selections"] == [f"ServiceRequest/{drafts[0]['id']}"]
+    assert drafts[0]["status"] == "draft"
+    assert drafts[0]["code"]["coding"][0]["code"] == "91251008"
+
+
+def test_evaluate_order_select_gives_the_services_cards_without_a_second_referral() -> None:
+    """The CLI and the service share one hook call; here the CLI, in test_app the service, on the same data."""
+    body = json.loads(cli("evaluate", str(P01), "--hook", "order-select", "--json").stdout)
+    topics = [c["source"]["topic"]["code"] for c in body["cards"]]
+    assert topics == ["hip-flexor-strengthening", "patellar-glide"]
+    assert not any(c.get("suggestions") for c in body["cards"])
+    assert all("no new referral is suggested" in c["detail"] for c in body["cards"])

@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cds.clinical.engine import DurableEngine, EngineBusy, EngineError, fnv1a32
-from cds.content.facts import InputFact
 from cds.clinical.outcome import Collector, Evaluation
 from cds.clinical.reference_engine import evaluate_reference
+from cds.content.facts import InputFact
 from cds.content.rules import RuleSet, load_rules
 from cds.content.terminology import Terminology
 from tests.conftest import GRADES, Facts, threshold_rules

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from cds.hooks.feedback import parse_feedback, store_feedback
 from cds.hooks.errors import InvalidRequest, UnknownCard
+from cds.hooks.feedback import parse_feedback, store_feedback
 from cds.hooks.store import IssuedCard, Store
 
 SERVICE = "hipflex-patient-view"

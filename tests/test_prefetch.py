@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from cds.content.terminology import Terminology
-from cds.hooks.prefetch import FetchLimits, FhirReader, gather, prefetch_templates, render
 from cds.hooks.errors import DataUnavailable
+from cds.hooks.prefetch import FetchLimits, FhirReader, gather, prefetch_templates, render
 from cds.hooks.request import HookRequest
 from tests.conftest import FhirStub, example_prefetch, hook_request, searchset
 

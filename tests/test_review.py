@@ -187,3 +187,15 @@ def test_with_authentication_on_there_is_no_review_page(tmp_path: Path, issuers_
     settings = service_settings(tmp_path, issuers_file=issuers_file, public_url="https://cds.example.org")
     with running(create_app(settings)) as url:
         assert httpx.get(f"{url}/review").status_code == 404
+
+
+def test_docs_render_offline_and_show_the_hook_endpoint(browser: Browser, service: tuple[str, Path]) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=service[0])
+    page = context.new_page()
+    outside: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(service[0]) else outside.append(r.url))
+    page.goto("/docs")
+    expect(page.get_by_text("/cds-services/{service_id}", exact=True).first).to_be_visible(timeout=15000)
+    shot(page, "docs")
+    context.close()
+    assert outside == []

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from cds.clinical.engine import DurableEngine
-from cds.content.facts import InputFact
 from cds.clinical.outcome import Evaluation
 from cds.clinical.reference_engine import evaluate_reference
+from cds.content.facts import InputFact
 from cds.content.files import ContentError
 from cds.content.rules import RuleSet, load_rules
 from cds.content.terminology import Terminology

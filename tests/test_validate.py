@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from cds.content.facts import DataIssue, HhdAsymmetryFact, HhdFact, MmtFact
 from cds.clinical.validate import Context, Validated, bundle_resources, validate
+from cds.content.facts import DataIssue, HhdAsymmetryFact, HhdFact, MmtFact
 from cds.content.terminology import Terminology
 from tests.conftest import EXAMPLES, load_json
 

@@ -15,8 +15,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import swagger_ui
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -27,7 +29,6 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from swagger_ui_bundle import swagger_ui_path
 
 from cds import __version__
 from cds.clinical.engine import EngineBusy
@@ -208,7 +209,7 @@ def create_app(settings: Settings) -> FastAPI:
     if cds.auth is None:  # its buttons send feedback without a JWT, so it exists only where auth is off
         app.include_router(review_router(cds.caller, cds.catalog, cds.store))
         app.mount("/review/static", StaticFiles(directory=STATIC), name="review-static")
-    app.mount("/docs/static", StaticFiles(directory=swagger_ui_path), name="docs-static")
+    app.mount("/docs/static", StaticFiles(directory=Path(swagger_ui.__file__).with_name("static")), name="docs-static")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -278,7 +279,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
-        """Swagger UI from the swagger-ui-bundle package: works without internet (no CDN)."""
+        """Swagger UI 5 (OpenAPI 3.1) from the swagger-ui-py package: works without internet (no CDN)."""
         return get_swagger_ui_html(openapi_url="/openapi.json", title="hipflex-cds API",
                                    swagger_js_url="/docs/static/swagger-ui-bundle.js",
                                    swagger_css_url="/docs/static/swagger-ui.css",
