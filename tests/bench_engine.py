@@ -25,7 +25,8 @@ from cds.clinical.validate import Context, bundle_resources, validate
 from cds.content.facts import AgeFact, AudienceFact, HyperextensionFact, InputFact, MmtFact, PainSiteFact
 from cds.content.rules import load_rules
 from cds.content.terminology import Terminology
-from cds.settings import PROJECT_ROOT, Settings
+from cds.settings import Settings
+from tests.paths import PROJECT_ROOT
 
 TODAY = dt.date(2026, 11, 24)
 

@@ -26,9 +26,10 @@ from typing import Any
 
 import httpx
 
-from cds.settings import PROJECT_ROOT
 from tests import bench_engine
-from tests.conftest import EXAMPLE_DATE, free_port, hook_request
+from tests.builders import hook_request
+from tests.paths import EXAMPLE_DATE, PROJECT_ROOT
+from tests.servers import free_port
 
 RESULTS = PROJECT_ROOT / "bench" / "results"
 PATIENT_VIEW = "/cds-services/hipflex-patient-view"

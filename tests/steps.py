@@ -33,8 +33,8 @@ from cds.hooks.call import HookCaller
 from cds.hooks.discovery import services
 from cds.hooks.prefetch import prefetch_templates, request_for
 from cds.hooks.request import HookRequest
-from cds.settings import PROJECT_ROOT
-from tests.conftest import EXAMPLE_DATE, assert_cds_response
+from tests.contract import assert_cds_response
+from tests.paths import EXAMPLE_DATE, PROJECT_ROOT
 
 REPORTS = PROJECT_ROOT / "test-artifacts" / "features"
 SNOMED, UCUM = "http://snomed.info/sct", "http://unitsofmeasure.org"

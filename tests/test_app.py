@@ -22,18 +22,11 @@ from cds.hooks.store import Store
 from cds.settings import Settings
 from cds.web.app import create_app, serve
 from cds.web.observability import JsonFormatter
-from tests.conftest import (
-    EXAMPLES,
-    FhirStub,
-    Signer,
-    assert_cds_response,
-    assert_no_empties,
-    example_prefetch,
-    expected_for,
-    hook_request,
-    running,
-    service_settings,
-)
+from tests.builders import example_prefetch, hook_request
+from tests.contract import assert_cds_response, assert_no_empties
+from tests.paths import EXAMPLES, expected_for
+from tests.servers import FhirStub, running, service_settings
+from tests.signing import Signer
 
 PATIENT_VIEW = "/cds-services/hipflex-patient-view"
 PUBLIC = "https://cds.example.org"

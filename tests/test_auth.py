@@ -16,7 +16,8 @@ import yaml
 from cds.content.files import ContentError
 from cds.hooks.auth import Authenticator, AuthError, TrustedIssuer, load_issuers
 from cds.hooks.store import Store
-from tests.conftest import ISSUER, FhirStub, Signer
+from tests.servers import FhirStub
+from tests.signing import ISSUER, Signer
 
 AUD = "https://cds.example.org/cds-services/hipflex-patient-view"
 

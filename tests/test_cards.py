@@ -19,7 +19,7 @@ from cds.content.cardtexts import load_card_texts
 from cds.content.facts import fact_properties
 from cds.content.files import ContentError
 from cds.content.rules import RuleSet
-from tests.conftest import EXAMPLES, RULES, example_paths, load_json
+from tests.paths import EXAMPLES, RULES, example_paths, load_json
 
 
 def decide(pipeline: Pipeline, name: str, user: str = "Practitioner/1") -> Decision:

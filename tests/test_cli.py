@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLES
+from tests.paths import EXAMPLES
 
 P01 = EXAMPLES / "P01-classic-right.json"
 

@@ -18,7 +18,7 @@ from cds.clinical.reference_engine import evaluate_reference
 from cds.content.facts import InputFact
 from cds.content.rules import RuleSet, load_rules
 from cds.content.terminology import Terminology
-from tests.conftest import GRADES, Facts, threshold_rules
+from tests.builders import GRADES, Facts, threshold_rules
 
 F = Facts
 SIDES = ("left", "right")

@@ -12,7 +12,8 @@ from fhir.resources.R4B.bundle import Bundle
 from cds.clinical.explanation import Explanation
 from cds.clinical.pipeline import Pipeline
 from cds.clinical.validate import Context, bundle_resources
-from tests.conftest import assert_cds_response, example_paths, expected_for, load_json
+from tests.contract import assert_cds_response
+from tests.paths import example_paths, expected_for, load_json
 
 EXAMPLES = example_paths()
 

@@ -11,8 +11,8 @@ import pytest
 from pytest_bdd import scenarios
 
 from cds.content.rules import RuleSet
-from cds.settings import PROJECT_ROOT
 from tests import steps
+from tests.paths import PROJECT_ROOT
 
 FEATURES = Path(os.environ.get("HIPFLEX_FEATURES_DIR", PROJECT_ROOT / "features"))
 

@@ -11,7 +11,8 @@ from cds.content.terminology import Terminology
 from cds.hooks.errors import DataUnavailable
 from cds.hooks.prefetch import FetchLimits, FhirReader, gather, prefetch_templates, render
 from cds.hooks.request import HookRequest
-from tests.conftest import FhirStub, example_prefetch, hook_request, searchset
+from tests.builders import example_prefetch, hook_request, searchset
+from tests.servers import FhirStub
 
 TOKEN = "secret-access-token-123"
 

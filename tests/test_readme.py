@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from cds.settings import PROJECT_ROOT
-from tests.conftest import free_port
+from tests.paths import PROJECT_ROOT
+from tests.servers import free_port
 
 BIN = Path(sys.executable).parent
 

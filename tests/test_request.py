@@ -10,7 +10,7 @@ import pytest
 from cds.content.terminology import Terminology
 from cds.hooks.errors import InvalidRequest
 from cds.hooks.request import parse_request, selected_knee_physiotherapy
-from tests.conftest import hook_request
+from tests.builders import hook_request
 
 SNOMED = "http://snomed.info/sct"
 

@@ -13,10 +13,10 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from cds.hooks.store import Store
-from cds.settings import PROJECT_ROOT
 from cds.web.app import create_app
 from cds.web.review import CSP
-from tests.conftest import EXAMPLES, load_json, running, service_settings
+from tests.paths import EXAMPLES, PROJECT_ROOT, load_json
+from tests.servers import running, service_settings
 
 SHOTS = PROJECT_ROOT / "test-artifacts" / "review"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -15,7 +15,8 @@ from cds.content.facts import InputFact
 from cds.content.files import ContentError
 from cds.content.rules import RuleSet, load_rules
 from cds.content.terminology import Terminology
-from tests.conftest import RULES, Facts, threshold_rules
+from tests.builders import Facts, threshold_rules
+from tests.paths import RULES
 
 F = Facts
 Case = Callable[[], list[InputFact]]

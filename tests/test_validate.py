@@ -11,7 +11,7 @@ import pytest
 from cds.clinical.validate import Context, Validated, bundle_resources, validate
 from cds.content.facts import DataIssue, HhdAsymmetryFact, HhdFact, MmtFact
 from cds.content.terminology import Terminology
-from tests.conftest import EXAMPLES, load_json
+from tests.paths import EXAMPLES, load_json
 
 TODAY = dt.date(2026, 11, 24)
 P01 = bundle_resources(load_json(EXAMPLES / "P01-classic-right.json"))

@@ -94,7 +94,7 @@ class CdsService:
         self.settings = settings
         self.pipeline = Pipeline(settings)
         self.catalog = {s.id: s for s in services(self.pipeline.terminology)}
-        self.store = Store(settings.database_url, patient_key(settings.patient_hash_key, settings.patient_key_file))
+        self.store = Store(settings.database_url, patient_key(settings.patient_hash_key, settings.key_file))
         issuers = load_issuers(settings.issuers_file) if settings.issuers_file else []
         self.auth = Authenticator(issuers, self.store.first_use_of_token,
                                   max_lifetime_seconds=settings.jwt_max_lifetime_seconds) if issuers else None

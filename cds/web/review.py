@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from importlib.resources import files
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,7 @@ from cds.hooks.errors import HookError
 from cds.hooks.prefetch import request_for
 from cds.hooks.request import HOOKS, HookRequest, first_error
 from cds.hooks.store import Store, rule_use
-from cds.settings import PROJECT_ROOT
 
-EXAMPLES = PROJECT_ROOT / "fhir_examples"
-COVERAGE_REPORT = PROJECT_ROOT / "test-artifacts" / "features" / "rule-coverage.json"
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 INDICATORS = {"info": ("\u2139", "Info"), "warning": ("⚠", "Warning"), "critical": ("⛔", "Critical")}
@@ -55,9 +53,9 @@ class Example:
     as_of: dt.date | None
 
 
-def examples() -> list[Example]:
+def examples(folder: Path) -> list[Example]:
     found = []
-    for path in sorted(EXAMPLES.glob("*.json")):
+    for path in sorted(folder.glob("*.json")):
         expected = yaml.safe_load(path.with_suffix(".expected.yaml").read_text())
         found.append(Example(path.stem, str(expected.get("description", "")),
                              dt.date.fromisoformat(str(expected["as_of"])) if expected.get("as_of") else None))
@@ -113,7 +111,8 @@ class Review:
 
     def __init__(self, caller: HookCaller, catalog: dict[str, Service], store: Store) -> None:
         self.caller, self.catalog, self.store = caller, catalog, store
-        self.examples = examples()
+        self.settings = caller.pipeline.settings
+        self.examples = examples(self.settings.examples_dir)
 
     def page(self, **values: Any) -> str:
         return templates.get_template("review.html").render(examples=self.examples, hooks=HOOKS, **values)
@@ -132,7 +131,8 @@ class Review:
                 "hook": hook, "as_of": as_of}
 
     def rules_page(self) -> str:
-        coverage = json.loads(COVERAGE_REPORT.read_text()) if COVERAGE_REPORT.exists() else None
+        report = self.settings.coverage_report
+        coverage = json.loads(report.read_text()) if report.exists() else None
         use = rule_use(self.store)
         pipeline = self.caller.pipeline
         texts = {r["code"]: r["display"] for r in pipeline.cards.texts.override_reasons}
@@ -193,7 +193,7 @@ def review_router(caller: HookCaller, catalog: dict[str, Service], store: Store)
 def example_bundle(review: Review, name: str) -> dict[str, Any]:
     if name not in {e.name for e in review.examples}:
         raise ReviewInputError("Choose an example patient, or paste or upload a bundle.")
-    return read_bundle((EXAMPLES / f"{name}.json").read_text())
+    return read_bundle((review.settings.examples_dir / f"{name}.json").read_text())
 
 
 def example_date(review: Review, name: str) -> dt.date | None:
@@ -207,4 +207,4 @@ def parse_date(text: str) -> dt.date | None:
         raise ReviewInputError(f"'{text}' is not a date (YYYY-MM-DD).") from None
 
 
-STATIC = Path(__file__).with_name("static")
+STATIC = Path(str(files("cds.web") / "static"))  # package data, wherever the package is installed

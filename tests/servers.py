@@ -1,0 +1,106 @@
+"""Real servers for the tests: the service under uvicorn, and a FHIR server stub for the EHR side."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from cds.settings import Settings
+from tests.paths import EXAMPLE_DATE
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def running(app: Any) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a free loopback port (in this process, so logs can be captured)."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "the service did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def service_settings(tmp: Path, **overrides: Any) -> Settings:
+    """Settings for a test service: its own SQLite file, a fixed patient-hash key, the example date."""
+    values: dict[str, Any] = {"database_url": f"sqlite:///{tmp / 'hipflex.sqlite3'}", "patient_hash_key": "test-key",
+                              "as_of": EXAMPLE_DATE}
+    return Settings(**(values | overrides))
+
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    authorization: str | None
+
+
+@dataclass
+class FhirStub:
+    """A real HTTP FHIR server on localhost serving canned JSON by path (with query), recording requests."""
+
+    base: str
+    routes: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    seen: list[Seen] = field(default_factory=list)
+    delay_seconds: float = 0.0
+
+    def serve(self, path: str, body: Any, status: int = 200) -> None:
+        self.routes[path] = (status, body)
+
+    def paths(self) -> list[str]:
+        return [s.path.split("?")[0] for s in self.seen]
+
+
+
+@contextlib.contextmanager
+def fhir_server() -> Iterator[FhirStub]:
+    stub = FhirStub(base="")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            stub.seen.append(Seen("GET", self.path.removeprefix("/fhir/"), self.headers.get("Authorization")))
+            time.sleep(stub.delay_seconds)
+            path = urllib.parse.unquote(self.path.removeprefix("/fhir/"))
+            status, body = stub.routes.get(path, stub.routes.get(path.split("?")[0], (404, None)))
+            payload = json.dumps(body or {"resourceType": "OperationOutcome"}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/fhir+json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    stub.base = f"http://127.0.0.1:{server.server_address[1]}/fhir"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield stub
+    server.shutdown()
+    server.server_close()

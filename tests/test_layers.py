@@ -1,0 +1,67 @@
+"""The package's shape: no import cycles, and imports only point down the layers (content < clinical < hooks < web)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import cds
+
+PACKAGE = Path(cds.__file__).parent
+LAYERS = ["content", "clinical", "hooks", "web"]  # bottom to top; cds.settings is below all, cds.cli above all
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports() -> dict[str, set[str]]:
+    """Every cds module -> the cds modules it imports, at the top or lazily inside a function."""
+    graph: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cds"):
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("cds")}
+        graph[module_name(path)] = found
+    return graph
+
+
+def layer(module: str) -> int:
+    parts = module.split(".")
+    if module in ("cds", "cds.settings"):
+        return -1
+    if len(parts) > 1 and parts[1] in LAYERS:
+        return LAYERS.index(parts[1])
+    return len(LAYERS)  # cds.cli: the command line sits on top
+
+
+def test_no_module_imports_a_module_that_imports_it_back() -> None:
+    graph = imports()
+    cycles = []
+
+    def visit(module: str, path: list[str]) -> None:
+        for target in graph.get(module, set()):
+            if target == path[0]:
+                cycles.append(" -> ".join([*path, target]))
+            elif target not in path and len(path) < 12:
+                visit(target, [*path, target])
+
+    for start in graph:
+        visit(start, [start])
+    assert cycles == []
+
+
+def test_imports_point_down_the_layers_only() -> None:
+    upward = [f"{module} imports {target}" for module, targets in imports().items() for target in targets
+              if layer(target) > layer(module)]
+    assert upward == []
+
+
+def test_the_layer_folders_exist_and_cds_holds_no_loose_step_modules() -> None:
+    loose = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert loose == ["__init__.py", "cli.py", "settings.py"]
+    assert all((PACKAGE / name / "__init__.py").exists() for name in LAYERS)
