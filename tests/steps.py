@@ -4,7 +4,7 @@ Given steps describe a patient in a clinician's words and become real FHIR R4 re
 from rules/terminology.yaml); When steps send them through the real validation, rules engine and
 cards — or, for a scenario tagged @service, through the HTTP service as an EHR would; Then steps
 check what a clinician would see. features/README.md is generated from this module
-(`python -m tests.steps`), and a test fails when it is stale or a step has no example.
+(`python -m tests.stepreference`), and a test fails when it is stale or a step has no example.
 
 Loaded as a pytest plugin (see conftest.py), so its hooks record which rules each scenario
 fired, write the reports, and turn an unknown step into a list of the closest known ones.
@@ -15,11 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import inspect
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,7 +34,6 @@ from cds.hooks.request import HookRequest
 from tests.contract import assert_cds_response
 from tests.paths import EXAMPLE_DATE, PROJECT_ROOT
 
-REPORTS = PROJECT_ROOT / "test-artifacts" / "features"
 SNOMED, UCUM = "http://snomed.info/sct", "http://unitsofmeasure.org"
 TERMINOLOGY: Terminology = load_terminology(PROJECT_ROOT / "rules" / "terminology.yaml")
 LOCAL = TERMINOLOGY.local_system
@@ -511,60 +508,3 @@ def unknown_step_message(keyword: str, text: str, filename: str) -> str:
     listed = "\n".join(f"  {c}" for c in closest) or "  (nothing close)"
     return (f"{filename}: no step '{keyword} {text}'. Closest documented steps:\n{listed}\n"
             "See features/README.md for every step.")
-
-
-def rule_coverage(active: list[tuple[str, int]]) -> dict[str, list[str]]:
-    """Every active rule (id and version) with the scenarios that fired it."""
-    by_rule: dict[str, list[str]] = {f"{rid} v{version}": [] for rid, version in active}
-    for node, rules in sorted(COVERAGE.items()):
-        label = describe(node)
-        for rule in rules:
-            by_rule.setdefault(rule, []).append(label)
-    return by_rule
-
-
-def describe(node: str) -> str:
-    info = SCENARIOS.get(node)
-    return f"{info['feature']}: {info['scenario']}" + example_suffix(node) if info else node
-
-
-def example_suffix(node: str) -> str:
-    match = re.search(r"\[(.+)\]$", node)
-    return f" [{match.group(1)}]" if match else ""
-
-
-def write_reports(coverage: dict[str, list[str]]) -> Path:
-    REPORTS.mkdir(parents=True, exist_ok=True)
-    (REPORTS / "rule-coverage.json").write_text(json.dumps(coverage, indent=2))
-    lines = ["# Feature report", "", f"{sum(s['status'] == 'passed' for s in SCENARIOS.values())} of "
-             f"{len(SCENARIOS)} scenarios passed.", "", "## Scenarios", "", "| feature | scenario | result |",
-             "|---|---|---|"]
-    for node, info in sorted(SCENARIOS.items(), key=lambda kv: (kv[1]["feature"], kv[0])):
-        result = "passed" if info["status"] == "passed" else f"FAILED at `{info['failed_step']}`"
-        lines.append(f"| {info['feature']} | {info['scenario']}{example_suffix(node)} | {result} |")
-    lines += ["", "## Rule coverage", "", "| rule | scenarios that fired it |", "|---|---|"]
-    lines += [f"| {rule} | {'<br>'.join(sorted(set(names))) or '**none**'} |" for rule, names in coverage.items()]
-    (REPORTS / "report.md").write_text("\n".join(lines) + "\n")
-    return REPORTS / "report.md"
-
-
-# ---- the step reference for analysts: features/README.md -------------------------------------------
-
-def reference() -> str:
-    """features/README.md, generated from VOCABULARY."""
-    parts = [Path(__file__).with_name("steps_intro.md").read_text().rstrip(), ""]
-    for keyword in ("Given", "When", "Then"):
-        parts += [f"## {keyword}", ""]
-        for doc in (d for d in VOCABULARY if d.keyword == keyword):
-            numbers = re.findall(r"\{(\w+):([dg])\}", doc.pattern)
-            wording = re.sub(r"\{(\w+):[dg]\}", r"{\1}", doc.pattern)
-            parts += [f"### {keyword} {wording}", "", doc.doc, "", f"Example: `{doc.example}`", ""]
-            params = [f"- `{{{name}}}`: {'a whole number' if kind == 'd' else 'a number'}" for name, kind in numbers]
-            params += [f"- `{{{name}}}`: one of {', '.join(f'`{w}`' for w in words)}" for name, words in
-                       doc.choices.items()]
-            parts += [*params, ""] if params else []
-    return "\n".join(parts).rstrip() + "\n"
-
-
-if __name__ == "__main__":
-    (PROJECT_ROOT / "features" / "README.md").write_text(reference())

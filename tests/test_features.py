@@ -11,7 +11,7 @@ import pytest
 from pytest_bdd import scenarios
 
 from cds.content.rules import RuleSet
-from tests import steps
+from tests import featurereports, stepreference, steps
 from tests.paths import PROJECT_ROOT
 
 FEATURES = Path(os.environ.get("HIPFLEX_FEATURES_DIR", PROJECT_ROOT / "features"))
@@ -24,8 +24,8 @@ def test_every_active_rule_is_fired_by_a_scenario(request: pytest.FixtureRequest
     scenario_items = [i for i in request.session.items if "_pytest_bdd_example" in getattr(i, "fixturenames", ())]
     if not scenario_items or any(i.nodeid not in steps.SCENARIOS for i in scenario_items):
         pytest.skip("rule coverage needs the whole feature suite in one run")
-    coverage = steps.rule_coverage([(r.id, r.version) for r in ruleset.active()])
-    report = steps.write_reports(coverage)
+    coverage = featurereports.rule_coverage([(r.id, r.version) for r in ruleset.active()])
+    report = featurereports.write_reports(coverage)
     active = {f"{r.id} v{r.version}" for r in ruleset.active()}
     uncovered = sorted(rule for rule, names in coverage.items() if rule in active and not names)
     assert not uncovered, f"active rules no scenario fires: {', '.join(uncovered)} (see {report})"
@@ -33,7 +33,7 @@ def test_every_active_rule_is_fired_by_a_scenario(request: pytest.FixtureRequest
 
 def test_the_step_reference_is_current() -> None:
     written = (PROJECT_ROOT / "features" / "README.md").read_text()
-    assert written == steps.reference(), "features/README.md is stale: run .venv/bin/python -m tests.steps"
+    assert written == stepreference.reference(), "features/README.md is stale: python -m tests.stepreference"
 
 
 def test_every_step_is_documented_with_an_example_that_it_matches() -> None:
