@@ -31,6 +31,14 @@ class UsageError(Exception):
     """The input file cannot be used at all; the message is the one line shown."""
 
 
+def example_or_path(path: Path, examples: Path) -> Path:
+    """A file that exists, else the packaged example whose name starts with it (`P01` -> P01-classic-right.json)."""
+    if path.exists() or path.parent != Path("."):
+        return path
+    found = sorted(examples.glob(f"{path.name}*.json"))
+    return found[0] if len(found) == 1 else path
+
+
 def read_fhir_file(path: Path) -> tuple[list[Any], dt.date | None]:
     """A Bundle or one supported resource -> (resources, Bundle.timestamp date)."""
     try:
@@ -61,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_text in (("validate", "check a FHIR file and list its data issues"),
                             ("evaluate", "show the cards a FHIR file would produce")):
         cmd = sub.add_parser(name, help=help_text)
-        cmd.add_argument("file", type=Path, help="a FHIR R4 Bundle (or one resource) as JSON")
+        cmd.add_argument("file", type=Path, help="a FHIR R4 Bundle (or one resource) as JSON, or the name of a "
+                                                 "packaged example such as P01")
         cmd.add_argument("--json", action="store_true", help="machine-readable output")
         cmd.add_argument("--as-of", type=dt.date.fromisoformat, default=None,
                          help="evaluation date (default: the Bundle's timestamp, else today)")
@@ -70,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
         if name == "evaluate":
             cmd.add_argument("--hook", choices=HOOKS, default="patient-view")
     request = sub.add_parser("request", help="print a CDS Hooks request carrying a FHIR file as prefetch")
-    request.add_argument("file", type=Path, help="a FHIR R4 Bundle with the Patient and their data")
+    request.add_argument("file", type=Path, help="a FHIR R4 Bundle with the Patient and their data, or an example "
+                                                 "name such as P01")
     request.add_argument("--hook", choices=HOOKS, default="patient-view")
     request.add_argument("--user", default=USER, help="context.userId (default %(default)s)")
     request.add_argument("--encounter", default="encounter-1", help="context.encounterId for encounter-start")
@@ -186,6 +196,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings()
+    if getattr(args, "file", None) is not None:
+        args.file = example_or_path(args.file, settings.examples_dir)
     try:
         if args.command == "serve":
             return cmd_serve(settings, args)
@@ -196,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ContentError, HookError) as exc:
         print(f"hipflex-cds: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`| head`): nothing left to say
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

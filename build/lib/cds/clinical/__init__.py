@@ -1,0 +1,1 @@
+"""One evaluation: FHIR resources -> validated facts -> rules engine -> cards. No HTTP, no storage."""

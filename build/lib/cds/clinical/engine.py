@@ -1,0 +1,214 @@
+"""Forward chaining with durable_rules: input facts -> findings -> recommendations.
+
+durable_rules is fast but fragile inside a server; this adapter follows the pattern of
+shared/engine/durable-rules-notes.md §8, and each workaround names the hazard it avoids:
+no background threads (segfault on overlapping sessions), a leased pool of hash-distinct session
+ids (1,024-session limit, 32-bit sid hashing), an opener fact per session (delete of an untouched
+session can segfault), guarded actions that fail the evaluation closed (action errors are
+swallowed by the engine), and delete_state in `finally`.
+Stages: rules of stage n wait for a `$stage` marker fact asserted after stage n-1 has settled;
+the marker comes first in each join so that `not` conditions are checked only once the facts
+they negate are complete (durable_rules does not retract a match when a negated fact arrives).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import json
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from durable import engine as durable
+
+from cds.clinical.outcome import Collector, Evaluation, RuleRef
+from cds.content.facts import InputFact
+from cds.content.rules import CompiledRule, Pattern, RuleSet
+
+log = logging.getLogger("hipflex_cds.engine")
+_OPS = {"ge": "$gte", "le": "$lte", "gt": "$gt", "lt": "$lt"}
+_OPENER = "$open"
+
+
+class EngineError(RuntimeError):
+    """The rules could not be evaluated; no partial result is returned (fail closed)."""
+
+
+class EngineBusy(EngineError):
+    """Every engine session is in use; the caller should answer 503."""
+
+
+def fnv1a32(text: str) -> int:
+    """The hash durable_rules uses to identify sessions (sids must not collide under it)."""
+    value = 0x811C9DC5
+    for byte in text.encode():
+        value = ((value ^ byte) * 16777619) & 0xFFFFFFFF
+    return value
+
+
+def _condition(pattern: Pattern) -> dict[str, Any]:
+    terms: list[dict[str, Any]] = [{"type": pattern.type}, {"kind": pattern.kind}]
+    if pattern.side is not None:
+        terms.append({"side": pattern.side})
+    for test in pattern.tests:
+        if test.op == "eq":
+            terms.append({test.prop: test.value})
+        else:
+            terms.append({_OPS[test.op]: {test.prop: test.value}})
+    return {"$and": terms}
+
+
+MARKER_SHARD = 200  # durable_rules links one alpha node to at most 256 joins (BETA_LIST_LENGTH, error 108)
+
+
+def marker_shards(rules: Sequence[CompiledRule]) -> dict[str, int]:
+    """The marker shard of each rule that has a `not`: rules of a stage share a marker fact in groups of
+    MARKER_SHARD, so a stage may hold any number of rules (one marker node for all of them stops at 256)."""
+    shard: dict[str, int] = {}
+    for stage in {r.stage for r in rules}:
+        for index, rule in enumerate(r for r in rules if r.stage == stage and r.negatives):
+            shard[rule.key] = index // MARKER_SHARD
+    return shard
+
+
+def to_durable(rule: CompiledRule, shard: int | None) -> dict[str, Any]:
+    """One compiled rule as durable_rules JSON: marker first, positives, then negations.
+
+    Only a rule with a `not` waits for its stage marker: a rule of positive conditions alone may fire as
+    soon as its facts exist (positive matches never go away), and joining it to a marker would cost every
+    evaluation one activation per rule, matched or not.
+    """
+    terms: list[dict[str, Any]] = []
+    if shard is not None:
+        terms.append({"stage": {"$and": [{"type": "$stage"}, {"n": rule.stage}, {"shard": shard}]}})
+    terms += [{f"p{i}": _condition(p)} for i, p in enumerate(rule.positives)]
+    terms += [{f"n{i}$not": _condition(p)} for i, p in enumerate(rule.negatives)]
+    return {"all": terms, "run": rule.key}
+
+
+class _Session:
+    """Per-evaluation state that actions reach through the leased sid."""
+
+    def __init__(self, facts: list[InputFact]) -> None:
+        self.collector = Collector(facts)
+        self.errors: list[str] = []
+
+
+class _QuietHost(durable.Host):  # type: ignore[misc]
+    """A Host without the dispatcher and timer threads, resolving actions from compiled rules."""
+
+    def __init__(self, rules: dict[str, CompiledRule], sessions: dict[str, _Session]) -> None:
+        self._rules, self._sessions = rules, sessions
+        super().__init__()
+
+    def _run(self) -> None:
+        """Deliberately empty: the background threads segfault once sessions overlap."""
+
+    def get_action(self, action_name: str) -> Any:
+        if action_name == _OPENER:
+            return lambda c: None
+        rule = self._rules[action_name]
+        ref = RuleRef(id=rule.rule_id, version=rule.version)
+        effects = [(e.verb, e.name, e.side) for e in rule.effects]
+        aliases = [f"p{i}" for i in range(len(rule.positives))]
+        sessions = self._sessions
+
+        def act(c: Any) -> None:
+            session = sessions.get(c.s.sid)
+            if session is None:
+                return
+            try:
+                basis = [str(getattr(c, alias).id) for alias in aliases]
+                for fact in session.collector.apply(ref, effects, basis):
+                    # A finding no rule uses as a condition is recorded but has nowhere to go.
+                    with contextlib.suppress(durable.MessageNotHandledException):
+                        c.assert_fact(fact)
+            except BaseException as exc:
+                session.errors.append(f"{rule.key}: {exc!r}")
+
+        return act
+
+
+class DurableEngine:
+    """Evaluates a RuleSet with durable_rules; safe to call from many threads at once."""
+
+    def __init__(self, ruleset: RuleSet, *, pool_size: int = 64, name: str = "knee_hip") -> None:
+        self.ruleset, self.name = ruleset, name
+        self._rules = {r.key: r for r in ruleset.compiled}
+        self._sessions: dict[str, _Session] = {}
+        shards = marker_shards(ruleset.compiled)
+        self._markers = sorted({(r.stage, shards[r.key]) for r in ruleset.compiled if r.key in shards})
+        definition: dict[str, Any] = {r.key: to_durable(r, shards.get(r.key)) for r in ruleset.compiled}
+        definition["$opener"] = {"all": [{"m": {"type": _OPENER}}], "run": _OPENER}
+        self._host = _QuietHost(self._rules, self._sessions)
+        self._host.set_rulesets({name: copy.deepcopy(definition)})
+        self._sids: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._hashes: set[int] = set()
+        self._names = itertools.count()
+        self._minting = threading.Lock()
+        self.failed_sessions = 0  # session ids retired after a failure and replaced; read by /metrics
+        for _ in range(pool_size):
+            self._sids.put(self._new_sid())
+
+    def _new_sid(self) -> str:
+        """A session id whose FNV-1a hash no other id of this engine has (durable_rules keys sessions by it)."""
+        with self._minting:
+            while True:
+                sid = f"s{next(self._names)}"
+                if fnv1a32(sid) not in self._hashes:
+                    self._hashes.add(fnv1a32(sid))
+                    return sid
+
+    def evaluate(self, facts: list[InputFact], *, timeout: float = 5.0) -> Evaluation:
+        """Run all stages on `facts`; raises EngineError rather than return a partial result."""
+        try:
+            sid = self._sids.get(timeout=timeout)
+        except queue.Empty:
+            raise EngineBusy("all rule-engine sessions are busy") from None
+        session = self._sessions[sid] = _Session(facts)
+        healthy = False
+        try:
+            self._run(sid, session, facts)
+            healthy = True
+        finally:
+            self._sessions.pop(sid, None)
+            self._sids.put(sid if self._close(sid) and healthy else self._replace(sid))
+        if session.errors:
+            raise EngineError("; ".join(session.errors))
+        return session.collector.result()
+
+    def _run(self, sid: str, session: _Session, facts: list[InputFact]) -> None:
+        self._host.assert_fact(self.name, {"sid": sid, "type": _OPENER})
+        for fact in facts:
+            self._assert(sid, session, {**fact.engine_fields(), "sid": sid})
+        for stage, shard in self._markers:
+            self._assert(sid, session, {"sid": sid, "id": f"$stage{stage}.{shard}", "type": "$stage",
+                                        "n": stage, "shard": shard})
+
+    def _assert(self, sid: str, session: _Session, fact: dict[str, Any]) -> None:
+        try:
+            self._host.assert_fact(self.name, fact)
+        except durable.MessageNotHandledException:
+            pass  # no rule looks at this fact: normal
+        except durable.MessageObservedException:
+            session.errors.append(f"duplicate fact {json.dumps(fact.get('id'))}")
+        except Exception as exc:  # the C engine's own limits (e.g. error 303): fail closed, never half-evaluate
+            session.errors.append(f"engine refused fact {json.dumps(fact.get('id'))}: {exc}")
+
+    def _close(self, sid: str) -> bool:
+        try:
+            self._host.delete_state(self.name, sid)
+            return True
+        except Exception as exc:
+            log.warning("rule-engine session %s could not be deleted (%s); its id is retired", sid,
+                        type(exc).__name__)
+            return False
+
+    def _replace(self, sid: str) -> str:
+        """A fresh id in place of one whose session may hold state, so the pool never shrinks."""
+        self.failed_sessions += 1
+        return self._new_sid()

@@ -1,0 +1,57 @@
+"""One evaluation, end to end: FHIR resources -> validated facts -> rules -> cards.
+
+Loaded once per process (content files are read and compiled at start-up, so a broken file stops
+start-up); `decide` is then a pure function of its inputs and safe to call from many threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cds.clinical.cards import CardBuilder
+from cds.clinical.engine import DurableEngine
+from cds.clinical.outcome import Evaluation
+from cds.clinical.response import Card, CDSResponse
+from cds.clinical.validate import Context, Validated, validate
+from cds.content.cardtexts import load_card_texts
+from cds.content.facts import DataIssue, fact_properties
+from cds.content.rules import RuleSet, load_rules
+from cds.content.terminology import Terminology, load_terminology
+from cds.settings import Settings
+
+
+@dataclass(frozen=True)
+class Decision:
+    validated: Validated
+    evaluation: Evaluation
+    cards: list[Card]
+
+    def response(self) -> CDSResponse:
+        return CDSResponse(cards=self.cards)
+
+
+class Pipeline:
+    """The loaded content and engine; build once, call `decide` per request."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.terminology: Terminology = load_terminology(settings.rules_dir / "terminology.yaml")
+        self.ruleset: RuleSet = load_rules(settings.rules_dir / settings.rule_file, self.terminology,
+                                           include_drafts=settings.include_draft_rules)
+        texts = load_card_texts(settings.rules_dir / "cards.yaml", self.ruleset, set(fact_properties()))
+        rules_url = f"{settings.public_url.rstrip('/')}/rules" if settings.public_url else None
+        self.cards = CardBuilder(texts, self.ruleset, self.terminology, rules_url=rules_url)
+        self.engine = DurableEngine(self.ruleset)
+
+    def decide(self, resources: list[Any], context: Context, unavailable: Sequence[DataIssue] = ()) -> Decision:
+        """Validate, evaluate and build cards; invalid data never reaches the engine.
+
+        `unavailable` names data that could not be gathered, so the cards can say what was not checked.
+        """
+        validated = validate(resources, self.terminology, context)
+        validated.issues.extend(unavailable)
+        evaluation = self.engine.evaluate(validated.facts)
+        cards = self.cards.build(evaluation, validated.issues, validated.patient_id)
+        return Decision(validated, evaluation, cards)

@@ -1,0 +1,128 @@
+"""The card texts of `rules/cards.yaml`, and the notes a card adds, as checked data.
+
+A note says when it applies in the rule file's own words (findings, rules, facts); loading
+refuses a note or card that names something the rules do not have, so renaming a rule or a
+finding in YAML stops start-up instead of silently dropping what a clinician reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cds.content.files import ContentError, Location, line_of, load_model
+from cds.content.rules import RuleSet
+
+SIDE_WORDS = {"left": ("Left knee", "left", "Left"), "right": ("Right knee", "right", "Right"),
+              "bilateral": ("Both knees", "both sides", "Both")}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TextCoding(_Strict):
+    system: str
+    code: str
+    display: str
+
+
+class SuggestionText(_Strict):
+    label: str
+    codes: list[TextCoding] = Field(min_length=1)
+    body_site: TextCoding
+    reason: TextCoding
+
+
+class CardText(_Strict):
+    indicator: Literal["info", "warning", "critical"]
+    topic: dict[str, str]
+    summary: str
+    advice: str
+    evidence: str
+    suggestion: SuggestionText | None = None
+
+
+class NoteCondition(_Strict):
+    """Every part given must hold (on the card's side, for a `per_side` note)."""
+
+    finding: str | None = None
+    no_finding: str | None = None
+    fact: str | None = Field(default=None, description="Its fields become placeholders, e.g. {grade}")
+    no_fact: str | None = None
+    only_by_rules: list[str] | None = Field(default=None, description="`finding` was derived by these rules alone")
+
+
+class Note(_Strict):
+    id: str
+    cards: list[str] = Field(min_length=1)
+    per_side: bool = Field(default=False, description="Checked for each side of the card; {Label} is the side")
+    when: NoteCondition = NoteCondition()
+    text: str
+
+
+class CardTexts(_Strict):
+    version: str
+    source_label: str
+    disclaimer: str
+    no_suggestion_when: NoteCondition = Field(default=NoteCondition(),
+                                              description="When cards carry no referral suggestion")
+    override_reasons: list[dict[str, str]]
+    cards: dict[str, CardText]
+    notes: list[Note] = Field(default_factory=list)
+
+
+def side_words(side: str | None) -> dict[str, str]:
+    """The {Side}/{side}/{Label} placeholders of card texts."""
+    words = SIDE_WORDS.get(side or "", ("Knee", "unspecified side", "Knee"))
+    return {"Side": words[0], "side": words[1], "Label": words[2]}
+
+
+def load_card_texts(path: Path, ruleset: RuleSet, fact_kinds: set[str]) -> CardTexts:
+    """Load card texts and check them against the rules: every card exists, summaries fit, notes name real things."""
+    texts, lines = load_model(path, CardTexts)
+    for kind, text in texts.cards.items():
+        for side in ("left", "right", "bilateral", None):
+            summary = text.summary.format(**side_words(side))
+            if len(summary) >= 140:
+                raise ContentError(path, lines.get(("cards", kind, "summary")),
+                                   f"cards.{kind}.summary is {len(summary)} characters; the limit is 139")
+    produced = {e.name for r in ruleset.compiled for e in r.effects if e.verb != "suppress"}
+    for rule in ruleset.compiled:
+        for effect in rule.effects:
+            if effect.verb == "recommend" and effect.name not in texts.cards:
+                raise ContentError(path, None, f"rule {rule.rule_id} recommends card {effect.name!r}, "
+                                               f"which has no text in {path.name}")
+    known = _Known(path, lines, produced, {r.id for r in ruleset.source.rules}, fact_kinds, set(texts.cards))
+    known.condition(("no_suggestion_when",), texts.no_suggestion_when)
+    for index, note in enumerate(texts.notes):
+        for card in note.cards:
+            known.check(("notes", index, "cards"), card, known.cards, "card")
+        known.condition(("notes", index, "when"), note.when)
+    return texts
+
+
+class _Known:
+    """What notes may name, and the file/line error when they name something else."""
+
+    def __init__(self, path: Path, lines: dict[Location, int], findings: set[str], rules: set[str],
+                 facts: set[str], cards: set[str]) -> None:
+        self.path, self.lines = path, lines
+        self.findings, self.rules, self.facts, self.cards = findings, rules, facts, cards
+
+    def check(self, loc: Location, name: str, known: set[str], what: str) -> None:
+        if name not in known:
+            raise ContentError(self.path, line_of(self.lines, loc),
+                               f"{'.'.join(map(str, loc))}: {what} {name!r} is not in the rules")
+
+    def condition(self, loc: Location, when: NoteCondition) -> None:
+        for name in (when.finding, when.no_finding):
+            if name is not None:
+                self.check(loc, name, self.findings, "finding")
+        for name in (when.fact, when.no_fact):
+            if name is not None:
+                self.check(loc, name, self.facts, "fact")
+        for rule_id in when.only_by_rules or []:
+            self.check(loc, rule_id, self.rules, "rule")

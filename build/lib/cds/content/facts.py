@@ -1,0 +1,209 @@
+"""Facts: the vocabulary rules are written in, and what validation hands to the engine.
+
+One typed model per input kind; the rule compiler checks every `fact:` and property against them.
+
+A fact is a flat, already-normalised statement ("right end-range MMT is 4 = rank 7, dated …").
+The engine only ever sees these, never raw FHIR, because durable_rules silently mis-compares
+strings, booleans and odd floats (shared/engine/durable-rules-notes.md §5.4).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EngineSide = Literal["left", "right"]
+EngineValue = str | int | float
+
+
+class _Fact(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(description="Unique within one evaluation, e.g. 'end-range-mmt:Observation/1:right'")
+    source: str | None = Field(default=None, description="FHIR reference the fact came from")
+    date: dt.date | None = Field(default=None, description="Clinically relevant date (effective/onset)")
+
+    def engine_fields(self) -> dict[str, EngineValue]:
+        """The flat projection asserted into the engine (no dates, no references)."""
+        data = self.model_dump(exclude={"source", "date"}, exclude_none=True)
+        data["type"] = "fact"
+        return data
+
+    def describe(self) -> str:
+        """Plain-language summary for card details and the review page."""
+        raise NotImplementedError
+
+
+def _when(date: dt.date | None) -> str:
+    return f" ({date.isoformat()})" if date else ""
+
+
+class AgeFact(_Fact):
+    kind: Literal["age"] = "age"
+    years: int = Field(ge=0, le=150)
+
+    def describe(self) -> str:
+        return f"age {self.years} years"
+
+
+class AudienceFact(_Fact):
+    kind: Literal["audience"] = "audience"
+    role: Literal["practitioner", "practitioner-role", "patient", "related-person", "other"]
+
+    def describe(self) -> str:
+        return f"user is a {self.role.replace('-', ' ')}"
+
+
+class MmtFact(_Fact):
+    kind: Literal["end-range-mmt", "standard-mmt"]
+    side: EngineSide
+    grade: str
+    grade_rank: int = Field(ge=0, le=10)
+
+    def describe(self) -> str:
+        where = "above 90°" if self.kind == "end-range-mmt" else "at standard range"
+        return f"{self.side} seated hip flexion {where}: {self.grade}/5 (MMT){_when(self.date)}"
+
+
+class HhdFact(_Fact):
+    kind: Literal["end-range-hhd"] = "end-range-hhd"
+    side: EngineSide
+    newtons: float = Field(gt=0, lt=1000)
+
+    def describe(self) -> str:
+        return f"{self.side} end-range hip flexion force {self.newtons:.0f} N (dynamometer){_when(self.date)}"
+
+
+class HhdAsymmetryFact(_Fact):
+    """Computed in Python from both sides: the engine must not compare two facts (issue #381)."""
+
+    kind: Literal["hhd-asymmetry"] = "hhd-asymmetry"
+    side: EngineSide = Field(description="The weaker side")
+    percent: float = Field(ge=0, le=100)
+
+    def describe(self) -> str:
+        return f"dynamometer: {self.side} side {self.percent:.1f} % weaker{_when(self.date)}"
+
+
+class HyperextensionFact(_Fact):
+    kind: Literal["knee-hyperextension"] = "knee-hyperextension"
+    side: EngineSide
+    degrees: float = Field(ge=-5, le=40)
+
+    def describe(self) -> str:
+        return f"{self.side} knee hyperextension {self.degrees:g}° beyond neutral{_when(self.date)}"
+
+
+class GaitFact(_Fact):
+    kind: Literal["knee-hyperextension-gait"] = "knee-hyperextension-gait"
+    side: EngineSide
+    observed: Literal["yes", "no"]
+
+    def describe(self) -> str:
+        seen = "seen" if self.observed == "yes" else "not seen"
+        return f"{self.side} knee hyperextension {seen} in gait{_when(self.date)}"
+
+
+class PainSiteFact(_Fact):
+    kind: Literal["pain-site"] = "pain-site"
+    side: EngineSide
+    site: str
+
+    def describe(self) -> str:
+        return f"{self.side} {self.site.replace('-', ' ')} pain{_when(self.date)}"
+
+
+class PainScoreFact(_Fact):
+    kind: Literal["pain-score"] = "pain-score"
+    score: int = Field(ge=0, le=10)
+
+    def describe(self) -> str:
+        return f"pain {self.score}/10{_when(self.date)}"
+
+
+class KneeConditionFact(_Fact):
+    kind: Literal["knee-condition"] = "knee-condition"
+    side: EngineSide
+    condition: Literal["patellofemoral-pain"]
+
+    def describe(self) -> str:
+        return f"{self.side} patellofemoral pain diagnosis{_when(self.date)}"
+
+
+class RedFlagFact(_Fact):
+    kind: Literal["red-flag"] = "red-flag"
+    flag: str
+    display: str
+
+    def engine_fields(self) -> dict[str, EngineValue]:
+        data = super().engine_fields()
+        data.pop("display")
+        return data
+
+    def describe(self) -> str:
+        return f"red flag: {self.display}{_when(self.date)}"
+
+
+class ReferralFact(_Fact):
+    kind: Literal["physiotherapy-referral"] = "physiotherapy-referral"
+
+    def describe(self) -> str:
+        return f"active physiotherapy referral{_when(self.date)}"
+
+
+class RejectedInputFact(_Fact):
+    kind: Literal["rejected-input"] = "rejected-input"
+    input: str
+
+    def describe(self) -> str:
+        return f"rejected {self.input} observation"
+
+
+InputFact = Annotated[
+    AgeFact
+    | AudienceFact
+    | MmtFact
+    | HhdFact
+    | HhdAsymmetryFact
+    | HyperextensionFact
+    | GaitFact
+    | PainSiteFact
+    | PainScoreFact
+    | KneeConditionFact
+    | RedFlagFact
+    | ReferralFact
+    | RejectedInputFact,
+    Field(discriminator="kind"),
+]
+
+FACT_MODELS: tuple[type[_Fact], ...] = (
+    AgeFact, AudienceFact, MmtFact, HhdFact, HhdAsymmetryFact, HyperextensionFact, GaitFact,
+    PainSiteFact, PainScoreFact, KneeConditionFact, RedFlagFact, ReferralFact, RejectedInputFact,
+)
+
+
+def fact_properties() -> dict[str, dict[str, str]]:
+    """For each fact kind, the properties a rule may test and their type ('number' or 'text')."""
+    known: dict[str, dict[str, str]] = {}
+    for model in FACT_MODELS:
+        kind_field = model.model_fields["kind"].annotation
+        props = {name: ("number" if field.annotation in (int, float) else "text")
+                 for name, field in model.model_fields.items()
+                 if name not in {"id", "source", "date", "kind", "display"}}
+        for kind in getattr(kind_field, "__args__", ()):
+            known[kind] = props
+    return known
+
+
+class DataIssue(BaseModel):
+    """Something wrong or doubtful in the input, said plainly and located precisely."""
+
+    model_config = ConfigDict(frozen=True)
+
+    resource: str = Field(description="FHIR reference of the resource, e.g. 'Observation/p13-mmt'")
+    path: str = Field(description="FHIRPath-like element path, e.g. 'Observation.valueQuantity.code'")
+    severity: Literal["error", "warning", "information"]
+    code: str = Field(description="Machine-readable reason, e.g. 'invalid-value', 'stale'")
+    message: str

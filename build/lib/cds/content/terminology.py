@@ -1,0 +1,160 @@
+"""The code bindings of `rules/terminology.yaml`: which codes mean what to the service.
+
+Kept as data so that a terminologist can re-bind a code without touching Python; this module only
+loads the file and answers look-ups.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cds.content.files import load_model
+
+Side = Literal["left", "right", "bilateral"]
+ValueKind = Literal["mrc-grade", "force", "angle", "boolean", "pain-score", "body-site"]
+InputKind = Literal[
+    "end-range-mmt",
+    "standard-mmt",
+    "end-range-hhd",
+    "knee-hyperextension",
+    "knee-hyperextension-gait",
+    "pain-severity",
+    "pain-location",
+]
+
+LOCAL = "local"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Code(_Strict):
+    system: str
+    code: str
+
+
+class ObservationBinding(_Strict):
+    kind: InputKind
+    display: str
+    value: ValueKind
+    lateralised: bool
+    codes: list[Code] = Field(min_length=1)
+
+
+class UnsupportedCode(_Strict):
+    code: Code
+    reason: str
+
+
+class BodySite(_Strict):
+    site: str
+    anterior: bool
+    codes: list[Code]
+
+
+class Laterality(_Strict):
+    system: str
+    codes: dict[str, Side]
+    legacy: dict[str, Side]
+    display: dict[Side, str]
+
+    def code_of(self, side: str | None) -> str | None:
+        """The qualifier code written for a side (cards' draft orders, scenario builders)."""
+        return next((code for code, named in self.codes.items() if named == side), None)
+
+    def display_of(self, side: str | None) -> str:
+        return next((text for named, text in self.display.items() if named == side), "")
+
+
+class PatellofemoralCondition(_Strict):
+    system: str
+    code: str
+    side: Literal["left", "right", "from-body-site"]
+
+
+class RedFlag(_Strict):
+    flag: str
+    display: str
+    window_days: int | None = None
+    codes: list[Code]
+
+
+class Terminology(_Strict):
+    """All bindings; `system: local` in the file stands for `local_system`."""
+
+    version: str
+    local_system: str
+    mrc_grade_system: str
+    observations: list[ObservationBinding]
+    unsupported_observations: list[UnsupportedCode]
+    mrc_grades: list[str] = Field(min_length=2)
+    force_units: dict[str, float]
+    angle_unit: str
+    body_sites: list[BodySite]
+    knee_structures: list[Code]
+    laterality: Laterality
+    patellofemoral_conditions: list[PatellofemoralCondition]
+    red_flags: list[RedFlag]
+    physiotherapy_requests: list[Code]
+    laterality_extension: str
+
+    def system(self, name: str) -> str:
+        """Resolve the file's `local` shorthand to the canonical URL."""
+        return self.local_system if name == LOCAL else name
+
+    def _key(self, code: Code) -> tuple[str, str]:
+        return self.system(code.system), code.code
+
+    @cached_property
+    def observation_by_code(self) -> dict[tuple[str, str], ObservationBinding]:
+        return {self._key(c): b for b in self.observations for c in b.codes}
+
+    @cached_property
+    def unsupported_by_code(self) -> dict[tuple[str, str], str]:
+        return {self._key(u.code): u.reason for u in self.unsupported_observations}
+
+    @cached_property
+    def site_by_code(self) -> dict[tuple[str, str], BodySite]:
+        return {self._key(c): s for s in self.body_sites for c in s.codes}
+
+    @cached_property
+    def knee_structure_codes(self) -> frozenset[tuple[str, str]]:
+        return frozenset(self._key(c) for c in self.knee_structures)
+
+    @cached_property
+    def red_flag_by_code(self) -> dict[tuple[str, str], RedFlag]:
+        return {self._key(c): f for f in self.red_flags for c in f.codes}
+
+    @cached_property
+    def red_flag_by_name(self) -> dict[str, RedFlag]:
+        return {f.flag: f for f in self.red_flags}
+
+    @cached_property
+    def patellofemoral_by_code(self) -> dict[tuple[str, str], PatellofemoralCondition]:
+        return {(c.system, c.code): c for c in self.patellofemoral_conditions}
+
+    @cached_property
+    def physiotherapy_codes(self) -> frozenset[tuple[str, str]]:
+        return frozenset(self._key(c) for c in self.physiotherapy_requests)
+
+    def grade_rank(self, grade: str) -> int | None:
+        """Ordinal rank of an MRC grade (0 … 10), or None when it is not on the scale."""
+        try:
+            return self.mrc_grades.index(grade)
+        except ValueError:
+            return None
+
+    def local_code(self, code: str, display: str) -> dict[str, str]:
+        """A FHIR Coding in the local CodeSystem."""
+        return {"system": self.local_system, "code": code, "display": display}
+
+
+def load_terminology(path: Path) -> Terminology:
+    """Load and check `rules/terminology.yaml`; a mistake raises ContentError with file and line."""
+    model, _ = load_model(path, Terminology)
+    return model

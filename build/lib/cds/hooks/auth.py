@@ -1,0 +1,177 @@
+"""Who may call: the JWT bearer check of CDS Hooks 2.0 (S2 #trusting-cds-clients).
+
+Each trusted issuer is configured with where its keys are: a JWKS URL, a JWKS file, and the
+`jku` URLs it may name. A token is accepted only when, in this order: its algorithm is an
+asymmetric one (never `none` or HMAC), its `iss` is trusted, its `jku` (if any) is on that
+issuer's list — an arbitrary URL is never fetched —, the signature verifies with the key its
+`kid` names, `aud` is this endpoint's public URL, `exp`/`iat`/`nbf` hold, its lifetime is
+bounded, and its `jti` was not used before. Failures say which check failed, never the token.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cds.content.files import load_model
+
+ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
+JWKS_REFRESH_SECONDS = 60.0
+JWKS_MAX_BYTES = 200_000
+
+
+class AuthError(Exception):
+    """A refused token; the message names the failed check and is safe to return and log."""
+
+
+class TrustedIssuer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    iss: str = Field(min_length=1, description="The `iss` claim this client signs with")
+    jwks_url: str | None = Field(default=None, pattern=r"^https?://", description="Its JWK Set, fetched and cached")
+    jwks_file: Path | None = Field(default=None, description="Its JWK Set, exchanged out of band")
+    jku: list[str] = Field(default_factory=list, description="`jku` header values honoured for this issuer")
+
+    @model_validator(mode="after")
+    def _has_keys(self) -> TrustedIssuer:
+        if not (self.jwks_url or self.jwks_file or self.jku):
+            raise ValueError("a trusted issuer needs jwks_url, jwks_file or jku")
+        return self
+
+
+class IssuerFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    issuers: list[TrustedIssuer] = Field(min_length=1)
+
+
+def load_issuers(path: Path) -> list[TrustedIssuer]:
+    """The trusted issuers file (relative JWKS files are beside it); a mistake stops start-up naming file and line."""
+    model, _ = load_model(path, IssuerFile)
+    return [i.model_copy(update={"jwks_file": path.parent / i.jwks_file}) if i.jwks_file else i for i in model.issuers]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """What a verified token says about the caller; safe to log."""
+
+    issuer: str
+    jti: str
+    tenant: str | None
+
+
+class KeySets:
+    """JWK Sets by URL or file, cached; refetched on an unknown `kid` at most once a minute."""
+
+    def __init__(self, http: httpx.Client) -> None:
+        self.http = http
+        self.cache: dict[str, tuple[float, dict[str, jwt.PyJWK]]] = {}
+        self.lock = threading.Lock()
+
+    def key(self, where: str, kid: str) -> jwt.PyJWK:
+        with self.lock:
+            fetched_at, keys = self.cache.get(where, (0.0, {}))
+            if kid not in keys and time.monotonic() - fetched_at > JWKS_REFRESH_SECONDS:
+                keys = self._load(where)
+                self.cache[where] = (time.monotonic(), keys)
+        if kid not in keys:
+            raise AuthError(f"no key with kid {kid!r} in the issuer's key set")
+        return keys[kid]
+
+    def _load(self, where: str) -> dict[str, jwt.PyJWK]:
+        try:
+            if where.startswith(("http://", "https://")):
+                response = self.http.get(where, headers={"Accept": "application/json"})
+                response.raise_for_status()
+                if len(response.content) > JWKS_MAX_BYTES:
+                    raise AuthError("the issuer's key set is too large")
+                data = response.json()
+            else:
+                data = json.loads(Path(where).read_text())
+            return {str(k["kid"]): jwt.PyJWK(k) for k in data["keys"] if isinstance(k, dict) and "kid" in k}
+        except (httpx.HTTPError, OSError, ValueError, KeyError, TypeError, jwt.PyJWKError):
+            raise AuthError("the issuer's key set could not be loaded") from None
+
+
+class Authenticator:
+    """Checks `Authorization: Bearer <JWT>` for one endpoint URL (the `aud`)."""
+
+    def __init__(self, issuers: list[TrustedIssuer], first_use: Callable[[str, str, int], bool], *,
+                 leeway_seconds: int = 30, max_lifetime_seconds: int = 3600, http: httpx.Client | None = None) -> None:
+        self.issuers = {i.iss: i for i in issuers}
+        self.first_use = first_use
+        self.leeway, self.max_lifetime = leeway_seconds, max_lifetime_seconds
+        self.keys = KeySets(http or httpx.Client(timeout=5.0, follow_redirects=False, trust_env=False))
+
+    def verify(self, authorization: str | None, audience: str) -> Caller:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError("an 'Authorization: Bearer <JWT>' header is required")
+        token = token.strip()
+        try:
+            header = jwt.get_unverified_header(token)
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise AuthError("the bearer token is not a JWT") from None
+        issuer = self._issuer(header, claims)
+        key = self.keys.key(self._key_source(issuer, header), str(header.get("kid")))
+        payload = self._decode(token, key, header["alg"], issuer.iss, audience)
+        jti = str(payload["jti"])
+        if not self.first_use(issuer.iss, jti, int(payload["exp"])):
+            raise AuthError("this token was used before (jti replay)")
+        return Caller(issuer=issuer.iss, jti=jti, tenant=payload.get("tenant"))
+
+    def _issuer(self, header: dict[str, Any], claims: dict[str, Any]) -> TrustedIssuer:
+        if header.get("alg") not in ALGORITHMS:
+            raise AuthError(f"algorithm {header.get('alg')!r} is not accepted; use ES384 or RS384")
+        if header.get("typ", "JWT") != "JWT":
+            raise AuthError("the JWT header typ must be 'JWT'")
+        if not header.get("kid"):
+            raise AuthError("the JWT header has no kid")
+        issuer = self.issuers.get(str(claims.get("iss")))
+        if issuer is None:
+            raise AuthError("the token's issuer is not trusted by this service")
+        return issuer
+
+    @staticmethod
+    def _key_source(issuer: TrustedIssuer, header: dict[str, Any]) -> str:
+        jku = header.get("jku")
+        if jku is not None:
+            if jku not in issuer.jku:
+                raise AuthError("the JWT header's jku is not on this issuer's allow-list")
+            return str(jku)
+        if issuer.jwks_file:
+            return str(issuer.jwks_file)
+        if issuer.jwks_url:
+            return issuer.jwks_url
+        raise AuthError("this issuer's keys are known only through jku, and the token has none")
+
+    def _decode(self, token: str, key: jwt.PyJWK, alg: str, iss: str, audience: str) -> dict[str, Any]:
+        try:
+            payload: dict[str, Any] = jwt.decode(
+                token, key.key, algorithms=[alg], audience=audience, issuer=iss, leeway=self.leeway,
+                options={"require": ["iss", "aud", "exp", "iat", "jti"]})
+        except jwt.InvalidAudienceError:
+            raise AuthError(f"aud must be this endpoint's URL, {audience}") from None
+        except jwt.ExpiredSignatureError:
+            raise AuthError("the token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError("the token is not valid yet (iat or nbf in the future)") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(f"the token has no {exc.claim} claim") from None
+        except jwt.InvalidSignatureError:
+            raise AuthError("the token's signature does not verify") from None
+        except (jwt.PyJWTError, ValueError, TypeError):
+            raise AuthError("the token could not be verified") from None
+        if int(payload["exp"]) - int(payload["iat"]) > self.max_lifetime:
+            raise AuthError(f"the token lives longer than {self.max_lifetime} s")
+        return payload

@@ -1,0 +1,74 @@
+"""One CDS Hooks call, with no HTTP in it: gather the data, decide, record the issued cards.
+
+The web app, the review page, the CLI's `evaluate` and the Gherkin steps all call `HookCaller.call`,
+so every front door gives the same answer for the same data (order-select included). Problems
+are raised as domain errors (`cds.hooks.errors`); the web layer alone turns them into statuses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cds.clinical.explanation import Explanation
+from cds.clinical.pipeline import Decision, Pipeline
+from cds.clinical.response import Card, CDSResponse
+from cds.clinical.validate import Context
+from cds.hooks.discovery import Service
+from cds.hooks.prefetch import FhirReader, gather
+from cds.hooks.request import HookRequest, selected_knee_physiotherapy
+from cds.hooks.store import IssuedCard, Store
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The response of one call, and the decision behind it (None when the hook had nothing to decide)."""
+
+    response: CDSResponse
+    decision: Decision | None
+    issued: list[IssuedCard] = field(default_factory=list)
+
+
+def issued_cards(cards: list[Card], service_id: str, hook_instance: str) -> list[IssuedCard]:
+    """What the store keeps of each card: ids, kind, side and the rule versions behind it."""
+    out = []
+    for card in cards:
+        explanation = Explanation.of(card)
+        out.append(IssuedCard(card_uuid=card.uuid, service_id=service_id, hook_instance=hook_instance.lower(),
+                              card_kind=explanation.recommendation.card, side=explanation.recommendation.side,
+                              rules=[{"id": r.id, "version": r.version} for r in explanation.rules],
+                              suggestions=[s.uuid for s in card.suggestions or []]))
+    return out
+
+
+class HookCaller:
+    """The loaded pipeline with its data source and store; one instance per process."""
+
+    def __init__(self, pipeline: Pipeline, reader: FhirReader, store: Store | None = None,
+                 *, today: Callable[[], dt.date] | None = None) -> None:
+        self.pipeline, self.reader, self.store = pipeline, reader, store
+        self.today = today or (lambda: pipeline.settings.as_of or dt.datetime.now(dt.UTC).date())
+        # Deciding is pure CPU under the GIL: threads running it side by side only thrash (measured with 8
+        # connections: 149 req/s and p99 858 ms, against 212 req/s with one). Waiting threads sleep on this
+        # lock while FHIR fetches, in other threads, go on. Scale with worker processes instead.
+        self.deciding = threading.Lock()
+
+    def call(self, service: Service, request: HookRequest, today: dt.date | None = None) -> Answer:
+        """Gather, decide, remember the cards. `today` replays a date (review page, CLI, scenarios)."""
+        drafts = []
+        if service.hook == "order-select":
+            drafts = selected_knee_physiotherapy(request, self.pipeline.terminology)
+            if not drafts:
+                return Answer(CDSResponse(cards=[]), None)
+        gathered = gather(request, service.prefetch, self.reader)
+        context = Context(today=today or self.today(), patient_id=request.patient_id, user_id=request.user_id,
+                          lookback_days=self.pipeline.settings.lookback_days,
+                          selected_orders=frozenset(str(d.get("id")) for d in drafts))
+        with self.deciding:
+            decision = self.pipeline.decide(gathered.resources + drafts, context, gathered.issues)
+        issued = issued_cards(decision.cards, service.id, request.hookInstance)
+        if self.store is not None:
+            self.store.record_cards(issued, request.patient_id)
+        return Answer(decision.response(), decision, issued)

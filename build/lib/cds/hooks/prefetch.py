@@ -1,0 +1,232 @@
+"""Gather the FHIR data a hook call needs: prefetch first, the EHR's FHIR server for the rest.
+
+S2 #prefetch-template makes this the service's job: a key the client did not satisfy is omitted,
+a key whose query found nothing is `null`, and a key that failed may carry an OperationOutcome.
+Missing keys are fetched from `fhirServer` with the call's bearer token, bounded in time, size
+and pages. When the patient or the observations still cannot be had, the answer is 412 naming
+the key and the reason; when a key that only refines the advice (conditions, procedures,
+referrals) cannot be had, the cards say so instead of staying silent.
+
+The access token is used for this request only and never appears in a log or an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from cds.content.facts import DataIssue
+from cds.content.terminology import Terminology
+from cds.hooks.errors import DataUnavailable
+from cds.hooks.request import HookRequest, entry_resources
+
+REQUIRED_KEYS = ("patient", "observations")
+TOKEN = re.compile(r"\{\{\s*([A-Za-z.]+)\s*\}\}")
+USER_TOKENS = {"userPractitionerId": "Practitioner", "userPractitionerRoleId": "PractitionerRole",
+               "userPatientId": "Patient", "userRelatedPersonId": "RelatedPerson"}
+
+
+def prefetch_templates(terminology: Terminology) -> dict[str, str]:
+    """Prefetch templates; the Observation codes come from rules/terminology.yaml, not a copy."""
+    codes = ",".join(f"{system}|{code}" for system, code in terminology.observation_by_code)
+    return {
+        "patient": "Patient/{{context.patientId}}",
+        "observations": f"Observation?patient={{{{context.patientId}}}}&code={codes}&_sort=-date&_count=100",
+        "conditions": "Condition?patient={{context.patientId}}",
+        "procedures": "Procedure?patient={{context.patientId}}",
+        "serviceRequests": "ServiceRequest?patient={{context.patientId}}&status=active",
+    }
+
+
+def prefetch_from(resources: list[dict[str, Any]], templates: dict[str, str]) -> dict[str, Any]:
+    """The prefetch an EHR would send holding these resources: a read as the resource or null, a search as
+    a searchset. For trying the service with an example file; it does not apply the templates' filters."""
+    prefetch: dict[str, Any] = {}
+    for key, template in templates.items():
+        rtype = template.split("?", 1)[0].split("/", 1)[0]
+        found = [r for r in resources if r.get("resourceType") == rtype]
+        if "?" in template:
+            prefetch[key] = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in found]}
+        else:
+            prefetch[key] = found[0] if found else None
+    return prefetch
+
+
+def request_for(resources: list[dict[str, Any]], hook: str, templates: dict[str, str], user_id: str,
+                encounter_id: str = "encounter-1", patient_id: str | None = None) -> dict[str, Any]:
+    """The hook request an EHR would send holding these resources as prefetch (for the CLI, the review page and
+    the scenarios); order-select selects a draft physiotherapy order for the knee. The patient is `patient_id`,
+    else the one Patient among the resources (ValueError when there is not exactly one)."""
+    if patient_id is None:
+        patients = [r for r in resources if r.get("resourceType") == "Patient"]
+        if len(patients) != 1:
+            raise ValueError(f"exactly one Patient is needed to make a request; found {len(patients)}")
+        patient_id = str(patients[0].get("id"))
+    context: dict[str, Any] = {"userId": user_id, "patientId": patient_id}
+    if hook in ("encounter-start", "order-select"):
+        context["encounterId"] = encounter_id
+    if hook == "order-select":
+        draft = {"resourceType": "ServiceRequest", "id": "draft-referral", "status": "draft", "intent": "order",
+                 "subject": {"reference": f"Patient/{patient_id}"},
+                 "code": {"coding": [{"system": "http://snomed.info/sct", "code": "91251008",
+                                      "display": "Physical therapy procedure"}]}}
+        context |= {"selections": ["ServiceRequest/draft-referral"],
+                    "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": draft}]}}
+    return {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context,
+            "prefetch": prefetch_from(resources, templates)}
+
+
+class FetchFailed(Exception):
+    """Why a FHIR read failed, in words safe to show the caller (no token, no patient data)."""
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    connect_seconds: float = 2.0
+    read_seconds: float = 5.0
+    max_bytes: int = 5_000_000
+    max_pages: int = 5
+
+
+@dataclass
+class Gathered:
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    issues: list[DataIssue] = field(default_factory=list)
+    origin: dict[str, str] = field(default_factory=dict)  # key -> prefetch | fetched | empty | unavailable
+
+
+def render(template: str, request: HookRequest) -> str | None:
+    """Fill `{{context.x}}` and the user tokens (S2 #prefetch-tokens); None when a token has no value."""
+    kind, _, user_id = request.user_id.partition("/")
+    values = {f"context.{k}": str(v) for k, v in request.context.items() if isinstance(v, str | int)}
+    values |= {token: user_id for token, rtype in USER_TOKENS.items() if rtype == kind}
+    missing = [m for m in TOKEN.findall(template) if m not in values]
+    return None if missing else TOKEN.sub(lambda m: values[m.group(1)], template)
+
+
+class FhirReader:
+    """GETs JSON from the EHR's FHIR server: no redirects, no proxies from the environment, capped."""
+
+    def __init__(self, limits: FetchLimits, transport: httpx.BaseTransport | None = None) -> None:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs each URL, and ours carry patient ids
+        self.limits = limits
+        timeout = httpx.Timeout(limits.read_seconds, connect=limits.connect_seconds)
+        self.client = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False, transport=transport)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def get(self, url: str, token: str | None) -> dict[str, Any] | None:
+        """The JSON resource at `url`; None for 404/410 (nothing there); FetchFailed otherwise."""
+        headers = {"Accept": "application/fhir+json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            with self.client.stream("GET", url, headers=headers) as response:
+                if response.status_code in (404, 410) and "?" not in url:
+                    return None  # a read of something that is not there; a search never 404s on no match
+                if response.status_code != 200:
+                    raise FetchFailed(f"the FHIR server answered HTTP {response.status_code}")
+                body = self._read_capped(response)
+        except httpx.TimeoutException:
+            raise FetchFailed("the FHIR server did not answer in time") from None
+        except httpx.HTTPError as exc:
+            raise FetchFailed(f"the FHIR server could not be reached ({type(exc).__name__})") from None
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise FetchFailed("the FHIR server's answer is not JSON") from None
+        if not isinstance(data, dict) or "resourceType" not in data:
+            raise FetchFailed("the FHIR server's answer is not a FHIR resource")
+        return data
+
+    def _read_capped(self, response: httpx.Response) -> bytes:
+        chunks, size = [], 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > self.limits.max_bytes:
+                raise FetchFailed(f"the FHIR server's answer is over {self.limits.max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def gather(request: HookRequest, templates: dict[str, str], reader: FhirReader) -> Gathered:
+    """Every template key resolved from prefetch or the FHIR server, or reported as unavailable."""
+    out = Gathered()
+    prefetch = request.prefetch or {}
+    for key, template in templates.items():
+        value = prefetch.get(key, ...)
+        try:
+            if value is None:
+                out.origin[key] = "empty"
+            elif isinstance(value, dict) and value.get("resourceType") not in (None, "OperationOutcome"):
+                out.resources += _resources(value, request, reader)
+                out.origin[key] = "prefetch"
+            else:
+                why = "the client reported an error for it" if isinstance(value, dict) else "it was not prefetched"
+                out.resources += _fetch(key, template, request, reader, why)
+                out.origin[key] = "fetched"
+        except FetchFailed as exc:
+            out.origin[key] = "unavailable"
+            _unavailable(out, key, template, str(exc))
+    return out
+
+
+def _fetch(key: str, template: str, request: HookRequest, reader: FhirReader, why: str) -> list[dict[str, Any]]:
+    if not request.fhirServer:
+        raise FetchFailed(f"{why} and the request has no fhirServer to fetch it from")
+    path = render(template, request)
+    if path is None:
+        raise FetchFailed(f"{why} and its template needs a context value the request does not carry")
+    found = reader.get(f"{request.fhirServer.rstrip('/')}/{path}", request.access_token)
+    if found is None and key in REQUIRED_KEYS:
+        raise FetchFailed(f"the FHIR server has no {path.split('?')[0]}")
+    return [] if found is None else _resources(found, request, reader)
+
+
+def _resources(value: dict[str, Any], request: HookRequest, reader: FhirReader) -> list[dict[str, Any]]:
+    """A resource, or a searchset's resources with its `next` pages (same server only, up to the limit)."""
+    if value.get("resourceType") != "Bundle":
+        return [value]
+    resources, page, pages = [], value, 1
+    while True:
+        resources += [r for r in entry_resources(page) if r.get("resourceType") != "OperationOutcome"]
+        next_url = _next_link(page)
+        if next_url is None:
+            return resources
+        if not request.fhirServer or not _same_origin(next_url, request.fhirServer):
+            raise FetchFailed("a search result has more pages but they are not on the request's fhirServer")
+        if pages >= reader.limits.max_pages:
+            raise FetchFailed(f"a search result has more than {reader.limits.max_pages} pages")
+        fetched = reader.get(next_url, request.access_token)
+        if fetched is None:
+            raise FetchFailed("a next page of a search result is gone")
+        page, pages = fetched, pages + 1
+
+
+def _next_link(bundle: dict[str, Any]) -> str | None:
+    for link in bundle.get("link") or []:
+        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            return str(link["url"])
+    return None
+
+
+def _same_origin(url: str, base: str) -> bool:
+    a, b = urlsplit(url), urlsplit(base)
+    return (a.scheme, a.netloc) == (b.scheme, b.netloc)
+
+
+def _unavailable(out: Gathered, key: str, template: str, reason: str) -> None:
+    if key in REQUIRED_KEYS:
+        raise DataUnavailable(f"prefetch '{key}' could not be obtained: {reason}",
+                           f"prefetch.{key}")
+    rtype = template.split("?", 1)[0].split("/", 1)[0]
+    out.issues.append(DataIssue(resource=f"{rtype} (prefetch '{key}')", path=rtype, severity="warning",
+                                code="unavailable", message=f"could not be read ({reason}), so it was not checked"))

@@ -1,0 +1,167 @@
+"""Parse and check a CDS Hooks request body (https://cds-hooks.hl7.org/2.0/#http-request).
+
+A request that breaks the spec is refused here with the field and the problem named, before any
+data is gathered. Hook contexts are checked for the fields each hook requires (CDS Hooks
+Library STU1), but leniently beyond that: the sandbox's order-select drafts lack `intent` and
+Bundle `type`, and a service that demanded them would fail real clients.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cds.clinical.validate import codings
+from cds.content.terminology import Terminology
+from cds.hooks.errors import InvalidRequest
+
+REFERENCE = re.compile(r"^[A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
+FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+REQUIRED_CONTEXT: dict[str, tuple[str, ...]] = {
+    "patient-view": ("userId", "patientId"),
+    "encounter-start": ("userId", "patientId", "encounterId"),
+    "order-select": ("userId", "patientId", "selections", "draftOrders"),
+}
+HOOKS = tuple(REQUIRED_CONTEXT)  # the hooks this service answers, in discovery order
+
+
+class FhirAuthorization(BaseModel):
+    """S2 #passing-the-access-token-to-the-cds-service; the token is never logged or stored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    access_token: str = Field(min_length=1, repr=False)
+    token_type: str
+    expires_in: int
+    scope: str
+    subject: str
+    patient: str | None = None
+
+    @field_validator("token_type")
+    @classmethod
+    def _bearer(cls, value: str) -> str:
+        if value.lower() != "bearer":
+            raise ValueError("token_type must be 'Bearer'")
+        return value
+
+
+class HookRequest(BaseModel):
+    """The request body; unknown members such as `extension` are allowed (S2 #extensions)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    hook: str = Field(min_length=1)
+    hookInstance: str = Field(pattern=r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")  # noqa: N815, E501
+    fhirServer: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")  # noqa: N815 - spec name
+    fhirAuthorization: FhirAuthorization | None = None  # noqa: N815 - spec name
+    context: dict[str, Any]
+    prefetch: dict[str, Any] | None = None
+
+    @property
+    def patient_id(self) -> str:
+        return str(self.context["patientId"])
+
+    @property
+    def user_id(self) -> str:
+        return str(self.context["userId"])
+
+    @property
+    def access_token(self) -> str | None:
+        return self.fhirAuthorization.access_token if self.fhirAuthorization else None
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"body is not JSON: {exc}", error="invalid-json") from None
+
+
+def first_error(exc: ValidationError) -> tuple[str, str]:
+    """The first pydantic error as (dotted field path, message), for a 400 body."""
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "(body)"
+    return field, str(first["msg"])
+
+
+def parse_request(raw: bytes, hook: str) -> HookRequest:
+    """The request for a service registered on `hook`, or InvalidRequest naming the field."""
+    data = parse_json(raw)
+    if not isinstance(data, dict):
+        raise InvalidRequest("the body must be a JSON object", "(body)")
+    if data.get("fhirAuthorization") is not None and not data.get("fhirServer"):
+        raise InvalidRequest("fhirAuthorization requires fhirServer (cds-r-1)", "fhirServer")
+    try:
+        request = HookRequest.model_validate(data)
+    except ValidationError as exc:
+        field, message = first_error(exc)
+        raise InvalidRequest(f"{field}: {message}", field) from None
+    if request.hook != hook:
+        raise InvalidRequest(f"this service answers {hook}, not {request.hook}", "hook", error="wrong-hook")
+    _check_context(request.context, hook)
+    return request
+
+
+def _check_context(context: dict[str, Any], hook: str) -> None:
+    for name in REQUIRED_CONTEXT[hook]:
+        if context.get(name) in (None, "", [], {}):
+            raise InvalidRequest(f"context.{name} is required for {hook}", f"context.{name}", error="invalid-context")
+    if not REFERENCE.match(str(context["userId"])):
+        raise InvalidRequest("context.userId must be a reference like Practitioner/123",
+                           "context.userId", error="invalid-context")
+    for name in ("patientId", "encounterId"):
+        if name in context and not FHIR_ID.match(str(context[name])):
+            raise InvalidRequest(f"context.{name} must be a FHIR id (letters, digits, '-', '.')",
+                               f"context.{name}", error="invalid-context")
+    if hook == "order-select":
+        _check_selections(context)
+
+
+def _check_selections(context: dict[str, Any]) -> None:
+    selections, draft = context["selections"], context["draftOrders"]
+    if not isinstance(selections, list) or not all(isinstance(s, str) and REFERENCE.match(s) for s in selections):
+        raise InvalidRequest("context.selections must be a list of references like "
+                           "ServiceRequest/123", "context.selections", error="invalid-context")
+    if not isinstance(draft, dict) or draft.get("resourceType") != "Bundle":
+        raise InvalidRequest("context.draftOrders must be a FHIR Bundle", "context.draftOrders",
+                             error="invalid-context")
+    present = {f"{r.get('resourceType')}/{r.get('id')}" for r in entry_resources(draft)}
+    for index, selected in enumerate(selections):
+        if selected not in present:
+            raise InvalidRequest(f"{selected} is selected but not in context.draftOrders",
+                               f"context.selections.{index}", error="invalid-context")
+
+
+def entry_resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    """The resources of a Bundle's entries, skipping entries that hold none (draft orders, search pages)."""
+    entries = bundle.get("entry") or []
+    return [e["resource"] for e in entries if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+
+
+def selected_knee_physiotherapy(request: HookRequest, terminology: Terminology) -> list[dict[str, Any]]:
+    """Selected draft orders that are physiotherapy for the knee: what order-select reacts to.
+
+    A physiotherapy ServiceRequest counts when its body site or reason names the knee or
+    patellofemoral pain, or when it names neither (the patient's data then decide).
+    """
+    selected = set(request.context.get("selections") or [])
+    found = []
+    for resource in entry_resources(request.context.get("draftOrders") or {}):
+        ref = f"{resource.get('resourceType')}/{resource.get('id')}"
+        physiotherapy = bool(set(codings(resource.get("code"))) & terminology.physiotherapy_codes)
+        if ref in selected and resource.get("resourceType") == "ServiceRequest" and physiotherapy \
+                and _about_knee(resource, terminology):
+            found.append(resource)
+    return found
+
+
+def _about_knee(resource: dict[str, Any], terminology: Terminology) -> bool:
+    named = {code for concept in (resource.get("bodySite") or []) + (resource.get("reasonCode") or [])
+             for code in codings(concept)}
+    knee = terminology.knee_structure_codes | set(terminology.site_by_code) | set(terminology.patellofemoral_by_code)
+    return not named or bool(named & knee)
+

@@ -1,0 +1,207 @@
+"""What the service remembers: the cards it issued, the feedback on them, and seen JWT ids.
+
+One code path for SQLite (the default, a file) and PostgreSQL (`DATABASE_URL=postgresql://…`),
+through SQLAlchemy Core. A card is stored with the rule ids and versions behind it so feedback
+joins to rules; the patient only as a keyed hash (HMAC-SHA256), so the store holds no patient
+identifier yet cards of one patient can still be grouped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import secrets
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+metadata = sa.MetaData()
+
+issued_cards = sa.Table(
+    "issued_cards", metadata,
+    sa.Column("card_uuid", sa.String(36), primary_key=True),
+    sa.Column("service_id", sa.String(64), nullable=False),
+    sa.Column("hook_instance", sa.String(36), nullable=False),
+    sa.Column("card_kind", sa.String(64), nullable=False),
+    sa.Column("side", sa.String(16)),
+    sa.Column("rules", sa.Text, nullable=False),  # JSON [{"id":…, "version":…}]
+    sa.Column("suggestions", sa.Text, nullable=False),  # JSON [suggestion uuid, …]
+    sa.Column("patient_hash", sa.String(64), nullable=False),
+    sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+feedback = sa.Table(
+    "feedback", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("card_uuid", sa.String(36), sa.ForeignKey("issued_cards.card_uuid"), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("accepted_suggestions", sa.Text, nullable=False),  # JSON [uuid, …], sorted
+    sa.Column("override_system", sa.Text),
+    sa.Column("override_code", sa.Text),
+    sa.Column("override_comment", sa.Text),
+    sa.Column("outcome_timestamp", sa.String(40), nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("card_uuid", "outcome", "accepted_suggestions", "outcome_timestamp", name="feedback_once"),
+)
+
+seen_tokens = sa.Table(
+    "seen_tokens", metadata,
+    sa.Column("issuer", sa.Text, primary_key=True),
+    sa.Column("jti", sa.String(255), primary_key=True),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class IssuedCard:
+    card_uuid: str
+    service_id: str
+    hook_instance: str
+    card_kind: str
+    side: str | None
+    rules: list[dict[str, Any]]
+    suggestions: list[str]
+
+
+@dataclass(frozen=True)
+class FeedbackRecord:
+    card_uuid: str
+    outcome: str
+    accepted_suggestions: list[str]
+    override_system: str | None
+    override_code: str | None
+    override_comment: str | None
+    outcome_timestamp: str
+
+
+class Store:
+    """Thread-safe (SQLAlchemy pools connections); create once per process."""
+
+    def __init__(self, url: str, patient_key: bytes) -> None:
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = sa.create_engine(url, pool_pre_ping=True)
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.patient_key = patient_key
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def reachable(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            return True
+        except sa.exc.SQLAlchemyError:
+            return False
+
+    def patient_hash(self, patient_id: str) -> str:
+        return hmac.new(self.patient_key, patient_id.encode(), hashlib.sha256).hexdigest()
+
+    def record_cards(self, cards: list[IssuedCard], patient_id: str) -> None:
+        now, digest = dt.datetime.now(dt.UTC), self.patient_hash(patient_id)
+        rows = [{"card_uuid": c.card_uuid, "service_id": c.service_id, "hook_instance": c.hook_instance,
+                 "card_kind": c.card_kind, "side": c.side, "rules": json.dumps(c.rules),
+                 "suggestions": json.dumps(c.suggestions), "patient_hash": digest, "issued_at": now} for c in cards]
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(issued_cards.insert(), rows)
+
+    def issued(self, card_uuid: str) -> IssuedCard | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(issued_cards).where(issued_cards.c.card_uuid == card_uuid)).mappings().first()
+        if row is None:
+            return None
+        return IssuedCard(row["card_uuid"], row["service_id"], row["hook_instance"], row["card_kind"], row["side"],
+                          json.loads(row["rules"]), json.loads(row["suggestions"]))
+
+    def record_feedback(self, record: FeedbackRecord) -> bool:
+        """Store one feedback item; False when the same item was stored before (clients may resend)."""
+        row = {**record.__dict__, "accepted_suggestions": json.dumps(sorted(record.accepted_suggestions)),
+               "received_at": dt.datetime.now(dt.UTC)}
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(feedback.insert(), [row])
+        except IntegrityError:
+            return False
+        return True
+
+    def feedback_for(self, card_uuid: str) -> list[FeedbackRecord]:
+        query = sa.select(feedback).where(feedback.c.card_uuid == card_uuid).order_by(feedback.c.id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [FeedbackRecord(r["card_uuid"], r["outcome"], json.loads(r["accepted_suggestions"]),
+                               r["override_system"], r["override_code"], r["override_comment"],
+                               r["outcome_timestamp"]) for r in rows]
+
+    def first_use_of_token(self, issuer: str, jti: str, expires_at: int) -> bool:
+        """Remember a JWT id until it expires; False when it was already used (a replay)."""
+        now = int(dt.datetime.now(dt.UTC).timestamp())
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(seen_tokens.delete().where(seen_tokens.c.expires_at < now))
+                conn.execute(seen_tokens.insert(), [{"issuer": issuer, "jti": jti, "expires_at": expires_at}])
+        except IntegrityError:
+            return False
+        return True
+
+
+@dataclass
+class RuleUse:
+    """How often a rule (id and version) stood behind an issued card, and what clinicians did with those cards."""
+
+    fired: int = 0
+    accepted: int = 0
+    overridden: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+
+def rule_use(store: Store) -> dict[str, RuleUse]:
+    """Per "id vN": cards issued and their feedback. Reads every row: fine for review, not for analytics at scale."""
+    with store.engine.connect() as conn:
+        cards = conn.execute(sa.select(issued_cards.c.card_uuid, issued_cards.c.rules)).all()
+        items = conn.execute(sa.select(feedback.c.card_uuid, feedback.c.outcome, feedback.c.override_code)).all()
+    outcomes: dict[str, list[tuple[str, str | None]]] = {}
+    for card_uuid, outcome, reason in items:
+        outcomes.setdefault(card_uuid, []).append((outcome, reason))
+    use: dict[str, RuleUse] = {}
+    for card_uuid, rules in cards:
+        for rule in json.loads(rules):
+            entry = use.setdefault(f"{rule['id']} v{rule['version']}", RuleUse())
+            entry.fired += 1
+            for outcome, reason in outcomes.get(card_uuid, []):
+                entry.accepted += outcome == "accepted"
+                entry.overridden += outcome == "overridden"
+                if outcome == "overridden":
+                    entry.reasons[reason or "(no reason given)"] += 1
+    return use
+
+
+def _sqlite_pragmas(connection: Any, _: Any) -> None:
+    """WAL with normal sync: a commit per hook call no longer waits for an fsync, and readers never block the
+    writer. A power cut may lose the last commits, never corrupt the file."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def patient_key(explicit: str | None, key_file: Path) -> bytes:
+    """The HMAC key for patient hashes: from settings, else a random key kept beside the data (0600)."""
+    if explicit:
+        return explicit.encode()
+    if not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.touch(mode=0o600)
+        key_file.write_text(secrets.token_hex(32))
+    return key_file.read_text().strip().encode()

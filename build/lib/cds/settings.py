@@ -1,0 +1,65 @@
+"""One typed settings object, read from HIPFLEX_* environment variables and checked at start-up."""
+
+from __future__ import annotations
+
+import datetime as dt
+from importlib.resources import files
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Content shipped inside the package (the wheel holds copies of rules/ and fhir_examples/; a source
+# checkout links them), so an installed service runs from any working directory.
+PACKAGED = Path(str(files("cds") / "packaged"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HIPFLEX_", extra="ignore")
+
+    rules_dir: Path = Field(default=PACKAGED / "rules", description="Folder with the content files (default: packaged)")
+    examples_dir: Path = Field(default=PACKAGED / "examples", description="Example bundles for the review page")
+    data_dir: Path = Field(default=Path("var"), description="Where the SQLite file and the patient-hash key live "
+                                                             "(relative to the working directory)")
+    coverage_report: Path = Field(default=Path("test-artifacts/features/rule-coverage.json"),
+                                  description="Scenario coverage per rule, written by `make test`, shown by the rule page")
+    rule_file: str = Field(default="knee-hip-v1.yaml", description="Rule file inside rules_dir")
+    include_draft_rules: bool = Field(default=False, description="Also run rules with status 'draft'")
+    lookback_days: int = Field(default=90, ge=1, le=3650, description="Older observations are not used")
+    as_of: dt.date | None = Field(default=None, description="Evaluate as of this date instead of today (replays)")
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
+                                   description="Externally visible base URL; JWT `aud` is checked against it")
+    max_body_bytes: int = Field(default=5_000_000, ge=1024, description="Larger request bodies get 413")
+    database_url: str = Field(default="",
+                              validation_alias=AliasChoices("DATABASE_URL", "HIPFLEX_DATABASE_URL"),
+                              description="sqlite:///path or postgresql://user:pass@host/db; "
+                                          "default: a SQLite file in data_dir")
+    patient_hash_key: str | None = Field(default=None, repr=False,
+                                         description="HMAC key for patient hashes; else a key file in data_dir")
+    patient_key_file: Path | None = Field(default=None, description="default: data_dir/patient-hash.key")
+    issuers_file: Path | None = Field(default=None, description="Trusted JWT issuers (YAML); unset = auth off")
+    jwt_max_lifetime_seconds: int = Field(default=3600, ge=60, description="Longer-lived JWTs are refused")
+    cors_origins: list[str] = Field(default_factory=list, description='Browser origins allowed, e.g. ["*"]')
+    fhir_connect_seconds: float = Field(default=2.0, gt=0, le=30)
+    fhir_read_seconds: float = Field(default=5.0, gt=0, le=60)
+    fhir_max_bytes: int = Field(default=5_000_000, ge=1024)
+    fhir_max_pages: int = Field(default=5, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _data_dir_defaults(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'hipflex.sqlite3'}"
+        if self.patient_key_file is None:
+            self.patient_key_file = self.data_dir / "patient-hash.key"
+        return self
+
+    @property
+    def key_file(self) -> Path:
+        return self.patient_key_file or self.data_dir / "patient-hash.key"
+
+    @model_validator(mode="after")
+    def _aud_needs_public_url(self) -> Settings:
+        if self.issuers_file is not None and not self.public_url:
+            raise ValueError("HIPFLEX_PUBLIC_URL is required with HIPFLEX_ISSUERS_FILE: JWT aud is checked "
+                             "against the service's public URL, never against the Host header")
+        return self

@@ -1,0 +1,309 @@
+"""The CDS Hooks 2.0 HTTP service (https://cds-hooks.hl7.org/2.0/): discovery, hook calls, feedback.
+
+This module only speaks HTTP: it authenticates, reads the body within its limit, hands the work
+to the modules of the data flow, and maps their errors to statuses in one place — 400 names the
+field and the problem, 401 the failed token check, 404 an unknown service or card, 412 data
+that is needed but unobtainable, 413 a body over the limit, 503 a busy engine, and an internal
+fault a generic 500 with a correlation id (details only in the log).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import swagger_ui
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cds import __version__
+from cds.clinical.engine import EngineBusy
+from cds.clinical.explanation import rule_label
+from cds.clinical.pipeline import Pipeline
+from cds.clinical.response import CDSResponse
+from cds.hooks.auth import Authenticator, AuthError, Caller, load_issuers
+from cds.hooks.call import HookCaller
+from cds.hooks.discovery import Discovery, Service, services
+from cds.hooks.errors import DataUnavailable, HookError, InvalidRequest, UnknownCard, UnknownService
+from cds.hooks.feedback import FeedbackRequest, FeedbackStored, parse_feedback, store_feedback
+from cds.hooks.prefetch import FetchLimits, FhirReader
+from cds.hooks.request import HookRequest, parse_request
+from cds.hooks.store import Store, patient_key
+from cds.settings import Settings
+from cds.web.observability import Metrics
+from cds.web.review import STATIC, review_router
+
+log = logging.getLogger("hipflex_cds.service")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+# The one place a domain error becomes an HTTP status (S2 #http-response; 412 per S2 #prefetch).
+STATUS: dict[type[HookError], int] = {InvalidRequest: 400, UnknownService: 404, UnknownCard: 404, DataUnavailable: 412}
+
+
+class BodyTooLarge(Exception):
+    """The request body is over HIPFLEX_MAX_BODY_BYTES (413)."""
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx body: a stable word, a plain message, and where in the body when it is there."""
+
+    error: str
+    message: str
+    field: str | None = None
+
+
+def error_body(status: int, error: str, message: str, field: str | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": error, "message": message}
+    if field:
+        body["field"] = field
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(status_code=status, content=body, headers=headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes the limit (not after reading it all)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"body is {declared} bytes; the limit is {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge(f"body is over the limit of {limit} bytes")
+    return bytes(body)
+
+
+class CdsService:
+    """The loaded pipeline, store, authenticator and hook caller behind the HTTP routes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pipeline = Pipeline(settings)
+        self.catalog = {s.id: s for s in services(self.pipeline.terminology)}
+        self.store = Store(settings.database_url, patient_key(settings.patient_hash_key, settings.key_file))
+        issuers = load_issuers(settings.issuers_file) if settings.issuers_file else []
+        self.auth = Authenticator(issuers, self.store.first_use_of_token,
+                                  max_lifetime_seconds=settings.jwt_max_lifetime_seconds) if issuers else None
+        self.reader = FhirReader(FetchLimits(settings.fhir_connect_seconds, settings.fhir_read_seconds,
+                                             settings.fhir_max_bytes, settings.fhir_max_pages))
+        self.caller = HookCaller(self.pipeline, self.reader, self.store)
+        self.metrics = Metrics(engine=self.pipeline.engine)
+
+    def service(self, service_id: str) -> Service:
+        service = self.catalog.get(service_id)
+        if service is None:
+            raise UnknownService(f"no CDS service with id {service_id!r}")
+        return service
+
+    def authenticate(self, request: Request, path: str) -> Caller | None:
+        """The verified caller, or None when authentication is off (loopback development only)."""
+        if self.auth is None:
+            return None
+        audience = (self.settings.public_url or "").rstrip("/") + path
+        return self.auth.verify(request.headers.get("authorization"), audience)
+
+    def answer(self, service: Service, raw: bytes) -> dict[str, Any]:
+        """One hook call from its raw body: the response body; counts the cards by rule."""
+        answer = self.caller.call(service, parse_request(raw, service.hook))
+        for card in answer.issued:
+            for rule in card.rules:
+                self.metrics.cards.labels(card.card_kind, rule_label(rule["id"], rule["version"])).inc()
+        return answer.response.dump()
+
+    def feedback(self, service: Service, raw: bytes) -> dict[str, Any]:
+        request = parse_feedback(raw)
+        stored = store_feedback(request, service.id, self.store)
+        for item, new in zip(request.feedback, stored, strict=True):
+            if new:
+                issued = self.store.issued(item.card.lower())
+                self.metrics.feedback.labels(issued.card_kind if issued else "unknown", item.outcome).inc()
+        return FeedbackStored(stored=sum(stored), duplicates=len(stored) - sum(stored)).model_dump()
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        store_ok = self.store.reachable()
+        body = {"status": "ok" if store_ok else "unavailable", "rules": len(self.pipeline.ruleset.compiled),
+                "ruleset": self.pipeline.ruleset.source.version, "store": "ok" if store_ok else "unreachable",
+                "authentication": "on" if self.auth else "off"}
+        return (200 if store_ok else 503), body
+
+
+def failure(exc: Exception) -> JSONResponse | None:
+    """The response for an expected failure, or None for an internal fault (500)."""
+    if isinstance(exc, HookError):
+        status = next(code for kind, code in STATUS.items() if isinstance(exc, kind))
+        return error_body(status, exc.error, exc.message, exc.field)
+    if isinstance(exc, AuthError):
+        return error_body(401, "unauthorized", str(exc))
+    if isinstance(exc, BodyTooLarge):
+        return error_body(413, "too-large", str(exc))
+    if isinstance(exc, EngineBusy):
+        return error_body(503, "busy", "the rule engine is busy; try again")
+    return None
+
+
+def _schema(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+
+
+def _contract(body: str | None, answer: str) -> dict[str, Any]:
+    """OpenAPI for a route that reads its body raw (for the size limit) but speaks a pydantic contract."""
+    errors = {str(code): {"description": text, "content": _schema("ErrorBody")} for code, text in (
+        (400, "the body breaks CDS Hooks 2.0 (field named)"), (401, "token refused (check named)"),
+        (404, "unknown service or card"), (412, "required data could not be had"), (413, "body over the limit"),
+        (503, "the engine is busy"))}
+    extra: dict[str, Any] = {"responses": {"200": {"description": "OK", "content": _schema(answer)}, **errors}}
+    if body is not None:
+        extra["requestBody"] = {"required": True, "content": _schema(body)}
+    return extra
+
+
+def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """The generated OpenAPI document plus the CDS Hooks models the routes read and answer."""
+    def build() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            _, definitions = models_json_schema(
+                [(HookRequest, "validation"), (FeedbackRequest, "validation"), (CDSResponse, "serialization"),
+                 (Discovery, "serialization"), (ErrorBody, "serialization"),
+                 (FeedbackStored, "serialization")],
+                ref_template="#/components/schemas/{model}")
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(definitions.get("$defs", {}))
+            app.openapi_schema = schema
+        return app.openapi_schema
+    return build
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The ASGI app; content files, issuers and the store are loaded now, so mistakes stop start-up."""
+    cds = CdsService(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        cds.reader.close()
+        cds.store.close()
+
+    app = FastAPI(title="hipflex-cds", version=__version__, description=__doc__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
+    app.state.cds = cds
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"], max_age=600)
+
+    if cds.auth is None:  # its buttons send feedback without a JWT, so it exists only where auth is off
+        app.include_router(review_router(cds.caller, cds.catalog, cds.store))
+        app.mount("/review/static", StaticFiles(directory=STATIC), name="review-static")
+    app.mount("/docs/static", StaticFiles(directory=Path(swagger_ui.__file__).with_name("static")), name="docs-static")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        name = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        return error_body(exc.status_code, name, f"{request.method} {request.url.path}: {exc.detail}")
+
+    async def guarded(service_id: str, endpoint: str, work: Callable[[], Any]) -> Response:
+        """Run one call, mapping every failure to its status; time it; log ids and outcome only."""
+        started, correlation = time.perf_counter(), str(uuid.uuid4())
+        if service_id not in cds.catalog and service_id != "discovery":
+            service_id = "(unknown)"  # a caller-chosen path must not become a log field or a metric label
+        try:
+            response: Response = JSONResponse(await work())
+        except Exception as exc:
+            known = failure(exc)
+            if known is None:
+                log.exception("internal error", extra={"correlation_id": correlation, "service": service_id})
+                known = error_body(500, "internal-error", f"internal error; correlation id {correlation}")
+            response = known
+        seconds = time.perf_counter() - started
+        cds.metrics.observe(service_id, endpoint, response.status_code, seconds)
+        log.info("%s %s", endpoint, response.status_code, extra={
+            "service": service_id, "status": response.status_code, "correlation_id": correlation,
+            "duration_ms": round(seconds * 1000, 1)})
+        return response
+
+    @app.get("/cds-services", summary="CDS Hooks discovery", openapi_extra=_contract(None, "Discovery"))
+    async def discovery(request: Request) -> Response:
+        async def work() -> dict[str, Any]:
+            cds.authenticate(request, "/cds-services")
+            return Discovery(services=list(cds.catalog.values())).model_dump()
+        return await guarded("discovery", "discovery", work)
+
+    async def posted(service_id: str, request: Request, endpoint: str,
+                     handle: Callable[[Service, bytes], dict[str, Any]]) -> Response:
+        """A POST to a service or its feedback: known service, token for this exact URL, capped body."""
+        async def work() -> dict[str, Any]:
+            service = cds.service(service_id)
+            suffix = "/feedback" if endpoint == "feedback" else ""
+            cds.authenticate(request, f"/cds-services/{service_id}{suffix}")
+            raw = await read_body(request, settings.max_body_bytes)
+            return await run_in_threadpool(handle, service, raw)
+        return await guarded(service_id, endpoint, work)
+
+    @app.post("/cds-services/{service_id}", summary="Call a CDS service (hook request)",
+              openapi_extra=_contract("HookRequest", "CDSResponse"))
+    async def call(service_id: str, request: Request) -> Response:
+        return await posted(service_id, request, "hook", cds.answer)
+
+    @app.post("/cds-services/{service_id}/feedback", summary="Feedback on issued cards",
+              openapi_extra=_contract("FeedbackRequest", "FeedbackStored"))
+    async def feedback(service_id: str, request: Request) -> Response:
+        return await posted(service_id, request, "feedback", cds.feedback)
+
+    @app.get("/health", summary="Readiness: rules loaded and store reachable")
+    async def health() -> JSONResponse:
+        status, body = await run_in_threadpool(cds.health)
+        return JSONResponse(body, status_code=status)
+
+    @app.get("/health/live", summary="Liveness")
+    async def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(cds.metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        """Swagger UI 5 (OpenAPI 3.1) from the swagger-ui-py package: works without internet (no CDN)."""
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="hipflex-cds API",
+                                   swagger_js_url="/docs/static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/static/swagger-ui.css",
+                                   swagger_favicon_url="/docs/static/favicon-32x32.png")
+
+    return app
+
+
+def serve(settings: Settings, *, host: str, port: int) -> int:
+    """Run the service; without trusted issuers only a loopback address is allowed."""
+    import uvicorn
+
+    from cds.web.observability import configure_logging
+
+    configure_logging()
+    if settings.issuers_file is None:
+        if host not in LOOPBACK:
+            log.error("refusing to listen on %s without trusted JWT issuers: set HIPFLEX_ISSUERS_FILE and "
+                      "HIPFLEX_PUBLIC_URL, or listen on 127.0.0.1", host)
+            return 2
+        log.warning("AUTHENTICATION IS OFF: listening on %s:%d for local development only; anyone on this "
+                    "machine can call the service", host, port)
+    app = create_app(settings)
+    gc.collect()
+    gc.freeze()  # the loaded content never dies: keep it out of every later full collection (shorter pauses)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, log_config=None)
+    return 0

@@ -1,0 +1,70 @@
+"""Structured JSON logs and Prometheus metrics.
+
+Log records carry ids and outcomes only: service, status, hookInstance, correlation id, issuer,
+jti, timings. Request bodies, tokens and patient ids are never passed to a logger, so they
+cannot leak through one; tests capture the logs of real calls to hold that line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+CONTEXT_FIELDS = ("service", "status", "hook_instance", "correlation_id", "issuer", "jti", "duration_ms", "cards",
+                  "error", "origin")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
+        entry |= {k: getattr(record, k) for k in CONTEXT_FIELDS if hasattr(record, k)}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+
+
+class EngineHealth(Protocol):
+    failed_sessions: int
+
+
+class Metrics:
+    """One registry per app, so several apps in one process (tests) do not collide."""
+
+    def __init__(self, engine: EngineHealth | None = None) -> None:
+        self.registry = CollectorRegistry()
+        if engine is not None:
+            Gauge("hipflex_engine_failed_sessions", "Rule-engine sessions that failed and whose ids were replaced",
+                  registry=self.registry).set_function(lambda: engine.failed_sessions)
+        self.requests = Counter("hipflex_requests_total", "HTTP requests by endpoint and status",
+                                ["service", "endpoint", "status"], registry=self.registry)
+        self.latency = Histogram("hipflex_request_seconds", "Request latency by endpoint", ["service", "endpoint"],
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+                                 registry=self.registry)
+        self.cards = Counter("hipflex_cards_total", "Cards issued by card kind and rule (id and version)",
+                             ["card", "rule"], registry=self.registry)
+        self.feedback = Counter("hipflex_feedback_total", "Feedback items stored by card kind and outcome",
+                                ["card", "outcome"], registry=self.registry)
+
+    def observe(self, service: str, endpoint: str, status: int, seconds: float) -> None:
+        self.requests.labels(service, endpoint, str(status)).inc()
+        self.latency.labels(service, endpoint).observe(seconds)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

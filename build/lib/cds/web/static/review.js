@@ -1,0 +1,48 @@
+// Accept and Override on the review page send real CDS Hooks feedback to the service.
+"use strict";
+
+function feedbackUrl(service) {
+  return "/cds-services/" + encodeURIComponent(service) + "/feedback";
+}
+
+async function send(element, item) {
+  const status = element.closest("article").querySelector(".feedback-status");
+  item.card = element.dataset.card;
+  item.outcomeTimestamp = new Date().toISOString();
+  status.textContent = "Sending…";
+  try {
+    const response = await fetch(feedbackUrl(element.dataset.service), {
+      method: "POST",
+      headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({feedback: [item]}),
+    });
+    const body = await response.json();
+    status.textContent = response.ok
+      ? (item.outcome === "accepted" ? "Accepted" : "Overridden") + ": feedback stored."
+      : "Not stored: " + body.message;
+  } catch (error) {
+    status.textContent = "Not stored: the service could not be reached.";
+  }
+}
+
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("button.accept");
+  if (button) {
+    send(button, {outcome: "accepted", acceptedSuggestions: [{id: button.dataset.suggestion}]});
+  }
+});
+
+document.addEventListener("submit", (event) => {
+  const form = event.target.closest("form.override");
+  if (!form) {
+    return;
+  }
+  event.preventDefault();
+  const option = form.elements.reason.selectedOptions[0];
+  const reason = {reason: {system: option.dataset.system, code: option.value, display: option.textContent}};
+  const comment = form.elements.comment.value.trim();
+  if (comment) {
+    reason.userComment = comment;
+  }
+  send(form, {outcome: "overridden", overrideReason: reason});
+});
