@@ -18,10 +18,11 @@ from typing import Any
 
 import yaml
 
+from cds.clinical.context import Context
 from cds.clinical.engine import DurableEngine
 from cds.clinical.pipeline import Pipeline
 from cds.clinical.reference_engine import evaluate_reference
-from cds.clinical.validate import Context, bundle_resources, validate
+from cds.clinical.validate import bundle_resources, validate
 from cds.content.facts import AgeFact, AudienceFact, HyperextensionFact, InputFact, MmtFact, PainSiteFact
 from cds.content.rules import load_rules
 from cds.content.terminology import Terminology

@@ -11,10 +11,11 @@ import pytest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from pydantic import ValidationError
 
+from cds.clinical.context import Context
 from cds.clinical.explanation import Explanation
 from cds.clinical.pipeline import Decision, Pipeline
 from cds.clinical.response import Card, Indicator, Source, Suggestion
-from cds.clinical.validate import Context, bundle_resources
+from cds.clinical.validate import bundle_resources
 from cds.content.cardtexts import load_card_texts
 from cds.content.facts import fact_properties
 from cds.content.files import ContentError
@@ -132,3 +133,26 @@ def test_too_long_summary_in_card_texts_names_the_line(tmp_path: Path, ruleset: 
 
 def test_examples_folder_is_the_one_tested() -> None:
     assert EXAMPLES.is_dir()
+
+
+@pytest.mark.parametrize(("old", "new", "what"), [
+    ("{finding: selective-end-range-pattern}", "{finding: selective-pattern}", "finding 'selective-pattern'"),
+    ("only_by_rules: [D1-hhd]", "only_by_rules: [D1-dynamometer]", "rule 'D1-dynamometer'"),
+    ("no_fact: standard-mmt}", "no_fact: standard-test}", "fact 'standard-test'"),
+])
+def test_a_note_naming_something_the_rules_lack_stops_start_up(tmp_path: Path, ruleset: RuleSet, old: str,
+                                                                 new: str, what: str) -> None:
+    """Renaming a finding or rule in the rule file must not silently drop a clinician's note."""
+    path = tmp_path / "cards.yaml"
+    path.write_text((RULES / "cards.yaml").read_text().replace(old, new))
+    with pytest.raises(ContentError, match=what) as caught:
+        load_card_texts(path, ruleset, set(fact_properties()))
+    assert caught.value.line == next(i for i, line in enumerate(path.read_text().splitlines(), 1) if new in line)
+
+
+def test_a_renamed_dynamometer_rule_keeps_its_note(pipeline: Pipeline) -> None:
+    """P10's note comes from the data in rules/cards.yaml, keyed by the rule id the rule file uses."""
+    note = next(n for n in pipeline.cards.texts.notes if n.id == "dynamometer-over-manual")
+    assert note.when.only_by_rules is not None
+    assert all(rule_id in {r.id for r in pipeline.ruleset.source.rules} for rule_id in note.when.only_by_rules)
+    assert "dynamometer result was used over the manual grade 5/5" in (decide(pipeline, "P10").cards[0].detail or "")

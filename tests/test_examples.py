@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
+from cds.clinical.context import Context
 from cds.clinical.explanation import Explanation
 from cds.clinical.pipeline import Pipeline
-from cds.clinical.validate import Context, bundle_resources
+from cds.clinical.validate import bundle_resources
 from tests.contract import assert_cds_response
 from tests.paths import example_paths, expected_for, load_json
 

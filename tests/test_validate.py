@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from cds.clinical.validate import Context, Validated, bundle_resources, validate
+from cds.clinical.context import Context, Validated
+from cds.clinical.validate import bundle_resources, validate
 from cds.content.facts import DataIssue, HhdAsymmetryFact, HhdFact, MmtFact
-from cds.content.terminology import Terminology
+from cds.content.terminology import Range, Terminology
 from tests.paths import EXAMPLES, load_json
 
 TODAY = dt.date(2026, 11, 24)
@@ -293,3 +294,13 @@ def test_structure_verdicts_are_cached_by_content_not_by_id(terminology: Termino
     assert [i.code for i in first] == ["structure"]
     assert run(terminology, copy.deepcopy(broken)).issues == first
     assert run(terminology, resource(MMT)).issues == []  # same id, different content: checked again
+
+
+def test_plausible_ranges_come_from_the_terminology_file(terminology: Terminology) -> None:
+    angle = resource("knee-hyperextension-angle") | {"valueQuantity": {"value": 45, "unit": "deg", "code": "deg",
+                                                                     "system": "http://unitsofmeasure.org"}}
+    assert only_issue(run(terminology, angle)).code == "out-of-range"
+    wider = terminology.model_copy(update={"plausible": terminology.plausible.model_copy(
+        update={"angle": Range(min=-5, max=50)})})
+    assert "knee-hyperextension" in kinds(run(wider, angle))
+

@@ -12,10 +12,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cds.clinical.context import Context
 from cds.clinical.explanation import Explanation
 from cds.clinical.pipeline import Decision, Pipeline
 from cds.clinical.response import Card, CDSResponse
-from cds.clinical.validate import Context
 from cds.hooks.discovery import Service
 from cds.hooks.prefetch import FhirReader, gather
 from cds.hooks.request import HookRequest, selected_knee_physiotherapy

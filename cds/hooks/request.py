@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cds.clinical.validate import codings
+from cds.clinical.fhirvalues import codings
 from cds.content.terminology import Terminology
 from cds.hooks.errors import InvalidRequest
 

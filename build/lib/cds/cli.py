@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cds.clinical.context import Context
 from cds.clinical.explanation import Explanation
 from cds.clinical.pipeline import Decision, Pipeline
-from cds.clinical.validate import SUPPORTED, Context, bundle_resources
+from cds.clinical.validate import SUPPORTED, bundle_resources
 from cds.content.files import ContentError
 from cds.hooks.call import Answer, HookCaller
 from cds.hooks.discovery import service_id, services

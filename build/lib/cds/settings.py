@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("var"), description="Where the SQLite file and the patient-hash key live "
                                                              "(relative to the working directory)")
     coverage_report: Path = Field(default=Path("test-artifacts/features/rule-coverage.json"),
-                                  description="Scenario coverage per rule, written by `make test`, shown by the rule page")
+                                  description="Scenario coverage per rule (from `make test`), on the rule page")
     rule_file: str = Field(default="knee-hip-v1.yaml", description="Rule file inside rules_dir")
     include_draft_rules: bool = Field(default=False, description="Also run rules with status 'draft'")
     lookback_days: int = Field(default=90, ge=1, le=3650, description="Older observations are not used")

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from cds.clinical.cards import CardBuilder
+from cds.clinical.context import Context, Validated
 from cds.clinical.engine import DurableEngine
 from cds.clinical.outcome import Evaluation
 from cds.clinical.response import Card, CDSResponse
-from cds.clinical.validate import Context, Validated, validate
+from cds.clinical.validate import validate
 from cds.content.cardtexts import load_card_texts
 from cds.content.facts import DataIssue, fact_properties
 from cds.content.rules import RuleSet, load_rules

@@ -82,6 +82,33 @@ class RedFlag(_Strict):
     display: str
     window_days: int | None = None
     codes: list[Code]
+    procedure_on_knee: bool = Field(default=False, description="Also raised by a Procedure on a knee structure")
+
+
+class Range(_Strict):
+    """A plausible range: `min`/`max` inclusive, `above`/`below` exclusive; values outside are refused."""
+
+    min: float | None = None
+    max: float | None = None
+    above: float | None = None
+    below: float | None = None
+
+    def holds(self, value: float) -> bool:
+        return ((self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+                and (self.above is None or value > self.above) and (self.below is None or value < self.below))
+
+    def describe(self, unit: str) -> str:
+        if self.min is not None and self.max is not None:
+            return f"{self.min:g}{unit} … {self.max:g}{unit}"
+        low = f"above {self.above:g}" if self.above is not None else f"from {self.min:g}"
+        high = f"below {self.below:g}" if self.below is not None else f"up to {self.max:g}"
+        return f"{low}, {high} {unit}".rstrip()
+
+
+class PlausibleRanges(_Strict):
+    force: Range = Field(description="Dynamometer force in newtons")
+    angle: Range = Field(description="Knee hyperextension in degrees beyond neutral")
+    pain_score: Range = Field(description="Pain on a 0-10 scale")
 
 
 class Terminology(_Strict):
@@ -94,6 +121,8 @@ class Terminology(_Strict):
     unsupported_observations: list[UnsupportedCode]
     mrc_grades: list[str] = Field(min_length=2)
     force_units: dict[str, float]
+    mass_units: list[str] = Field(description="Units of mass, refused for force with a specific message")
+    plausible: PlausibleRanges
     angle_unit: str
     body_sites: list[BodySite]
     knee_structures: list[Code]
@@ -133,6 +162,10 @@ class Terminology(_Strict):
     @cached_property
     def red_flag_by_name(self) -> dict[str, RedFlag]:
         return {f.flag: f for f in self.red_flags}
+
+    @cached_property
+    def knee_procedure_flag(self) -> RedFlag | None:
+        return next((f for f in self.red_flags if f.procedure_on_knee), None)
 
     @cached_property
     def patellofemoral_by_code(self) -> dict[tuple[str, str], PatellofemoralCondition]:

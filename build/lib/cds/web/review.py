@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from importlib.resources import files
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 

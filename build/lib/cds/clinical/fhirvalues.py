@@ -1,0 +1,180 @@
+"""Reading and normalising FHIR values: codes, dates, laterality, grades, forces, angles, pain scores.
+
+Each reader either returns a normalised value (MRC grade with its rank, newtons, degrees…) or
+raises `Reject` naming the element and the reason. Units and plausible ranges come from
+`rules/terminology.yaml`, so a terminologist can change them without touching Python.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from cds.content.terminology import ObservationBinding, Side, Terminology
+
+UCUM = "http://unitsofmeasure.org"
+LATERALITY_ATTRIBUTE = ("http://snomed.info/sct", "272741003")
+
+
+class Reject(Exception):
+    """A resource (or one value of it) cannot be used; carries the issue to report."""
+
+    def __init__(self, path: str, code: str, message: str, severity: str = "error") -> None:
+        super().__init__(message)
+        self.path, self.code, self.message, self.severity = path, code, message, severity
+
+
+def codings(concept: Any) -> list[tuple[str, str]]:
+    """(system, code) pairs of a CodeableConcept; nothing for anything else."""
+    if not isinstance(concept, dict):
+        return []
+    return [(str(c.get("system", "")), str(c.get("code", ""))) for c in concept.get("coding") or []
+            if isinstance(c, dict)]
+
+
+def to_date(value: Any) -> dt.date | None:
+    """FHIR date/dateTime/instant text -> date (partial dates resolve to their first day)."""
+    if not isinstance(value, str) or len(value) < 4:
+        return None
+    text = value[:10]
+    if len(text) == 4:
+        text += "-01-01"
+    elif len(text) == 7:
+        text += "-01"
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def effective(resource: dict[str, Any], prefix: str) -> tuple[str, dt.date | None]:
+    """The element name and date of `{prefix}[x]` (DateTime, Instant, or a Period's end, else start)."""
+    for name in (f"{prefix}DateTime", f"{prefix}Instant"):
+        if name in resource:
+            return name, to_date(resource[name])
+    period = resource.get(f"{prefix}Period")
+    if isinstance(period, dict):
+        return f"{prefix}Period", to_date(period.get("end") or period.get("start"))
+    return f"{prefix}[x]", None
+
+
+def laterality(resource: dict[str, Any], t: Terminology) -> tuple[Side | None, str | None]:
+    """The side from a bodySite laterality extension or a 272741003 component (mCODE-style), and the element
+    path of an inactive legacy code if one was read (the caller warns). Two different sides -> Reject."""
+    rtype = resource["resourceType"]
+    site = resource.get("bodySite") or {}
+    concepts = [(f"{rtype}.bodySite.extension", ext.get("valueCodeableConcept"))
+                for body_site in (site if isinstance(site, list) else [site]) if isinstance(body_site, dict)
+                for ext in body_site.get("extension") or [] if isinstance(ext, dict)]
+    concepts += [(f"{rtype}.component", comp.get("valueCodeableConcept"))
+                 for comp in resource.get("component") or []
+                 if isinstance(comp, dict) and LATERALITY_ATTRIBUTE in codings(comp.get("code"))]
+    lat = t.laterality
+    found: list[tuple[str, Side, bool]] = []
+    for path, concept in concepts:
+        for system, code in codings(concept):
+            if system == lat.system and code in lat.codes:
+                found.append((path, lat.codes[code], False))
+            elif system == lat.system and code in lat.legacy:
+                found.append((path, lat.legacy[code], True))
+    sides = {side for _, side, _ in found}
+    if len(sides) > 1:
+        raise Reject(f"{rtype}.bodySite", "conflicting-side", "laterality is given twice, differently")
+    legacy = next((path for path, _, old in found if old), None)
+    return next(iter(sides), None), legacy
+
+
+def observation_value(resource: dict[str, Any], binding: ObservationBinding, t: Terminology) -> Any:
+    """The Observation's value, normalised for the kind of value its code carries."""
+    readers: dict[str, Callable[[dict[str, Any], Terminology], Any]] = {
+        "mrc-grade": grade, "force": force, "angle": angle, "boolean": boolean, "pain-score": pain_score,
+        "body-site": body_site}
+    return readers[binding.value](resource, t)
+
+
+def grade(resource: dict[str, Any], t: Terminology) -> tuple[str, int]:
+    grades = ", ".join(t.mrc_grades)
+    if "valueCodeableConcept" in resource:
+        path = "Observation.valueCodeableConcept"
+        graded = [c for s, c in codings(resource["valueCodeableConcept"]) if s == t.mrc_grade_system]
+        raw = graded[0] if graded else None
+    elif "valueString" in resource:
+        path, raw = "Observation.valueString", str(resource["valueString"]).strip().replace("/5", "")
+    elif "valueInteger" in resource:
+        path, raw = "Observation.valueInteger", str(resource["valueInteger"])
+    else:
+        raise Reject("Observation.value[x]", "no-value", f"no MRC grade recorded (expected one of {grades})")
+    rank = t.grade_rank(raw or "")
+    if raw is None or rank is None:
+        raise Reject(path, "invalid-value", f"{raw!r} is not an MRC grade (expected one of {grades})")
+    return raw, rank
+
+
+def quantity(resource: dict[str, Any], what: str) -> tuple[float, str]:
+    value = resource.get("valueQuantity")
+    if not isinstance(value, dict) or value.get("value") is None:
+        raise Reject("Observation.valueQuantity", "no-value", f"no {what} recorded")
+    if isinstance(value["value"], bool) or not isinstance(value["value"], int | float):
+        raise Reject("Observation.valueQuantity.value", "invalid-value", f"the {what} is not a number")
+    unit = str(value.get("code") or value.get("unit") or "")
+    if value.get("system") not in (None, UCUM):
+        raise Reject("Observation.valueQuantity.system", "invalid-unit", f"unit system must be UCUM ({UCUM})")
+    return float(value["value"]), unit
+
+
+def force(resource: dict[str, Any], t: Terminology) -> float:
+    value, unit = quantity(resource, "force")
+    if unit in t.mass_units:
+        raise Reject("Observation.valueQuantity.code", "invalid-unit",
+                     f"{unit!r} is a unit of mass; dynamometer force must be N, kgf or [lbf_av]")
+    factor = t.force_units.get(unit)
+    if factor is None:
+        raise Reject("Observation.valueQuantity.code", "invalid-unit",
+                     f"unit {unit!r} is not a force unit (N, kgf, [lbf_av])")
+    newtons = round(value * factor, 2)
+    limits = t.plausible.force
+    if not limits.holds(newtons):
+        raise Reject("Observation.valueQuantity.value", "out-of-range",
+                     f"{newtons:g} N is outside the plausible range ({limits.describe('N')})")
+    return newtons
+
+
+def angle(resource: dict[str, Any], t: Terminology) -> float:
+    value, unit = quantity(resource, "angle")
+    if unit != t.angle_unit:
+        raise Reject("Observation.valueQuantity.code", "invalid-unit",
+                     f"angle unit must be {t.angle_unit!r}, not {unit!r}")
+    limits = t.plausible.angle
+    if not limits.holds(value):
+        raise Reject("Observation.valueQuantity.value", "out-of-range",
+                     f"{value:g}° is outside {limits.describe('°')} "
+                     "(degrees beyond neutral, positive = hyperextension)")
+    return round(value, 2)
+
+
+def boolean(resource: dict[str, Any], t: Terminology) -> bool:
+    if not isinstance(resource.get("valueBoolean"), bool):
+        raise Reject("Observation.valueBoolean", "no-value", "expected a yes/no value (valueBoolean)")
+    return bool(resource["valueBoolean"])
+
+
+def pain_score(resource: dict[str, Any], t: Terminology) -> int:
+    if "valueInteger" in resource:
+        path, raw = "Observation.valueInteger", resource["valueInteger"]
+    elif isinstance(resource.get("valueQuantity"), dict):
+        path, raw = "Observation.valueQuantity.value", resource["valueQuantity"].get("value")
+    else:
+        raise Reject("Observation.value[x]", "no-value", "no pain score recorded")
+    limits = t.plausible.pain_score
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or raw != int(raw) or not limits.holds(raw):
+        raise Reject(path, "out-of-range", f"pain score {raw} is not a whole number in {limits.describe('')}")
+    return int(raw)
+
+
+def body_site(resource: dict[str, Any], t: Terminology) -> str:
+    for key in codings(resource.get("valueCodeableConcept")):
+        site = t.site_by_code.get(key)
+        if site is not None:
+            return site.site
+    raise Reject("Observation.valueCodeableConcept", "unknown-site", "pain location is not a recognised body site")
