@@ -26,7 +26,7 @@ from tests.builders import example_prefetch, hook_request
 from tests.contract import assert_cds_response, assert_no_empties
 from tests.paths import EXAMPLES, expected_for
 from tests.servers import FhirStub, running, service_settings
-from tests.signing import Signer
+from tests.signing import SANDBOX_ISSUER, SANDBOX_KID, Signer, sandbox_issuers, sandbox_token
 
 PATIENT_VIEW = "/cds-services/hipflex-patient-view"
 PUBLIC = "https://cds.example.org"
@@ -393,3 +393,28 @@ def test_a_failed_engine_session_is_counted_and_the_pool_stays_full(tmp_path: Pa
     assert failures == 70
     assert "hipflex_engine_failed_sessions 70.0" in text
     assert engine._sids.qsize() == 64
+
+
+def test_the_sandbox_connects_with_the_shipped_issuers_file(tmp_path: Path, signer: Signer, fhir_stub: FhirStub,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """Discovery, a hook and feedback with sandbox-shaped tokens (jku header included); the jku is never fetched,
+    and a refused token is logged with the name of its check, never with the token."""
+    caplog.set_level(logging.INFO)
+    jku = f"{fhir_stub.base}/.well-known/jwks.json"
+    settings = service_settings(tmp_path, issuers_file=sandbox_issuers(tmp_path, signer), public_url=PUBLIC,
+                                cors_origins=["https://sandbox.cds-hooks.org"])
+    with running(create_app(settings)) as url:
+        discovery = httpx.get(f"{url}/cds-services",
+                              headers=bearer(sandbox_token(signer, f"{PUBLIC}/cds-services", jku)))
+        call = httpx.post(f"{url}{PATIENT_VIEW}", json=hook_request(),
+                          headers=bearer(sandbox_token(signer, f"{PUBLIC}{PATIENT_VIEW}", jku)))
+        feedback = httpx.post(f"{url}{PATIENT_VIEW}/feedback", json=feedback_for(call.json()["cards"][0]),
+                              headers=bearer(sandbox_token(signer, f"{PUBLIC}{PATIENT_VIEW}/feedback", jku)))
+        wrong = sandbox_token(signer, f"{PUBLIC}/cds-services", jku)
+        refused = httpx.post(f"{url}{PATIENT_VIEW}", json=hook_request(), headers=bearer(wrong))
+    assert [r.status_code for r in (discovery, call, feedback, refused)] == [200, 200, 200, 401]
+    assert len(discovery.json()["services"]) == 3
+    assert fhir_stub.seen == []
+    [entry] = [json.loads(JsonFormatter().format(r)) for r in caplog.records if getattr(r, "status", None) == 401]
+    assert (entry["auth_check"], entry["issuer"], entry["kid"]) == ("audience", SANDBOX_ISSUER, SANDBOX_KID)
+    assert wrong not in json.dumps(entry)

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 import yaml
 
+import cds.hooks
 from cds.content.files import ContentError
 from cds.hooks.auth import Authenticator, AuthError, TrustedIssuer, load_issuers
 from cds.hooks.store import Store
 from tests.servers import FhirStub
-from tests.signing import ISSUER, Signer
+from tests.signing import ISSUER, SANDBOX_ISSUER, SANDBOX_KID, Signer, sandbox_issuers, sandbox_token
 
 AUD = "https://cds.example.org/cds-services/hipflex-patient-view"
 
@@ -136,3 +137,47 @@ def test_a_broken_issuers_file_names_file_and_line(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"issuers": [{"iss": ISSUER, "jwks_file": "k.json"}, {"iss": "x"}]}))
     with pytest.raises(ContentError, match=r"issuers\.yaml:4: .*jwks_url, jwks_file or jku"):
         load_issuers(path)
+
+
+def test_the_shipped_sandbox_issuers_file_pins_the_sandbox_public_key() -> None:
+    [issuer] = load_issuers(Path(cds.hooks.__file__).with_name("issuers") / "cds-hooks-sandbox.yaml")
+    assert issuer.iss == SANDBOX_ISSUER
+    assert issuer.jku == []  # the jku header is ignored, never fetched
+    assert issuer.jwks_file is not None
+    [key] = json.loads(issuer.jwks_file.read_text())["keys"]
+    assert (key["kid"], key["kty"], key["crv"], key["alg"]) == (SANDBOX_KID, "EC", "P-384", "ES384")
+
+
+def test_a_sandbox_shaped_token_is_accepted_and_its_jku_never_fetched(tmp_path: Path, signer: Signer, store: Store,
+                                                                       fhir_stub: FhirStub) -> None:
+    auth = Authenticator(load_issuers(sandbox_issuers(tmp_path, signer)), store.first_use_of_token)
+    jku = f"{fhir_stub.base}/.well-known/jwks.json"  # a listener: any request to it fails the test below
+    fhir_stub.serve(".well-known/jwks.json", {"keys": []})
+    caller = auth.verify("Bearer " + sandbox_token(signer, AUD, jku), AUD)
+    assert (caller.issuer, caller.tenant) == (SANDBOX_ISSUER, None)
+    assert fhir_stub.seen == []
+
+
+def test_an_unlisted_jku_is_refused_only_for_an_issuer_without_pinned_keys(signer: Signer, store: Store,
+                                                                            fhir_stub: FhirStub) -> None:
+    listed = f"{fhir_stub.base}/jwks.json"
+    auth = Authenticator([TrustedIssuer(iss=ISSUER, jku=[listed])], store.first_use_of_token)
+    with pytest.raises(AuthError) as refused:
+        auth.verify("Bearer " + signer.token(AUD, headers={"jku": "https://attacker.example/jwks.json"}), AUD)
+    assert (refused.value.check, refused.value.issuer, refused.value.kid) == ("jku-not-allowed", ISSUER, "ec-1")
+    assert fhir_stub.seen == []
+
+
+@pytest.mark.parametrize(("make", "check"), [
+    (lambda s: s.token(AUD, lifetime=-600, iat=int(time.time()) - 900), "expired"),
+    (lambda s: s.token("https://cds.example.org/cds-services"), "audience"),
+    (lambda s: s.token(AUD, iss="https://attacker.example"), "unknown-issuer"),
+    (lambda s: s.token(AUD, headers={"kid": "nope"}), "unknown-kid"),
+    (lambda s: s.token(AUD)[:-6] + "AAAAAA", "signature"),
+])
+def test_each_refusal_carries_the_name_of_its_check(auth: Authenticator, signer: Signer, make: Any,
+                                                    check: str) -> None:
+    with pytest.raises(AuthError) as refused:
+        auth.verify("Bearer " + make(signer), AUD)
+    assert refused.value.check == check
+    assert refused.value.kid is not None

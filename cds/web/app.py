@@ -221,19 +221,21 @@ def create_app(settings: Settings) -> FastAPI:
         started, correlation = time.perf_counter(), str(uuid.uuid4())
         if service_id not in cds.catalog and service_id != "discovery":
             service_id = "(unknown)"  # a caller-chosen path must not become a log field or a metric label
+        extra: dict[str, Any] = {"service": service_id, "correlation_id": correlation}
         try:
             response: Response = JSONResponse(await work())
         except Exception as exc:
             known = failure(exc)
             if known is None:
-                log.exception("internal error", extra={"correlation_id": correlation, "service": service_id})
+                log.exception("internal error", extra=extra)
                 known = error_body(500, "internal-error", f"internal error; correlation id {correlation}")
+            if isinstance(exc, AuthError):  # which check failed, for whom: never the token itself
+                extra |= {"auth_check": exc.check, "issuer": exc.issuer, "kid": exc.kid}
             response = known
         seconds = time.perf_counter() - started
         cds.metrics.observe(service_id, endpoint, response.status_code, seconds)
-        log.info("%s %s", endpoint, response.status_code, extra={
-            "service": service_id, "status": response.status_code, "correlation_id": correlation,
-            "duration_ms": round(seconds * 1000, 1)})
+        log.info("%s %s", endpoint, response.status_code,
+                 extra=extra | {"status": response.status_code, "duration_ms": round(seconds * 1000, 1)})
         return response
 
     @app.get("/cds-services", summary="CDS Hooks discovery", openapi_extra=_contract(None, "Discovery"))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cds.clinical.context import Context
-from cds.clinical.explanation import Explanation
+from cds.clinical.explanation import Explanation, rule_label
 from cds.clinical.pipeline import Decision, Pipeline
 from cds.clinical.validate import SUPPORTED, bundle_resources
 from cds.content.files import ContentError
@@ -171,7 +171,7 @@ def cmd_rules(pipeline: Pipeline, args: argparse.Namespace) -> int:
         return 0
     print(f"{pipeline.ruleset.source.ruleset} {pipeline.ruleset.source.version} ({pipeline.ruleset.path})")
     for r in rules:
-        print(f"  {r.id:<14} v{r.version}  {r.status:<7} {r.evidence.grade:<10} {r.title}")
+        print(f"  {rule_label(r.id, r.version):<18} {r.status:<7} {r.evidence.grade:<10} {r.title}")
     return 0
 
 

@@ -70,7 +70,7 @@ class MmtFact(_Fact):
 class HhdFact(_Fact):
     kind: Literal["end-range-hhd"] = "end-range-hhd"
     side: EngineSide
-    newtons: float = Field(gt=0, lt=1000)
+    newtons: float = Field(gt=0, description="Plausible range: rules/terminology.yaml")
 
     def describe(self) -> str:
         return f"{self.side} end-range hip flexion force {self.newtons:.0f} N (dynamometer){_when(self.date)}"
@@ -90,7 +90,7 @@ class HhdAsymmetryFact(_Fact):
 class HyperextensionFact(_Fact):
     kind: Literal["knee-hyperextension"] = "knee-hyperextension"
     side: EngineSide
-    degrees: float = Field(ge=-5, le=40)
+    degrees: float = Field(description="Beyond neutral; plausible range: rules/terminology.yaml")
 
     def describe(self) -> str:
         return f"{self.side} knee hyperextension {self.degrees:g}° beyond neutral{_when(self.date)}"
@@ -117,7 +117,7 @@ class PainSiteFact(_Fact):
 
 class PainScoreFact(_Fact):
     kind: Literal["pain-score"] = "pain-score"
-    score: int = Field(ge=0, le=10)
+    score: int = Field(ge=0, description="Plausible range: rules/terminology.yaml")
 
     def describe(self) -> str:
         return f"pain {self.score}/10{_when(self.date)}"

@@ -6,6 +6,10 @@ asymmetric one (never `none` or HMAC), its `iss` is trusted, its `jku` (if any) 
 issuer's list — an arbitrary URL is never fetched —, the signature verifies with the key its
 `kid` names, `aud` is this endpoint's public URL, `exp`/`iat`/`nbf` hold, its lifetime is
 bounded, and its `jti` was not used before. Failures say which check failed, never the token.
+
+Pinned keys win (S2 #trusting-cds-clients lets a service that knows an issuer's keys ignore `jku`):
+for an issuer with `jwks_file` or `jwks_url`, a `jku` header that is not on its list is ignored and
+never fetched. The CDS Hooks sandbox puts `jku` on every token, so refusing it would lock it out.
 """
 
 from __future__ import annotations
@@ -30,7 +34,16 @@ JWKS_MAX_BYTES = 200_000
 
 
 class AuthError(Exception):
-    """A refused token; the message names the failed check and is safe to return and log."""
+    """A refused token. `check` names the failed check (for logs and metrics), the message says it in words;
+    `issuer` and `kid` are what the token claimed, when it got that far. None of it is secret."""
+
+    def __init__(self, check: str, message: str, *, issuer: str | None = None, kid: str | None = None) -> None:
+        super().__init__(message)
+        self.check, self.issuer, self.kid = check, issuer, kid
+
+    def about(self, issuer: str | None, kid: str | None) -> AuthError:
+        self.issuer, self.kid = self.issuer or issuer, self.kid or kid
+        return self
 
 
 class TrustedIssuer(BaseModel):
@@ -84,7 +97,7 @@ class KeySets:
                 keys = self._load(where)
                 self.cache[where] = (time.monotonic(), keys)
         if kid not in keys:
-            raise AuthError(f"no key with kid {kid!r} in the issuer's key set")
+            raise AuthError("unknown-kid", f"no key with kid {kid!r} in the issuer's key set")
         return keys[kid]
 
     def _load(self, where: str) -> dict[str, jwt.PyJWK]:
@@ -93,13 +106,13 @@ class KeySets:
                 response = self.http.get(where, headers={"Accept": "application/json"})
                 response.raise_for_status()
                 if len(response.content) > JWKS_MAX_BYTES:
-                    raise AuthError("the issuer's key set is too large")
+                    raise AuthError("keyset-unavailable", "the issuer's key set is too large")
                 data = response.json()
             else:
                 data = json.loads(Path(where).read_text())
             return {str(k["kid"]): jwt.PyJWK(k) for k in data["keys"] if isinstance(k, dict) and "kid" in k}
         except (httpx.HTTPError, OSError, ValueError, KeyError, TypeError, jwt.PyJWKError):
-            raise AuthError("the issuer's key set could not be loaded") from None
+            raise AuthError("keyset-unavailable", "the issuer's key set could not be loaded") from None
 
 
 class Authenticator:
@@ -115,45 +128,51 @@ class Authenticator:
     def verify(self, authorization: str | None, audience: str) -> Caller:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise AuthError("an 'Authorization: Bearer <JWT>' header is required")
+            raise AuthError("no-bearer", "an 'Authorization: Bearer <JWT>' header is required")
         token = token.strip()
         try:
             header = jwt.get_unverified_header(token)
             claims = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError:
-            raise AuthError("the bearer token is not a JWT") from None
-        issuer = self._issuer(header, claims)
-        key = self.keys.key(self._key_source(issuer, header), str(header.get("kid")))
-        payload = self._decode(token, key, header["alg"], issuer.iss, audience)
-        jti = str(payload["jti"])
-        if not self.first_use(issuer.iss, jti, int(payload["exp"])):
-            raise AuthError("this token was used before (jti replay)")
+            raise AuthError("not-a-jwt", "the bearer token is not a JWT") from None
+        claimed, kid = str(claims.get("iss"))[:200], str(header.get("kid"))[:200]
+        try:
+            issuer = self._issuer(header, claims)
+            key = self.keys.key(self._key_source(issuer, header), str(header.get("kid")))
+            payload = self._decode(token, key, header["alg"], issuer.iss, audience)
+            jti = str(payload["jti"])
+            if not self.first_use(issuer.iss, jti, int(payload["exp"])):
+                raise AuthError("replayed", "this token was used before (jti replay)")
+        except AuthError as exc:
+            raise exc.about(claimed, kid) from None
         return Caller(issuer=issuer.iss, jti=jti, tenant=payload.get("tenant"))
 
     def _issuer(self, header: dict[str, Any], claims: dict[str, Any]) -> TrustedIssuer:
         if header.get("alg") not in ALGORITHMS:
-            raise AuthError(f"algorithm {header.get('alg')!r} is not accepted; use ES384 or RS384")
+            raise AuthError("algorithm", f"algorithm {header.get('alg')!r} is not accepted; use ES384 or RS384")
         if header.get("typ", "JWT") != "JWT":
-            raise AuthError("the JWT header typ must be 'JWT'")
+            raise AuthError("typ", "the JWT header typ must be 'JWT'")
         if not header.get("kid"):
-            raise AuthError("the JWT header has no kid")
+            raise AuthError("no-kid", "the JWT header has no kid")
         issuer = self.issuers.get(str(claims.get("iss")))
         if issuer is None:
-            raise AuthError("the token's issuer is not trusted by this service")
+            raise AuthError("unknown-issuer", "the token's issuer is not trusted by this service")
         return issuer
 
     @staticmethod
     def _key_source(issuer: TrustedIssuer, header: dict[str, Any]) -> str:
+        """Where the token's key is: an allow-listed `jku`, else the issuer's pinned key set (an unlisted `jku` is
+        then ignored, never fetched), else nowhere."""
         jku = header.get("jku")
-        if jku is not None:
-            if jku not in issuer.jku:
-                raise AuthError("the JWT header's jku is not on this issuer's allow-list")
+        if jku is not None and jku in issuer.jku:
             return str(jku)
         if issuer.jwks_file:
             return str(issuer.jwks_file)
         if issuer.jwks_url:
             return issuer.jwks_url
-        raise AuthError("this issuer's keys are known only through jku, and the token has none")
+        if jku is not None:
+            raise AuthError("jku-not-allowed", "the JWT header's jku is not on this issuer's allow-list")
+        raise AuthError("no-keys", "this issuer's keys are known only through jku, and the token has none")
 
     def _decode(self, token: str, key: jwt.PyJWK, alg: str, iss: str, audience: str) -> dict[str, Any]:
         try:
@@ -161,17 +180,17 @@ class Authenticator:
                 token, key.key, algorithms=[alg], audience=audience, issuer=iss, leeway=self.leeway,
                 options={"require": ["iss", "aud", "exp", "iat", "jti"]})
         except jwt.InvalidAudienceError:
-            raise AuthError(f"aud must be this endpoint's URL, {audience}") from None
+            raise AuthError("audience", f"aud must be this endpoint's URL, {audience}") from None
         except jwt.ExpiredSignatureError:
-            raise AuthError("the token has expired") from None
+            raise AuthError("expired", "the token has expired") from None
         except jwt.ImmatureSignatureError:
-            raise AuthError("the token is not valid yet (iat or nbf in the future)") from None
+            raise AuthError("not-yet-valid", "the token is not valid yet (iat or nbf in the future)") from None
         except jwt.MissingRequiredClaimError as exc:
-            raise AuthError(f"the token has no {exc.claim} claim") from None
+            raise AuthError("missing-claim", f"the token has no {exc.claim} claim") from None
         except jwt.InvalidSignatureError:
-            raise AuthError("the token's signature does not verify") from None
+            raise AuthError("signature", "the token's signature does not verify") from None
         except (jwt.PyJWTError, ValueError, TypeError):
-            raise AuthError("the token could not be verified") from None
+            raise AuthError("invalid", "the token could not be verified") from None
         if int(payload["exp"]) - int(payload["iat"]) > self.max_lifetime:
-            raise AuthError(f"the token lives longer than {self.max_lifetime} s")
+            raise AuthError("lifetime", f"the token lives longer than {self.max_lifetime} s")
         return payload

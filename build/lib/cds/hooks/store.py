@@ -21,6 +21,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from cds.clinical.explanation import rule_label
+
 metadata = sa.MetaData()
 
 issued_cards = sa.Table(
@@ -167,7 +169,7 @@ class RuleUse:
 
 
 def rule_use(store: Store) -> dict[str, RuleUse]:
-    """Per "id vN": cards issued and their feedback. Reads every row: fine for review, not for analytics at scale."""
+    """Per rule label ("R3 v1"): cards issued and their feedback. Reads every row: fine for review, not analytics."""
     with store.engine.connect() as conn:
         cards = conn.execute(sa.select(issued_cards.c.card_uuid, issued_cards.c.rules)).all()
         items = conn.execute(sa.select(feedback.c.card_uuid, feedback.c.outcome, feedback.c.override_code)).all()
@@ -177,7 +179,7 @@ def rule_use(store: Store) -> dict[str, RuleUse]:
     use: dict[str, RuleUse] = {}
     for card_uuid, rules in cards:
         for rule in json.loads(rules):
-            entry = use.setdefault(f"{rule['id']} v{rule['version']}", RuleUse())
+            entry = use.setdefault(rule_label(rule["id"], rule["version"]), RuleUse())
             entry.fired += 1
             for outcome, reason in outcomes.get(card_uuid, []):
                 entry.accepted += outcome == "accepted"

@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-CONTEXT_FIELDS = ("service", "status", "hook_instance", "correlation_id", "issuer", "jti", "duration_ms", "cards",
-                  "error", "origin")
+CONTEXT_FIELDS = ("service", "status", "hook_instance", "correlation_id", "issuer", "kid", "auth_check", "jti",
+                  "duration_ms", "cards", "error", "origin")
 
 
 class JsonFormatter(logging.Formatter):
