@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from pydantic import ValidationError
 
+from cds.clinical.cards import CardBuilder
 from cds.clinical.context import Context
 from cds.clinical.explanation import Explanation
 from cds.clinical.pipeline import Decision, Pipeline
@@ -69,18 +71,42 @@ def test_p01_suggestions_are_valid_draft_service_requests(pipeline: Pipeline) ->
     assert "patellar-glide-inferior" in codes[1]
 
 
-def test_detail_states_findings_evidence_limits_and_rules(pipeline: Pipeline) -> None:
+def test_detail_states_advice_findings_evidence_and_limits(pipeline: Pipeline) -> None:
     card = decide(pipeline, "P01").cards[0]
     detail = card.detail or ""
     assert "Not a diagnosis" in detail
-    assert "right seated hip flexion above 90°: 4/5 (MMT) (2026-11-19)" in detail
-    assert "expert opinion (grade F)" in detail
-    assert "Red flags checked" in detail
-    assert "4+/5" in detail
-    assert "R3 v1" in detail
+    findings = "**Findings (19 Nov 2026):** right peripatellar pain; right seated hip flexion above 90°: 4/5 (MMT)."
+    assert findings in detail
+    assert "psoas emphasis expert opinion (F)" in detail
+    assert "No red flag among the coded conditions and procedures" in detail
     explanation = Explanation.of(card)
     assert ("R3", 1) in [(r.id, r.version) for r in explanation.rules]
     assert "Observation/p01-mmt-2" in [f.source for f in explanation.facts]
+    assert "weak_mmt_grade" in explanation.thresholds
+
+
+def test_p01_cards_fit_an_ehr_panel(pipeline: Pipeline) -> None:
+    """Each detail at most 600 characters, no resource or rule ids, and no sentence said on both cards."""
+    cards = decide(pipeline, "P01").cards
+    details = [c.detail or "" for c in cards]
+    assert [len(d) <= 600 for d in details] == [True, True], [len(d) for d in details]
+    rule_ids = {r.id for r in pipeline.ruleset.source.rules}
+    for detail in details:
+        assert "Observation/" not in detail
+        assert "Patient/" not in detail
+        assert not [w for w in re.findall(r"[A-Z][A-Za-z0-9-]+", detail) if w in rule_ids]
+    sentences = [{s.strip() for s in re.split(r"(?<=[.;:])\s|\n", d) if len(s.strip()) > 20} for d in details]
+    assert sentences[0] & sentences[1] == set()
+
+
+def test_cards_link_to_the_page_of_their_rule(pipeline: Pipeline) -> None:
+    builder = CardBuilder(pipeline.cards.texts, pipeline.ruleset, pipeline.terminology,
+                          rules_url="https://cds.example.org/rules")
+    evaluation = decide(pipeline, "P01").evaluation
+    cards = builder.build(evaluation, [], "p01")
+    assert [c.source.url for c in cards] == ["https://cds.example.org/rules/R3", "https://cds.example.org/rules/R4"]
+    assert [(link.label, link.url, link.type.value) for link in cards[1].links or []] == [
+        ("Why this suggestion", "https://cds.example.org/rules/R4", "absolute")]
 
 
 def test_detail_says_when_data_are_missing_or_preferred(pipeline: Pipeline) -> None:

@@ -12,15 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from cds.clinical.explanation import (
-    Explanation,
-    FactUsed,
-    FindingUsed,
-    Recommendation,
-    RulesetRef,
-    RuleUsed,
-    rule_label,
-)
+from cds.clinical.explanation import Explanation, FactUsed, FindingUsed, Recommendation, RulesetRef, RuleUsed
 from cds.clinical.outcome import Derived, Evaluation
 from cds.clinical.response import (
     Action,
@@ -28,17 +20,18 @@ from cds.clinical.response import (
     Card,
     Coding,
     Indicator,
+    Link,
+    LinkType,
     OverrideReason,
     SelectionBehavior,
     Source,
     Suggestion,
 )
 from cds.content.cardtexts import CardText, CardTexts, NoteCondition, SuggestionText, side_words
-from cds.content.facts import DataIssue, InputFact
+from cds.content.facts import DataIssue, InputFact, date_words
 from cds.content.rules import RuleSet
 from cds.content.terminology import Terminology
 
-SNOMED = "http://snomed.info/sct"
 UNIT_WORDS = {"mrc-grade": "/5", "a": " years", "deg": "°", "%": " %"}
 
 
@@ -72,19 +65,32 @@ class CardBuilder:
             issues=reported,
             ruleset=RulesetRef(id=self.ruleset.source.ruleset, version=self.ruleset.source.version))
         notes = list(self._notes(rec, evaluation)) + [
-            f"{'Not available' if i.code == 'unavailable' else 'Not used'}: {i.resource} — {i.message}."
+            f"{'Not available' if i.code == 'unavailable' else 'Not used'}: {_kind_of(i.resource)} — {i.message}."
             for i in reported]
+        page = f"{self.rules_url}/{rec.rules[0].id}" if self.rules_url and rec.rules else None
         return Card(
             summary=text.summary.format(**words),
-            detail=self._detail(text, facts, explanation, notes),
+            detail=self._detail(text, self._own_facts(rec, evaluation), notes),
             indicator=Indicator(text.indicator),
-            source=Source(label=self.texts.source_label, url=self.rules_url,
+            source=Source(label=self.texts.source_label, url=page,
                           topic=Coding(system=self.t.local_system, **text.topic)),
             suggestions=suggestions,
             selectionBehavior=SelectionBehavior.at_most_one if suggestions else None,
             overrideReasons=[OverrideReason(system=self.t.local_system, **r) for r in self.texts.override_reasons],
+            links=[Link(label="Why this suggestion", url=page, type=LinkType.absolute)] if page else None,
             extension=explanation.extension(),
         )
+
+    @staticmethod
+    def _own_facts(rec: Derived, evaluation: Evaluation) -> list[InputFact]:
+        """The facts a card rests on, less those that only reach it through another card (shown there), and
+        less who is asking and how old they are (eligibility, not findings)."""
+        facts, _, _ = evaluation.explain(rec)
+        through_cards = {f.id for r in evaluation.recommendations if r.id in rec.basis
+                         for f in evaluation.explain(r)[0]}
+        own = {f.id for f in evaluation.explain(rec.model_copy(update={
+            "basis": [b for b in rec.basis if not b.startswith("recommendation:")]}))[0]}
+        return [f for f in facts if f.kind not in ("audience", "age") and (f.id in own or f.id not in through_cards)]
 
     def _suggestion(self, text: SuggestionText, side: str | None, patient_id: str, advice: str,
                     words: dict[str, str]) -> Suggestion:
@@ -136,16 +142,19 @@ class CardBuilder:
                 yield note.text.format(**(_fields(fact) | side_words(rec.side)), red_flags_recorded=flags,
                                        red_flags_checked=checked)
 
-    def _detail(self, text: CardText, facts: list[InputFact], explanation: Explanation, notes: list[str]) -> str:
-        parts = [f"**{self.texts.disclaimer}**", "", text.advice, "", "**Findings used**"]
-        parts += [f"- {f.describe()}" + (f" — `{f.source}`" if f.source else "") for f in facts
-                  if f.kind not in ("audience",)]
-        if explanation.thresholds:
-            parts += ["", "**Thresholds**"] + [f"- {v}" for v in explanation.thresholds.values()]
-        parts += ["", f"**Evidence.** {text.evidence}"]
+    def _detail(self, text: CardText, facts: list[InputFact], notes: list[str]) -> str:
+        """What a clinician reads in a side panel: what to do, this patient's findings, notes, one evidence line."""
+        parts = [text.advice]
+        if facts:
+            dates = {f.date for f in facts}
+            day = dates.pop() if len(dates) == 1 else None
+            if day is not None:  # one visit: say its date once
+                parts += ["", f"**Findings ({date_words(day)}):** " + "; ".join(f.what() for f in facts) + "."]
+            else:
+                parts += ["", "**Findings:** " + "; ".join(f.describe() for f in facts) + "."]
         if notes:
-            parts += ["", "**Notes**"] + [f"- {n}" for n in notes]
-        parts += ["", "**Why (rules):** " + ", ".join(rule_label(r.id, r.version) for r in explanation.rules)]
+            parts += [""] + [f"- {n}" for n in notes]
+        parts += ["", f"{text.evidence} **{self.texts.disclaimer}**"]
         return "\n".join(parts)
 
 
@@ -170,6 +179,12 @@ def _holds(when: NoteCondition, evaluation: Evaluation, side: str | None) -> Inp
     if when.fact is not None:
         return next((f for f in facts if f.kind == when.fact), None)
     return True
+
+
+def _kind_of(reference: str) -> str:
+    """'Observation/p13-mmt-2' -> 'an Observation': a clinician's panel shows no resource ids."""
+    kind = reference.split("/", 1)[0].split(" ", 1)[0]
+    return f"{'an' if kind[:1] in 'AEIOU' else 'a'} {kind}"
 
 
 def _fields(fact: InputFact | bool) -> dict[str, Any]:

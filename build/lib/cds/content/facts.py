@@ -32,19 +32,24 @@ class _Fact(BaseModel):
         return data
 
     def describe(self) -> str:
-        """Plain-language summary for card details and the review page."""
+        """Plain-language summary with its date, for the explanation and the review page."""
+        return self.what() + (f" ({date_words(self.date)})" if self.date else "")
+
+    def what(self) -> str:
+        """Plain-language summary without the date (a card names a shared date once)."""
         raise NotImplementedError
 
 
-def _when(date: dt.date | None) -> str:
-    return f" ({date.isoformat()})" if date else ""
+def date_words(date: dt.date) -> str:
+    """'19 Nov 2026': a date no reader can take for another (unlike 11/12/2026)."""
+    return f"{date.day} {date.strftime('%b %Y')}"
 
 
 class AgeFact(_Fact):
     kind: Literal["age"] = "age"
     years: int = Field(ge=0, le=150)
 
-    def describe(self) -> str:
+    def what(self) -> str:
         return f"age {self.years} years"
 
 
@@ -52,7 +57,7 @@ class AudienceFact(_Fact):
     kind: Literal["audience"] = "audience"
     role: Literal["practitioner", "practitioner-role", "patient", "related-person", "other"]
 
-    def describe(self) -> str:
+    def what(self) -> str:
         return f"user is a {self.role.replace('-', ' ')}"
 
 
@@ -62,9 +67,9 @@ class MmtFact(_Fact):
     grade: str
     grade_rank: int = Field(ge=0, le=10)
 
-    def describe(self) -> str:
+    def what(self) -> str:
         where = "above 90°" if self.kind == "end-range-mmt" else "at standard range"
-        return f"{self.side} seated hip flexion {where}: {self.grade}/5 (MMT){_when(self.date)}"
+        return f"{self.side} seated hip flexion {where}: {self.grade}/5 (MMT)"
 
 
 class HhdFact(_Fact):
@@ -72,8 +77,8 @@ class HhdFact(_Fact):
     side: EngineSide
     newtons: float = Field(gt=0, description="Plausible range: rules/terminology.yaml")
 
-    def describe(self) -> str:
-        return f"{self.side} end-range hip flexion force {self.newtons:.0f} N (dynamometer){_when(self.date)}"
+    def what(self) -> str:
+        return f"{self.side} end-range hip flexion force {self.newtons:.0f} N (dynamometer)"
 
 
 class HhdAsymmetryFact(_Fact):
@@ -83,8 +88,8 @@ class HhdAsymmetryFact(_Fact):
     side: EngineSide = Field(description="The weaker side")
     percent: float = Field(ge=0, le=100)
 
-    def describe(self) -> str:
-        return f"dynamometer: {self.side} side {self.percent:.1f} % weaker{_when(self.date)}"
+    def what(self) -> str:
+        return f"dynamometer: {self.side} side {self.percent:.1f} % weaker"
 
 
 class HyperextensionFact(_Fact):
@@ -92,8 +97,8 @@ class HyperextensionFact(_Fact):
     side: EngineSide
     degrees: float = Field(description="Beyond neutral; plausible range: rules/terminology.yaml")
 
-    def describe(self) -> str:
-        return f"{self.side} knee hyperextension {self.degrees:g}° beyond neutral{_when(self.date)}"
+    def what(self) -> str:
+        return f"{self.side} knee hyperextension {self.degrees:g}° beyond neutral"
 
 
 class GaitFact(_Fact):
@@ -101,9 +106,9 @@ class GaitFact(_Fact):
     side: EngineSide
     observed: Literal["yes", "no"]
 
-    def describe(self) -> str:
+    def what(self) -> str:
         seen = "seen" if self.observed == "yes" else "not seen"
-        return f"{self.side} knee hyperextension {seen} in gait{_when(self.date)}"
+        return f"{self.side} knee hyperextension {seen} in gait"
 
 
 class PainSiteFact(_Fact):
@@ -111,16 +116,16 @@ class PainSiteFact(_Fact):
     side: EngineSide
     site: str
 
-    def describe(self) -> str:
-        return f"{self.side} {self.site.replace('-', ' ')} pain{_when(self.date)}"
+    def what(self) -> str:
+        return f"{self.side} {self.site.replace('-', ' ')} pain"
 
 
 class PainScoreFact(_Fact):
     kind: Literal["pain-score"] = "pain-score"
     score: int = Field(ge=0, description="Plausible range: rules/terminology.yaml")
 
-    def describe(self) -> str:
-        return f"pain {self.score}/10{_when(self.date)}"
+    def what(self) -> str:
+        return f"pain {self.score}/10"
 
 
 class KneeConditionFact(_Fact):
@@ -128,8 +133,8 @@ class KneeConditionFact(_Fact):
     side: EngineSide
     condition: Literal["patellofemoral-pain"]
 
-    def describe(self) -> str:
-        return f"{self.side} patellofemoral pain diagnosis{_when(self.date)}"
+    def what(self) -> str:
+        return f"{self.side} patellofemoral pain diagnosis"
 
 
 class RedFlagFact(_Fact):
@@ -142,22 +147,22 @@ class RedFlagFact(_Fact):
         data.pop("display")
         return data
 
-    def describe(self) -> str:
-        return f"red flag: {self.display}{_when(self.date)}"
+    def what(self) -> str:
+        return f"red flag: {self.display}"
 
 
 class ReferralFact(_Fact):
     kind: Literal["physiotherapy-referral"] = "physiotherapy-referral"
 
-    def describe(self) -> str:
-        return f"active physiotherapy referral{_when(self.date)}"
+    def what(self) -> str:
+        return "active physiotherapy referral"
 
 
 class RejectedInputFact(_Fact):
     kind: Literal["rejected-input"] = "rejected-input"
     input: str
 
-    def describe(self) -> str:
+    def what(self) -> str:
         return f"rejected {self.input} observation"
 
 
