@@ -14,7 +14,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from cds.hooks.store import Store
 from cds.web.app import create_app
-from cds.web.review import CSP
+from cds.web.html import CSP
 from tests.paths import EXAMPLES, PROJECT_ROOT, load_json
 from tests.servers import running, service_settings
 

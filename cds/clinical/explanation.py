@@ -30,6 +30,7 @@ class RuleUsed(_Part):
     version: int
     title: str
     evidence: str = Field(description="Evidence grade of the rule (A strong … F expert opinion)")
+    recommends: bool = Field(default=False, description="This rule made the card; the others support it")
 
     @property
     def label(self) -> str:

@@ -82,6 +82,12 @@ class Action(_Strict):
         return self
 
 
+class Change(_Strict):
+    version: int = Field(ge=1)
+    date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    change: str
+
+
 class Rule(_Strict):
     id: str = Field(pattern=r"^[A-Z][A-Za-z0-9-]*$")
     version: int = Field(ge=1)
@@ -90,6 +96,7 @@ class Rule(_Strict):
     evidence: Evidence
     when: list[Condition] = Field(min_length=1)
     then: list[Action] = Field(min_length=1)
+    history: list[Change] = Field(default_factory=list, description="What changed in each version, newest first")
 
 
 class RuleFile(_Strict):

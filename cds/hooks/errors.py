@@ -43,3 +43,9 @@ class DataUnavailable(HookError):
     """Data the decision needs (the patient, the observations) could not be had from prefetch or fhirServer."""
 
     error = "data-unavailable"
+
+
+class UnknownRule(HookError):
+    """No rule has this id (the rule pages)."""
+
+    error = "unknown-rule"

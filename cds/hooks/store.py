@@ -169,24 +169,42 @@ class RuleUse:
 
 
 def rule_use(store: Store) -> dict[str, RuleUse]:
-    """Per rule label ("R3 v1"): cards issued and their feedback. Reads every row: fine for review, not analytics."""
+    """Per rule label ("R3 v1"): cards it stood behind, and what clinicians did with the cards it made.
+
+    `fired` counts every card a rule supported; accepted and overridden count only against the rules that made
+    the card (not those behind a card it builds on), and only the latest outcome of each card (a card accepted
+    and later overridden counts once, as overridden; every item stays stored). Reads every row: fine for review.
+    """
     with store.engine.connect() as conn:
         cards = conn.execute(sa.select(issued_cards.c.card_uuid, issued_cards.c.rules)).all()
-        items = conn.execute(sa.select(feedback.c.card_uuid, feedback.c.outcome, feedback.c.override_code)).all()
-    outcomes: dict[str, list[tuple[str, str | None]]] = {}
-    for card_uuid, outcome, reason in items:
-        outcomes.setdefault(card_uuid, []).append((outcome, reason))
+        items = conn.execute(sa.select(feedback.c.card_uuid, feedback.c.outcome, feedback.c.override_code,
+                                       feedback.c.outcome_timestamp, feedback.c.id)).all()
+    latest: dict[str, tuple[tuple[dt.datetime, int], str, str | None]] = {}
+    for card_uuid, outcome, reason, stamp, row_id in items:
+        order = (_instant(stamp), row_id)
+        if card_uuid not in latest or order > latest[card_uuid][0]:
+            latest[card_uuid] = (order, outcome, reason)
     use: dict[str, RuleUse] = {}
-    for card_uuid, rules in cards:
-        for rule in json.loads(rules):
-            entry = use.setdefault(rule_label(rule["id"], rule["version"]), RuleUse())
-            entry.fired += 1
-            for outcome, reason in outcomes.get(card_uuid, []):
-                entry.accepted += outcome == "accepted"
-                entry.overridden += outcome == "overridden"
-                if outcome == "overridden":
-                    entry.reasons[reason or "(no reason given)"] += 1
+    for card_uuid, rules_json in cards:
+        rules = json.loads(rules_json)
+        makers = [r for r in rules if r.get("recommends")] or rules  # cards stored before the flag: all rules
+        for rule in rules:
+            use.setdefault(rule_label(rule["id"], rule["version"]), RuleUse()).fired += 1
+        if card_uuid not in latest:
+            continue
+        _, outcome, reason = latest[card_uuid]
+        for rule in makers:
+            entry = use[rule_label(rule["id"], rule["version"])]
+            entry.accepted += outcome == "accepted"
+            entry.overridden += outcome == "overridden"
+            if outcome == "overridden":
+                entry.reasons[reason or "(no reason given)"] += 1
     return use
+
+
+def _instant(stamp: str) -> dt.datetime:
+    """An outcomeTimestamp (RFC 3339, checked on the way in) as an aware datetime, for ordering."""
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 def _sqlite_pragmas(connection: Any, _: Any) -> None:

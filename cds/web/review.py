@@ -13,14 +13,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import yaml
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, PackageLoader, select_autoescape
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 from pydantic import ValidationError
@@ -33,12 +31,10 @@ from cds.hooks.errors import HookError
 from cds.hooks.prefetch import request_for
 from cds.hooks.request import HOOKS, HookRequest, first_error
 from cds.hooks.store import Store, rule_use
+from cds.web.html import HEADERS, templates
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
-       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 INDICATORS = {"info": ("\u2139", "Info"), "warning": ("⚠", "Warning"), "critical": ("⛔", "Critical")}
 
-templates = Environment(loader=PackageLoader("cds.web", "templates"), autoescape=select_autoescape(["html"]))
 markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
 
 
@@ -149,7 +145,7 @@ class Review:
 def review_router(caller: HookCaller, catalog: dict[str, Service], store: Store) -> APIRouter:
     review = Review(caller, catalog, store)
     router = APIRouter(prefix="/review", tags=["review"])
-    headers = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+    headers = HEADERS
 
     @router.get("", response_class=HTMLResponse, summary="Review page: choose a patient")
     def choose(example: str | None = None, hook: str = "patient-view") -> HTMLResponse:
@@ -205,6 +201,3 @@ def parse_date(text: str) -> dt.date | None:
         return dt.date.fromisoformat(text) if text else None
     except ValueError:
         raise ReviewInputError(f"'{text}' is not a date (YYYY-MM-DD).") from None
-
-
-STATIC = Path(str(files("cds.web") / "static"))  # package data, wherever the package is installed

@@ -58,7 +58,7 @@ class CardBuilder:
         explanation = Explanation(
             recommendation=Recommendation(card=rec.name, side=rec.side),
             rules=[RuleUsed(id=r.id, version=r.version, title=self.ruleset.rule(r.id).title,
-                            evidence=self.ruleset.rule(r.id).evidence.grade) for r in rules],
+                            evidence=self.ruleset.rule(r.id).evidence.grade, recommends=r in rec.rules) for r in rules],
             facts=[FactUsed(id=f.id, source=f.source, description=f.describe()) for f in facts],
             findings=[FindingUsed(name=f.name, side=f.side) for f in findings],
             thresholds=self._thresholds([r.id for r in rules]),

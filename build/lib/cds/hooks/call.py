@@ -38,7 +38,8 @@ def issued_cards(cards: list[Card], service_id: str, hook_instance: str) -> list
         explanation = Explanation.of(card)
         out.append(IssuedCard(card_uuid=card.uuid, service_id=service_id, hook_instance=hook_instance.lower(),
                               card_kind=explanation.recommendation.card, side=explanation.recommendation.side,
-                              rules=[{"id": r.id, "version": r.version} for r in explanation.rules],
+                              rules=[{"id": r.id, "version": r.version, "recommends": r.recommends}
+                                     for r in explanation.rules],
                               suggestions=[s.uuid for s in card.suggestions or []]))
     return out
 

@@ -38,20 +38,23 @@ from cds.clinical.response import CDSResponse
 from cds.hooks.auth import Authenticator, AuthError, Caller, load_issuers
 from cds.hooks.call import HookCaller
 from cds.hooks.discovery import Discovery, Service, services
-from cds.hooks.errors import DataUnavailable, HookError, InvalidRequest, UnknownCard, UnknownService
+from cds.hooks.errors import DataUnavailable, HookError, InvalidRequest, UnknownCard, UnknownRule, UnknownService
 from cds.hooks.feedback import FeedbackRequest, FeedbackStored, parse_feedback, store_feedback
 from cds.hooks.prefetch import FetchLimits, FhirReader
 from cds.hooks.request import HookRequest, parse_request
 from cds.hooks.store import Store, patient_key
 from cds.settings import Settings
+from cds.web.html import STATIC
 from cds.web.observability import Metrics
-from cds.web.review import STATIC, review_router
+from cds.web.review import review_router
+from cds.web.rulepages import rule_router
 
 log = logging.getLogger("hipflex_cds.service")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 # The one place a domain error becomes an HTTP status (S2 #http-response; 412 per S2 #prefetch).
-STATUS: dict[type[HookError], int] = {InvalidRequest: 400, UnknownService: 404, UnknownCard: 404, DataUnavailable: 412}
+STATUS: dict[type[HookError], int] = {InvalidRequest: 400, UnknownService: 404, UnknownCard: 404, UnknownRule: 404,
+                                      DataUnavailable: 412}
 
 
 class BodyTooLarge(Exception):
@@ -208,7 +211,12 @@ def create_app(settings: Settings) -> FastAPI:
 
     if cds.auth is None:  # its buttons send feedback without a JWT, so it exists only where auth is off
         app.include_router(review_router(cds.caller, cds.catalog, cds.store))
-        app.mount("/review/static", StaticFiles(directory=STATIC), name="review-static")
+    app.include_router(rule_router(cds.pipeline, settings.coverage_report, review_pages=cds.auth is None))
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(UnknownRule)
+    async def unknown_rule(request: Request, exc: UnknownRule) -> JSONResponse:
+        return failure(exc) or error_body(404, exc.error, exc.message)
     app.mount("/docs/static", StaticFiles(directory=Path(swagger_ui.__file__).with_name("static")), name="docs-static")
 
     @app.exception_handler(StarletteHTTPException)

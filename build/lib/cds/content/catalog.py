@@ -1,0 +1,110 @@
+"""The rule catalog in words: what each rule checks, its thresholds, evidence, history and red flags.
+
+This is what a card's "Why this suggestion" link shows (`/rules/{id}`): it holds no patient data,
+only the content of `rules/`, so it is served with authentication on and off.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from cds.content.rules import Condition, Rule, RuleSet
+from cds.content.terminology import Terminology
+
+UNIT_WORDS = {"mrc-grade": "/5", "a": " years", "deg": "°", "%": " %"}
+OPERATOR_WORDS = {"equals": "is", "at_least": "at least", "at_most": "at most", "above": "above", "below": "below",
+                  "one_of": "one of"}
+SIDE_WORDS = {"same": "on the side being checked", "other": "on the other side", "left": "on the left",
+              "right": "on the right", "bilateral": "on both sides"}
+RED_FLAG_FINDING = "red-flag-present"
+
+
+class Threshold(BaseModel):
+    name: str
+    value: str
+    meaning: str
+
+
+class RulePage(BaseModel):
+    id: str
+    version: int
+    status: str
+    title: str
+    evidence_grade: str
+    evidence: str
+    checks: list[str]
+    then: list[str]
+    thresholds: list[Threshold]
+    history: list[str]
+    red_flags: list[str]
+    scenarios: list[str]
+
+
+def rule_pages(ruleset: RuleSet, terminology: Terminology, coverage: dict[str, list[str]] | None) -> list[RulePage]:
+    return [rule_page(rule, ruleset, terminology, coverage) for rule in ruleset.source.rules]
+
+
+def rule_page(rule: Rule, ruleset: RuleSet, terminology: Terminology,
+              coverage: dict[str, list[str]] | None) -> RulePage:
+    parameters = ruleset.source.parameters
+    thresholds = [Threshold(name=name.replace("_", " "), value=_value(parameters[name].value, parameters[name].unit),
+                            meaning=parameters[name].description) for name in ruleset.parameters_of(rule.id)]
+    history = [f"v{c.version} ({c.date}): {c.change}" for c in rule.history] or [f"v{rule.version}: current version"]
+    about_flags = any(c.finding == RED_FLAG_FINDING for c in rule.when) or any(
+        a.derive == RED_FLAG_FINDING for a in rule.then)
+    red_flags = [_flag(f.display, f.window_days) for f in terminology.red_flags] if about_flags else []
+    label = f"{rule.id} v{rule.version}"
+    return RulePage(id=rule.id, version=rule.version, status=rule.status, title=rule.title,
+                    evidence_grade=rule.evidence.grade, evidence=rule.evidence.source,
+                    checks=[_condition(c, ruleset) for c in rule.when],
+                    then=[_action(a.model_dump()) for a in rule.then],
+                    thresholds=thresholds, history=history, red_flags=red_flags,
+                    scenarios=(coverage or {}).get(label, []))
+
+
+def _value(value: Any, unit: str) -> str:
+    return f"{value}{UNIT_WORDS.get(unit, f' {unit}')}"
+
+
+def _flag(display: str, window_days: int | None) -> str:
+    return f"{display} (within {window_days} days)" if window_days else display
+
+
+def _condition(condition: Condition, ruleset: RuleSet) -> str:
+    if condition.fact is not None:
+        subject = f"the recorded {condition.fact.replace('-', ' ')}"
+    elif condition.finding is not None:
+        subject = f"the finding “{condition.finding.replace('-', ' ')}”"
+    else:
+        subject = f"the card “{str(condition.recommendation).replace('-', ' ')}”"
+    side = f" {SIDE_WORDS[condition.side]}" if condition.side else ""
+    tests = [_test(prop, spec, ruleset) for prop, spec in condition.tests.items()]
+    text = subject + side + (f" with {' and '.join(tests)}" if tests else "")
+    return f"there is no {text}" if condition.not_ else text
+
+
+def _test(prop: str, spec: Any, ruleset: RuleSet) -> str:
+    if not isinstance(spec, dict):
+        return f"{prop.replace('_', ' ')} {_named(spec, ruleset)}"
+    return " and ".join(f"{prop.replace('_', ' ')} {OPERATOR_WORDS.get(op, op)} {_named(raw, ruleset)}"
+                        for op, raw in spec.items())
+
+
+def _named(raw: Any, ruleset: RuleSet) -> str:
+    if isinstance(raw, list):
+        return ", ".join(_named(r, ruleset) for r in raw)
+    parameter = ruleset.source.parameters.get(str(raw))
+    if parameter is not None:
+        return f"{_value(parameter.value, parameter.unit)} ({str(raw).replace('_', ' ')})"
+    return str(raw)
+
+
+def _action(action: dict[str, Any]) -> str:
+    if action.get("derive"):
+        return f"derives the finding “{action['derive'].replace('-', ' ')}”"
+    verb = "recommends" if action.get("recommend") else "withholds"
+    target = action.get("recommend") or action.get("suppress")
+    card = target["card"] if isinstance(target, dict) else target
+    return f"{verb} the card “{str(card).replace('-', ' ')}”"

@@ -1,0 +1,56 @@
+"""The rule pages: `/rules` (the catalog) and `/rules/{id}`, for people (HTML) and machines (JSON).
+
+A card's `source.url` and its "Why this suggestion" link point here, so the pages are served with
+authentication on and off; they hold only the content of `rules/`, never patient data. JSON is
+answered to `Accept: application/json`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from cds.clinical.pipeline import Pipeline
+from cds.content.catalog import RulePage, rule_pages
+from cds.hooks.errors import UnknownRule
+from cds.web.html import HEADERS, templates
+
+
+def wants_json(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def rule_router(pipeline: Pipeline, coverage_report: Path, *, review_pages: bool) -> APIRouter:
+    router = APIRouter(tags=["rules"])
+    ruleset = {"id": pipeline.ruleset.source.ruleset, "version": pipeline.ruleset.source.version}
+
+    def pages() -> list[RulePage]:
+        coverage = json.loads(coverage_report.read_text()) if coverage_report.is_file() else None
+        return rule_pages(pipeline.ruleset, pipeline.terminology, coverage)
+
+    @router.get("/rules", summary="The rule catalog (HTML, or JSON on Accept)")
+    def catalog(request: Request) -> Response:
+        found = pages()
+        if wants_json(request):
+            return JSONResponse({"ruleset": ruleset, "rules": [p.model_dump() for p in found]})
+        html = templates.get_template("rule_catalog.html").render(pages=found, ruleset=ruleset,
+                                                                 review_pages=review_pages)
+        return HTMLResponse(html, headers=HEADERS)
+
+    @router.get("/rules/{rule_id}", summary="One rule (HTML, or JSON on Accept)")
+    def rule(rule_id: str, request: Request) -> Response:
+        page = next((p for p in pages() if p.id == rule_id), None)
+        if page is None:
+            raise UnknownRule(f"no rule with id {rule_id!r}; the catalog is at /rules")
+        if wants_json(request):
+            return JSONResponse(page.model_dump() | {"ruleset": ruleset})
+        html = templates.get_template("rule.html").render(page=page, ruleset=ruleset, review_pages=review_pages)
+        return HTMLResponse(html, headers=HEADERS)
+
+    for path, page in (("/rules", catalog), ("/rules/{rule_id}", rule)):  # HEAD wherever GET works
+        router.add_api_route(path, page, methods=["HEAD"], include_in_schema=False)
+    return router
