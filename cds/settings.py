@@ -44,6 +44,14 @@ class Settings(BaseSettings):
     fhir_read_seconds: float = Field(default=5.0, gt=0, le=60)
     fhir_max_bytes: int = Field(default=5_000_000, ge=1024)
     fhir_max_pages: int = Field(default=5, ge=1, le=100)
+    fhir_deadline_seconds: float = Field(default=5.0, gt=0, le=60,
+                                         description="All reads of one hook call together end by then")
+    fhir_servers: list[str] = Field(default_factory=list,
+                                    description="fhirServer base URLs the service may read from while authentication "
+                                                "is off (with issuers: each issuer's fhir_servers)")
+    max_calls_in_flight: int = Field(default=64, ge=1, description="More hook calls at once get 503 + Retry-After")
+    max_feedback_items: int = Field(default=100, ge=1, description="Feedback items in one call")
+    max_resources: int = Field(default=5000, ge=10, description="FHIR resources one hook call may carry or fetch")
 
     @model_validator(mode="after")
     def _data_dir_defaults(self) -> Settings:

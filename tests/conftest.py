@@ -16,7 +16,7 @@ from cds.clinical.pipeline import Pipeline
 from cds.content.rules import RuleSet, load_rules
 from cds.content.terminology import Terminology, load_terminology
 from cds.hooks.call import HookCaller
-from cds.hooks.prefetch import FetchLimits, FhirReader
+from cds.hooks.fhirclient import FetchLimits, FhirReader
 from cds.hooks.store import Store
 from cds.hooks.store import metadata as store_tables
 from cds.settings import Settings
@@ -42,11 +42,9 @@ def pipeline() -> Pipeline:
 
 
 @pytest.fixture(scope="session")
-def hook_caller(pipeline: Pipeline) -> Iterator[HookCaller]:
+def hook_caller(pipeline: Pipeline) -> HookCaller:
     """The service's hook call without HTTP or store (scenarios, CLI parity)."""
-    reader = FhirReader(FetchLimits())
-    yield HookCaller(pipeline, reader)
-    reader.close()
+    return HookCaller(pipeline, FhirReader(FetchLimits()))
 
 
 @pytest.fixture

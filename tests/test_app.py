@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from cds.clinical.explanation import Explanation
@@ -29,6 +30,7 @@ from tests.servers import FhirStub, running, service_settings
 from tests.signing import SANDBOX_ISSUER, SANDBOX_KID, Signer, sandbox_issuers, sandbox_token
 
 PATIENT_VIEW = "/cds-services/hipflex-patient-view"
+JSON = {"Content-Type": "application/json"}
 PUBLIC = "https://cds.example.org"
 P01_CARDS = [(c["card"], c["side"]) for c in expected_for(EXAMPLES / "P01-classic-right.json")["cards"]]
 
@@ -102,7 +104,7 @@ def test_order_select_on_another_order_says_nothing(base_url: str) -> None:
 ])
 def test_bad_requests_get_specific_errors(base_url: str, body: Any, status: int, field: str | None) -> None:
     url = f"{base_url}{PATIENT_VIEW}"
-    response = httpx.post(url, content=body) if isinstance(body, bytes) else httpx.post(url, json=body)
+    response = httpx.post(url, content=body, headers=JSON) if isinstance(body, bytes) else httpx.post(url, json=body)
     assert response.status_code == status
     payload = response.json()
     assert payload.get("field") == field
@@ -126,8 +128,8 @@ def test_unknown_paths_and_methods_get_the_same_error_shape(base_url: str, metho
 def test_a_body_over_the_limit_is_413_declared_or_streamed(tmp_path: Path) -> None:
     with running(create_app(service_settings(tmp_path, max_body_bytes=4096))) as url:
         big = json.dumps(hook_request(padding="x" * 10_000)).encode()
-        declared = httpx.post(f"{url}{PATIENT_VIEW}", content=big)
-        streamed = httpx.post(f"{url}{PATIENT_VIEW}", content=iter([big[:3000], big[3000:]]))
+        declared = httpx.post(f"{url}{PATIENT_VIEW}", content=big, headers=JSON)
+        streamed = httpx.post(f"{url}{PATIENT_VIEW}", content=iter([big[:3000], big[3000:]]), headers=JSON)
     for response in (declared, streamed):
         assert (response.status_code, response.json()["error"]) == (413, "too-large")
     assert "transfer-encoding" not in declared.request.headers
@@ -152,19 +154,21 @@ def with_fhir_server(stub: FhirStub, token: str = "ehr-access-token-42") -> dict
     return body
 
 
-def test_without_prefetch_the_data_are_fetched_from_the_fhir_server(base_url: str, fhir_stub: FhirStub) -> None:
+def test_without_prefetch_the_data_are_fetched_from_the_fhir_server(tmp_path: Path, fhir_stub: FhirStub) -> None:
     request = with_fhir_server(fhir_stub)
-    templates = httpx.get(f"{base_url}/cds-services").json()["services"][0]["prefetch"]
-    serve_p01(fhir_stub, request, templates)
-    response = httpx.post(f"{base_url}{PATIENT_VIEW}", json=request)
+    with running(create_app(service_settings(tmp_path, fhir_servers=[fhir_stub.base]))) as url:
+        templates = httpx.get(f"{url}/cds-services").json()["services"][0]["prefetch"]
+        serve_p01(fhir_stub, request, templates)
+        response = httpx.post(f"{url}{PATIENT_VIEW}", json=request)
     assert response.status_code == 200
     assert kinds(response.json()) == P01_CARDS
     assert len(fhir_stub.seen) == 5
     assert {s.authorization for s in fhir_stub.seen} == {"Bearer ehr-access-token-42"}
 
 
-def test_a_failing_fhir_server_is_412_naming_the_data(base_url: str, fhir_stub: FhirStub) -> None:
-    response = httpx.post(f"{base_url}{PATIENT_VIEW}", json=with_fhir_server(fhir_stub))
+def test_a_failing_fhir_server_is_412_naming_the_data(tmp_path: Path, fhir_stub: FhirStub) -> None:
+    with running(create_app(service_settings(tmp_path, fhir_servers=[fhir_stub.base]))) as url:
+        response = httpx.post(f"{url}{PATIENT_VIEW}", json=with_fhir_server(fhir_stub))
     assert response.status_code == 412
     assert response.json()["field"] == "prefetch.patient"
     assert "ehr-access-token-42" not in response.text
@@ -252,7 +256,7 @@ def test_cors_preflight_allows_the_configured_origin_only(secured: str) -> None:
 def test_metrics_count_requests_cards_by_rule_and_feedback(tmp_path: Path) -> None:
     with running(create_app(service_settings(tmp_path))) as url:
         card = httpx.post(f"{url}{PATIENT_VIEW}", json=hook_request()).json()["cards"][0]
-        httpx.post(f"{url}{PATIENT_VIEW}", content=b"{")
+        httpx.post(f"{url}{PATIENT_VIEW}", content=b"{", headers=JSON)
         httpx.post(f"{url}/cds-services/no-such-service", json={})
         httpx.post(f"{url}{PATIENT_VIEW}/feedback", json=feedback_for(card))
         text = httpx.get(f"{url}/metrics").text
@@ -278,6 +282,9 @@ def test_health_reports_rules_and_store(base_url: str) -> None:
 def test_logs_hold_no_token_jwt_or_patient_data(tmp_path: Path, issuers_file: Path, signer: Signer,
                                                 fhir_stub: FhirStub, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
+    listed = yaml.safe_load(issuers_file.read_text())
+    listed["issuers"][0]["fhir_servers"] = [fhir_stub.base]
+    issuers_file.write_text(yaml.safe_dump(listed))
     settings = service_settings(tmp_path, issuers_file=issuers_file, public_url=PUBLIC)
     jwt_token = signer.token(f"{PUBLIC}{PATIENT_VIEW}")
     request = with_fhir_server(fhir_stub, token="ehr-access-token-42")

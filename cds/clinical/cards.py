@@ -33,6 +33,8 @@ from cds.content.rules import RuleSet
 from cds.content.terminology import Terminology
 
 UNIT_WORDS = {"mrc-grade": "/5", "a": " years", "deg": "°", "%": " %"}
+MAX_ISSUE_NOTES = 5  # a panel shows a few; the explanation extension keeps the first MAX_EXPLAINED_ISSUES
+MAX_EXPLAINED_ISSUES = 50
 
 
 class CardBuilder:
@@ -62,11 +64,13 @@ class CardBuilder:
             facts=[FactUsed(id=f.id, source=f.source, description=f.describe()) for f in facts],
             findings=[FindingUsed(name=f.name, side=f.side) for f in findings],
             thresholds=self._thresholds([r.id for r in rules]),
-            issues=reported,
+            issues=reported[:MAX_EXPLAINED_ISSUES],
             ruleset=RulesetRef(id=self.ruleset.source.ruleset, version=self.ruleset.source.version))
         notes = list(self._notes(rec, evaluation)) + [
             f"{'Not available' if i.code == 'unavailable' else 'Not used'}: {_kind_of(i.resource)} — {i.message}."
-            for i in reported]
+            for i in reported[:MAX_ISSUE_NOTES]]
+        if len(reported) > MAX_ISSUE_NOTES:
+            notes.append(f"{len(reported) - MAX_ISSUE_NOTES} more records were not used; see the data issues.")
         page = f"{self.rules_url}/{rec.rules[0].id}" if self.rules_url and rec.rules else None
         return Card(
             summary=text.summary.format(**words),

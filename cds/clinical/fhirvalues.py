@@ -27,10 +27,9 @@ class Reject(Exception):
 
 def codings(concept: Any) -> list[tuple[str, str]]:
     """(system, code) pairs of a CodeableConcept; nothing for anything else."""
-    if not isinstance(concept, dict):
-        return []
-    return [(str(c.get("system", "")), str(c.get("code", ""))) for c in concept.get("coding") or []
-            if isinstance(c, dict)]
+    coding = concept.get("coding") if isinstance(concept, dict) else None
+    return [(str(c.get("system", "")), str(c.get("code", ""))) for c in coding if isinstance(c, dict)] \
+        if isinstance(coding, list) else []
 
 
 def to_date(value: Any) -> dt.date | None:

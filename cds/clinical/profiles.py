@@ -28,6 +28,7 @@ class Profiles:
     def __init__(self, terminology: Terminology, context: Context, out: Validated) -> None:
         self.t, self.ctx, self.out = terminology, context, out
         self.readings: list[Reading] = []
+        self.patients: list[dict[str, Any]] = []
 
     def check(self, resource: dict[str, Any]) -> None:
         handler = {"Observation": self.observation, "Condition": self.condition, "Procedure": self.procedure,
@@ -38,6 +39,14 @@ class Profiles:
     # ---- Patient and user --------------------------------------------------------------------------
     def patient(self, resource: dict[str, Any]) -> None:
         ref = f"Patient/{resource.get('id')}"
+        if any(seen == resource for seen in self.patients):
+            return  # the same Patient again (a search that _include-s it): nothing new
+        if any(seen.get("id") == resource.get("id") for seen in self.patients):
+            self.out.issue(ref, "Patient", "error", "conflicting-patient",
+                           "the same Patient was sent twice with different contents: neither copy is used")
+            self.out.facts[:] = [f for f in self.out.facts if f.kind != "age"]
+            return
+        self.patients.append(resource)
         if self.out.patient_id is None:
             self.out.patient_id = resource.get("id")
         elif resource.get("id") != self.out.patient_id:
@@ -223,7 +232,7 @@ class Profiles:
 
     def service_request(self, resource: dict[str, Any]) -> None:
         ref = f"ServiceRequest/{resource.get('id')}"
-        being_ordered = resource.get("status") == "draft" and resource.get("id") in self.ctx.selected_orders
+        being_ordered = resource.get("status") == "draft" and str(resource.get("id")) in self.ctx.selected_orders
         if (resource.get("status") != "active" and not being_ordered) or not self._subject_ok(resource, ref):
             return
         if set(codings(resource.get("code"))) & self.t.physiotherapy_codes:

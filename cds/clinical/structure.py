@@ -6,8 +6,10 @@ resource, and a chart's vital signs and labs are recognised and skipped instead.
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import json
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
@@ -16,16 +18,37 @@ from pydantic import ValidationError
 from cds.clinical.fhirvalues import codings
 from cds.content.terminology import Terminology
 
+CACHE_ENTRIES = 4096
+CACHE_MAX_RESOURCE_BYTES = 64_000  # larger resources are checked every time, never kept
+_verdicts: OrderedDict[bytes, tuple[tuple[str, str], ...]] = OrderedDict()
+_lock = threading.Lock()
 
-@functools.lru_cache(maxsize=4096)
-def structure_errors(canonical: str) -> tuple[tuple[str, str], ...]:
-    """fhir.resources' verdict on one resource (canonical JSON), as (element path, message) pairs.
 
-    Cached by content: the same patient's resources come back with every hook of a visit (patient-view,
-    encounter-start, order-select, re-opened charts), and this check is most of a call's cost. The cache
-    lives in process memory only and is bounded; a changed resource is a different key.
+def structure_errors(resource: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """fhir.resources' verdict on one resource, as (element path, message) pairs.
+
+    Cached by a digest of its content: the same patient's resources come back with every hook of a visit
+    (patient-view, encounter-start, order-select, re-opened charts), and this check is most of a call's
+    cost. The cache keeps digests and verdicts only (about 100 bytes an entry, 4,096 entries), so unique
+    multi-megabyte resources cannot grow it; a changed resource is a different key.
     """
-    resource = json.loads(canonical)
+    canonical = json.dumps(resource, sort_keys=True, separators=(",", ":")).encode()
+    if len(canonical) > CACHE_MAX_RESOURCE_BYTES:
+        return _check(resource)
+    key = hashlib.sha256(canonical).digest()
+    with _lock:
+        if key in _verdicts:
+            _verdicts.move_to_end(key)
+            return _verdicts[key]
+    verdict = _check(resource)
+    with _lock:
+        _verdicts[key] = verdict
+        while len(_verdicts) > CACHE_ENTRIES:
+            _verdicts.popitem(last=False)
+    return verdict
+
+
+def _check(resource: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     rtype = resource["resourceType"]
     try:
         get_fhir_model_class(rtype).model_validate(resource)
@@ -33,11 +56,6 @@ def structure_errors(canonical: str) -> tuple[tuple[str, str], ...]:
         return tuple((".".join(str(p) for p in (rtype, *e["loc"]) if not str(p).startswith("function")), e["msg"])
                      for e in exc.errors()[:3])
     return ()
-
-
-def check(resource: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    """The structure errors of one resource (none for a valid one)."""
-    return structure_errors(json.dumps(resource, sort_keys=True, separators=(",", ":")))
 
 
 def may_be_used(resource: dict[str, Any], t: Terminology) -> bool:

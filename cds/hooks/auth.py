@@ -53,6 +53,9 @@ class TrustedIssuer(BaseModel):
     jwks_url: str | None = Field(default=None, pattern=r"^https?://", description="Its JWK Set, fetched and cached")
     jwks_file: Path | None = Field(default=None, description="Its JWK Set, exchanged out of band")
     jku: list[str] = Field(default_factory=list, description="`jku` header values honoured for this issuer")
+    fhir_servers: list[str] = Field(default_factory=list,
+                                    description="fhirServer base URLs this issuer's calls may name (read with the "
+                                                "caller's token); none listed = none read")
 
     @model_validator(mode="after")
     def _has_keys(self) -> TrustedIssuer:
@@ -80,6 +83,7 @@ class Caller:
     issuer: str
     jti: str
     tenant: str | None
+    fhir_servers: tuple[str, ...] = ()
 
 
 class KeySets:
@@ -87,10 +91,11 @@ class KeySets:
 
     def __init__(self, http: httpx.Client) -> None:
         self.http = http
-        self.cache: dict[str, tuple[float, dict[str, jwt.PyJWK]]] = {}
+        self.cache: dict[str, tuple[float, dict[str, tuple[jwt.PyJWK, str | None]]]] = {}
         self.lock = threading.Lock()
 
-    def key(self, where: str, kid: str) -> jwt.PyJWK:
+    def key(self, where: str, kid: str) -> tuple[jwt.PyJWK, str | None]:
+        """The key named `kid`, and the algorithm its JWK was published for (None when it names none)."""
         with self.lock:
             fetched_at, keys = self.cache.get(where, (0.0, {}))
             if kid not in keys and time.monotonic() - fetched_at > JWKS_REFRESH_SECONDS:
@@ -100,7 +105,7 @@ class KeySets:
             raise AuthError("unknown-kid", f"no key with kid {kid!r} in the issuer's key set")
         return keys[kid]
 
-    def _load(self, where: str) -> dict[str, jwt.PyJWK]:
+    def _load(self, where: str) -> dict[str, tuple[jwt.PyJWK, str | None]]:
         try:
             if where.startswith(("http://", "https://")):
                 response = self.http.get(where, headers={"Accept": "application/json"})
@@ -110,7 +115,8 @@ class KeySets:
                 data = response.json()
             else:
                 data = json.loads(Path(where).read_text())
-            return {str(k["kid"]): jwt.PyJWK(k) for k in data["keys"] if isinstance(k, dict) and "kid" in k}
+            return {str(k["kid"]): (jwt.PyJWK(k), k.get("alg")) for k in data["keys"]
+                    if isinstance(k, dict) and "kid" in k}
         except (httpx.HTTPError, OSError, ValueError, KeyError, TypeError, jwt.PyJWKError):
             raise AuthError("keyset-unavailable", "the issuer's key set could not be loaded") from None
 
@@ -138,14 +144,16 @@ class Authenticator:
         claimed, kid = str(claims.get("iss"))[:200], str(header.get("kid"))[:200]
         try:
             issuer = self._issuer(header, claims)
-            key = self.keys.key(self._key_source(issuer, header), str(header.get("kid")))
+            key, published = self.keys.key(self._key_source(issuer, header), str(header.get("kid")))
+            if published is not None and published != header["alg"]:
+                raise AuthError("algorithm", f"the key is published for {published}, not {header['alg']}")
             payload = self._decode(token, key, header["alg"], issuer.iss, audience)
             jti = str(payload["jti"])
             if not self.first_use(issuer.iss, jti, int(payload["exp"])):
                 raise AuthError("replayed", "this token was used before (jti replay)")
         except AuthError as exc:
             raise exc.about(claimed, kid) from None
-        return Caller(issuer=issuer.iss, jti=jti, tenant=payload.get("tenant"))
+        return Caller(issuer=issuer.iss, jti=jti, tenant=payload.get("tenant"), fhir_servers=tuple(issuer.fhir_servers))
 
     def _issuer(self, header: dict[str, Any], claims: dict[str, Any]) -> TrustedIssuer:
         if header.get("alg") not in ALGORITHMS:
@@ -191,6 +199,12 @@ class Authenticator:
             raise AuthError("signature", "the token's signature does not verify") from None
         except (jwt.PyJWTError, ValueError, TypeError):
             raise AuthError("invalid", "the token could not be verified") from None
+        for claim in ("exp", "iat", "nbf"):
+            if claim in payload and (isinstance(payload[claim], bool) or not isinstance(payload[claim], int | float)):
+                raise AuthError("invalid", f"the {claim} claim must be a number (NumericDate)")
+        jti = payload["jti"]
+        if not isinstance(jti, str) or not jti.strip() or len(jti) > 255:
+            raise AuthError("invalid", "the jti claim must be a non-empty string of at most 255 characters")
         if int(payload["exp"]) - int(payload["iat"]) > self.max_lifetime:
             raise AuthError("lifetime", f"the token lives longer than {self.max_lifetime} s")
         return payload

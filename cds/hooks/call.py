@@ -7,17 +7,23 @@ are raised as domain errors (`cds.hooks.errors`); the web layer alone turns them
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from cds.clinical.context import Context
 from cds.clinical.explanation import Explanation
 from cds.clinical.pipeline import Decision, Pipeline
 from cds.clinical.response import Card, CDSResponse
+from cds.content.facts import DataIssue
+from cds.hooks.auth import Caller
 from cds.hooks.discovery import Service
-from cds.hooks.prefetch import FhirReader, gather
+from cds.hooks.errors import InvalidRequest
+from cds.hooks.fhirclient import FhirReader
+from cds.hooks.prefetch import gather
 from cds.hooks.request import HookRequest, selected_knee_physiotherapy
 from cds.hooks.store import IssuedCard, Store
 
@@ -31,7 +37,8 @@ class Answer:
     issued: list[IssuedCard] = field(default_factory=list)
 
 
-def issued_cards(cards: list[Card], service_id: str, hook_instance: str) -> list[IssuedCard]:
+def issued_cards(cards: list[Card], service_id: str, hook_instance: str,
+                 caller: Caller | None = None) -> list[IssuedCard]:
     """What the store keeps of each card: ids, kind, side and the rule versions behind it."""
     out = []
     for card in cards:
@@ -40,7 +47,8 @@ def issued_cards(cards: list[Card], service_id: str, hook_instance: str) -> list
                               card_kind=explanation.recommendation.card, side=explanation.recommendation.side,
                               rules=[{"id": r.id, "version": r.version, "recommends": r.recommends}
                                      for r in explanation.rules],
-                              suggestions=[s.uuid for s in card.suggestions or []]))
+                              suggestions=[s.uuid for s in card.suggestions or []],
+                              issuer=caller.issuer if caller else None, tenant=caller.tenant if caller else None))
     return out
 
 
@@ -57,19 +65,36 @@ class HookCaller:
         self.deciding = threading.Lock()
 
     def call(self, service: Service, request: HookRequest, today: dt.date | None = None) -> Answer:
-        """Gather, decide, remember the cards. `today` replays a date (review page, CLI, scenarios)."""
+        """One call from synchronous code (CLI, review page, scenarios): prefetch, or servers listed in settings."""
+        return asyncio.run(self.call_async(service, request, today))
+
+    async def call_async(self, service: Service, request: HookRequest, today: dt.date | None = None,
+                         caller: Caller | None = None) -> Answer:
+        """Gather (concurrently, within one deadline, only from the FHIR servers the caller's issuer lists, or
+        HIPFLEX_FHIR_SERVERS without authentication), decide in a worker thread, remember the cards with who
+        asked. `today` replays a date (review page, CLI, scenarios)."""
+        allowed = caller.fhir_servers if caller is not None else tuple(self.pipeline.settings.fhir_servers)
         drafts = []
         if service.hook == "order-select":
             drafts = selected_knee_physiotherapy(request, self.pipeline.terminology)
             if not drafts:
                 return Answer(CDSResponse(cards=[]), None)
-        gathered = gather(request, service.prefetch, self.reader)
+        gathered = await gather(request, service.prefetch, self.reader, allowed)
+        limit = self.pipeline.settings.max_resources
+        if len(gathered.resources) > limit:
+            raise InvalidRequest(f"the call carries {len(gathered.resources)} FHIR resources; at most {limit} are "
+                                 "evaluated (HIPFLEX_MAX_RESOURCES)", "prefetch", error="too-many-resources")
         context = Context(today=today or self.today(), patient_id=request.patient_id, user_id=request.user_id,
                           lookback_days=self.pipeline.settings.lookback_days,
                           selected_orders=frozenset(str(d.get("id")) for d in drafts))
+        return await asyncio.to_thread(self._decide, service, request, gathered.resources + drafts, context,
+                                       gathered.issues, caller)
+
+    def _decide(self, service: Service, request: HookRequest, resources: list[dict[str, Any]], context: Context,
+                unavailable: list[DataIssue], caller: Caller | None) -> Answer:
         with self.deciding:
-            decision = self.pipeline.decide(gathered.resources + drafts, context, gathered.issues)
-        issued = issued_cards(decision.cards, service.id, request.hookInstance)
+            decision = self.pipeline.decide(resources, context, unavailable)
+        issued = issued_cards(decision.cards, service.id, request.hookInstance, caller)
         if self.store is not None:
             self.store.record_cards(issued, request.patient_id)
         return Answer(decision.response(), decision, issued)

@@ -12,19 +12,19 @@ The access token is used for this request only and never appears in a log or an 
 
 from __future__ import annotations
 
-import json
-import logging
+import asyncio
 import re
+import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from cds.content.facts import DataIssue
 from cds.content.terminology import Terminology
 from cds.hooks.errors import DataUnavailable
+from cds.hooks.fhirclient import FetchFailed, FhirReader
 from cds.hooks.request import HookRequest, entry_resources
 
 REQUIRED_KEYS = ("patient", "observations")
@@ -83,18 +83,6 @@ def request_for(resources: list[dict[str, Any]], hook: str, templates: dict[str,
             "prefetch": prefetch_from(resources, templates)}
 
 
-class FetchFailed(Exception):
-    """Why a FHIR read failed, in words safe to show the caller (no token, no patient data)."""
-
-
-@dataclass(frozen=True)
-class FetchLimits:
-    connect_seconds: float = 2.0
-    read_seconds: float = 5.0
-    max_bytes: int = 5_000_000
-    max_pages: int = 5
-
-
 @dataclass
 class Gathered:
     resources: list[dict[str, Any]] = field(default_factory=list)
@@ -111,87 +99,67 @@ def render(template: str, request: HookRequest) -> str | None:
     return None if missing else TOKEN.sub(lambda m: values[m.group(1)], template)
 
 
-class FhirReader:
-    """GETs JSON from the EHR's FHIR server: no redirects, no proxies from the environment, capped."""
-
-    def __init__(self, limits: FetchLimits, transport: httpx.BaseTransport | None = None) -> None:
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs each URL, and ours carry patient ids
-        self.limits = limits
-        timeout = httpx.Timeout(limits.read_seconds, connect=limits.connect_seconds)
-        self.client = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False, transport=transport)
-
-    def close(self) -> None:
-        self.client.close()
-
-    def get(self, url: str, token: str | None) -> dict[str, Any] | None:
-        """The JSON resource at `url`; None for 404/410 (nothing there); FetchFailed otherwise."""
-        headers = {"Accept": "application/fhir+json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        try:
-            with self.client.stream("GET", url, headers=headers) as response:
-                if response.status_code in (404, 410) and "?" not in url:
-                    return None  # a read of something that is not there; a search never 404s on no match
-                if response.status_code != 200:
-                    raise FetchFailed(f"the FHIR server answered HTTP {response.status_code}")
-                body = self._read_capped(response)
-        except httpx.TimeoutException:
-            raise FetchFailed("the FHIR server did not answer in time") from None
-        except httpx.HTTPError as exc:
-            raise FetchFailed(f"the FHIR server could not be reached ({type(exc).__name__})") from None
-        try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise FetchFailed("the FHIR server's answer is not JSON") from None
-        if not isinstance(data, dict) or "resourceType" not in data:
-            raise FetchFailed("the FHIR server's answer is not a FHIR resource")
-        return data
-
-    def _read_capped(self, response: httpx.Response) -> bytes:
-        chunks, size = [], 0
-        for chunk in response.iter_bytes():
-            size += len(chunk)
-            if size > self.limits.max_bytes:
-                raise FetchFailed(f"the FHIR server's answer is over {self.limits.max_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-
-def gather(request: HookRequest, templates: dict[str, str], reader: FhirReader) -> Gathered:
-    """Every template key resolved from prefetch or the FHIR server, or reported as unavailable."""
+async def gather(request: HookRequest, templates: dict[str, str], reader: FhirReader,
+                 allowed: Sequence[str] = ()) -> Gathered:
+    """Every template key resolved from prefetch or the FHIR server (only from `allowed` servers, all keys
+    concurrently, within one deadline), or reported as unavailable."""
     out = Gathered()
     prefetch = request.prefetch or {}
+    deadline = time.monotonic() + reader.limits.deadline_seconds
+    jobs: dict[str, Any] = {}
     for key, template in templates.items():
         value = prefetch.get(key, ...)
-        try:
-            if value is None:
-                out.origin[key] = "empty"
-            elif isinstance(value, dict) and value.get("resourceType") not in (None, "OperationOutcome"):
-                out.resources += _resources(value, request, reader)
-                out.origin[key] = "prefetch"
-            else:
-                why = "the client reported an error for it" if isinstance(value, dict) else "it was not prefetched"
-                out.resources += _fetch(key, template, request, reader, why)
-                out.origin[key] = "fetched"
-        except FetchFailed as exc:
+        if value is None:
+            out.origin[key] = "empty"
+        elif isinstance(value, dict) and value.get("resourceType") not in (None, "OperationOutcome"):
+            jobs[key] = _resources(value, request, reader, allowed, deadline)
+            out.origin[key] = "prefetch"
+        else:
+            why = "the client reported an error for it" if isinstance(value, dict) else "it was not prefetched"
+            jobs[key] = _fetch(key, template, request, reader, why, allowed, deadline)
+            out.origin[key] = "fetched"
+    results = await _all_within(jobs, deadline, reader.limits.deadline_seconds)
+    for key, result in results.items():
+        if isinstance(result, FetchFailed):
             out.origin[key] = "unavailable"
-            _unavailable(out, key, template, str(exc))
+            _unavailable(out, key, templates[key], str(result))
+        else:
+            out.resources += result
     return out
 
 
-def _fetch(key: str, template: str, request: HookRequest, reader: FhirReader, why: str) -> list[dict[str, Any]]:
+async def _all_within(jobs: dict[str, Any], deadline: float, seconds: float) -> dict[str, Any]:
+    """Run the jobs side by side; a job still running at the deadline is cancelled and counts as failed."""
+    tasks = {key: asyncio.ensure_future(job) for key, job in jobs.items()}
+    if tasks:
+        await asyncio.wait(tasks.values(), timeout=max(0.0, deadline - time.monotonic()))
+    results: dict[str, Any] = {}
+    for key, task in tasks.items():
+        if not task.done():
+            task.cancel()
+            results[key] = FetchFailed(f"the FHIR server did not answer within {seconds:g} s")
+        elif isinstance(task.exception(), FetchFailed):
+            results[key] = task.exception()
+        else:
+            results[key] = task.result()
+    return results
+
+
+async def _fetch(key: str, template: str, request: HookRequest, reader: FhirReader, why: str,
+                 allowed: Sequence[str], deadline: float) -> list[dict[str, Any]]:
     if not request.fhirServer:
         raise FetchFailed(f"{why} and the request has no fhirServer to fetch it from")
     path = render(template, request)
     if path is None:
         raise FetchFailed(f"{why} and its template needs a context value the request does not carry")
-    found = reader.get(f"{request.fhirServer.rstrip('/')}/{path}", request.access_token)
+    found = await reader.get(f"{request.fhirServer.rstrip('/')}/{path}", request.access_token, allowed, deadline)
     if found is None and key in REQUIRED_KEYS:
         raise FetchFailed(f"the FHIR server has no {path.split('?')[0]}")
-    return [] if found is None else _resources(found, request, reader)
+    return [] if found is None else await _resources(found, request, reader, allowed, deadline)
 
 
-def _resources(value: dict[str, Any], request: HookRequest, reader: FhirReader) -> list[dict[str, Any]]:
+async def _resources(value: dict[str, Any], request: HookRequest, reader: FhirReader, allowed: Sequence[str],
+                     deadline: float) -> list[dict[str, Any]]:
     """A resource, or a searchset's resources with its `next` pages (same server only, up to the limit)."""
     if value.get("resourceType") != "Bundle":
         return [value]
@@ -205,22 +173,26 @@ def _resources(value: dict[str, Any], request: HookRequest, reader: FhirReader) 
             raise FetchFailed("a search result has more pages but they are not on the request's fhirServer")
         if pages >= reader.limits.max_pages:
             raise FetchFailed(f"a search result has more than {reader.limits.max_pages} pages")
-        fetched = reader.get(next_url, request.access_token)
+        fetched = await reader.get(next_url, request.access_token, allowed, deadline)
         if fetched is None:
             raise FetchFailed("a next page of a search result is gone")
         page, pages = fetched, pages + 1
 
 
 def _next_link(bundle: dict[str, Any]) -> str | None:
-    for link in bundle.get("link") or []:
+    links = bundle.get("link")
+    for link in links if isinstance(links, list) else []:
         if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
             return str(link["url"])
     return None
 
 
 def _same_origin(url: str, base: str) -> bool:
-    a, b = urlsplit(url), urlsplit(base)
-    return (a.scheme, a.netloc) == (b.scheme, b.netloc)
+    try:
+        a, b = urlsplit(url), urlsplit(base)
+        return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+    except ValueError:
+        return False
 
 
 def _unavailable(out: Gathered, key: str, template: str, reason: str) -> None:

@@ -12,14 +12,16 @@ import json
 import re
 from typing import Any
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cds.clinical.fhirvalues import codings
 from cds.content.terminology import Terminology
+from cds.hooks import fhirclient
 from cds.hooks.errors import InvalidRequest
 
-REFERENCE = re.compile(r"^[A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
-FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+REFERENCE = re.compile(r"[A-Za-z]+/[A-Za-z0-9\-.]{1,64}")  # always fullmatch: `$` would accept a trailing newline
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 REQUIRED_CONTEXT: dict[str, tuple[str, ...]] = {
     "patient-view": ("userId", "patientId"),
@@ -41,6 +43,13 @@ class FhirAuthorization(BaseModel):
     subject: str
     patient: str | None = None
 
+    @field_validator("access_token")
+    @classmethod
+    def _header_safe(cls, value: str) -> str:
+        if not value.isascii() or not value.isprintable() or " " in value:
+            raise ValueError("access_token must be printable ASCII without spaces (it is sent as a Bearer header)")
+        return value
+
     @field_validator("token_type")
     @classmethod
     def _bearer(cls, value: str) -> str:
@@ -61,6 +70,19 @@ class HookRequest(BaseModel):
     context: dict[str, Any]
     prefetch: dict[str, Any] | None = None
 
+    @field_validator("fhirServer")
+    @classmethod
+    def _usable_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            url = httpx.URL(value)
+        except (httpx.InvalidURL, ValueError, UnicodeError):
+            raise ValueError("fhirServer is not a usable URL") from None
+        if url.scheme not in ("http", "https") or not url.host or len(value) > 2000:
+            raise ValueError("fhirServer must be an http(s) URL with a host")
+        return value
+
     @property
     def patient_id(self) -> str:
         return str(self.context["patientId"])
@@ -75,10 +97,15 @@ class HookRequest(BaseModel):
 
 
 def parse_json(raw: bytes) -> Any:
+    """The body as JSON, nested at most JSON_DEPTH_LIMIT deep (deeper is 400 naming the limit, never a crash)."""
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return fhirclient.parse_json(raw, "the body")
+    except json.JSONDecodeError as exc:
         raise InvalidRequest(f"body is not JSON: {exc}", error="invalid-json") from None
+    except UnicodeDecodeError:
+        raise InvalidRequest("body is not UTF-8 text", error="invalid-json") from None
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), error="invalid-json") from None
 
 
 def first_error(exc: ValidationError) -> tuple[str, str]:
@@ -110,11 +137,11 @@ def _check_context(context: dict[str, Any], hook: str) -> None:
     for name in REQUIRED_CONTEXT[hook]:
         if context.get(name) in (None, "", [], {}):
             raise InvalidRequest(f"context.{name} is required for {hook}", f"context.{name}", error="invalid-context")
-    if not REFERENCE.match(str(context["userId"])):
+    if not REFERENCE.fullmatch(str(context["userId"])):
         raise InvalidRequest("context.userId must be a reference like Practitioner/123",
                            "context.userId", error="invalid-context")
     for name in ("patientId", "encounterId"):
-        if name in context and not FHIR_ID.match(str(context[name])):
+        if name in context and not FHIR_ID.fullmatch(str(context[name])):
             raise InvalidRequest(f"context.{name} must be a FHIR id (letters, digits, '-', '.')",
                                f"context.{name}", error="invalid-context")
     if hook == "order-select":
@@ -123,7 +150,7 @@ def _check_context(context: dict[str, Any], hook: str) -> None:
 
 def _check_selections(context: dict[str, Any]) -> None:
     selections, draft = context["selections"], context["draftOrders"]
-    if not isinstance(selections, list) or not all(isinstance(s, str) and REFERENCE.match(s) for s in selections):
+    if not isinstance(selections, list) or not all(isinstance(s, str) and REFERENCE.fullmatch(s) for s in selections):
         raise InvalidRequest("context.selections must be a list of references like "
                            "ServiceRequest/123", "context.selections", error="invalid-context")
     if not isinstance(draft, dict) or draft.get("resourceType") != "Bundle":
@@ -138,8 +165,13 @@ def _check_selections(context: dict[str, Any]) -> None:
 
 def entry_resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
     """The resources of a Bundle's entries, skipping entries that hold none (draft orders, search pages)."""
-    entries = bundle.get("entry") or []
-    return [e["resource"] for e in entries if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+    entries = bundle.get("entry")
+    return [e["resource"] for e in entries if isinstance(e, dict) and isinstance(e.get("resource"), dict)] \
+        if isinstance(entries, list) else []
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def selected_knee_physiotherapy(request: HookRequest, terminology: Terminology) -> list[dict[str, Any]]:
@@ -160,8 +192,8 @@ def selected_knee_physiotherapy(request: HookRequest, terminology: Terminology) 
 
 
 def _about_knee(resource: dict[str, Any], terminology: Terminology) -> bool:
-    named = {code for concept in (resource.get("bodySite") or []) + (resource.get("reasonCode") or [])
-             for code in codings(concept)}
+    concepts = [c for name in ("bodySite", "reasonCode") for c in _listed(resource.get(name))]
+    named = {code for concept in concepts for code in codings(concept)}
     knee = terminology.knee_structure_codes | set(terminology.site_by_code) | set(terminology.patellofemoral_by_code)
     return not named or bool(named & knee)
 

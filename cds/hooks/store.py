@@ -36,7 +36,10 @@ issued_cards = sa.Table(
     sa.Column("suggestions", sa.Text, nullable=False),  # JSON [suggestion uuid, …]
     sa.Column("patient_hash", sa.String(64), nullable=False),
     sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("issuer", sa.Text),  # the JWT issuer whose call got the card (None: authentication off)
+    sa.Column("tenant", sa.Text),
 )
+ADDED_COLUMNS = {"issued_cards": ("issuer", "tenant")}  # added after v0.1: stores made before get them at start-up
 
 feedback = sa.Table(
     "feedback", metadata,
@@ -69,6 +72,8 @@ class IssuedCard:
     side: str | None
     rules: list[dict[str, Any]]
     suggestions: list[str]
+    issuer: str | None = None
+    tenant: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,11 +95,22 @@ class Store:
             url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(url, pool_pre_ping=True)
+        # hide_parameters: a failing statement is logged without its values (clinician comments, jti, codes)
+        self.engine = sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self.patient_key = patient_key
         metadata.create_all(self.engine)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """The one schema change so far: columns added to a table an older version created."""
+        inspector = sa.inspect(self.engine)
+        with self.engine.begin() as conn:
+            for table, columns in ADDED_COLUMNS.items():
+                present = {c["name"] for c in inspector.get_columns(table)}
+                for column in (c for c in columns if c not in present):
+                    conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} TEXT"))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -114,7 +130,8 @@ class Store:
         now, digest = dt.datetime.now(dt.UTC), self.patient_hash(patient_id)
         rows = [{"card_uuid": c.card_uuid, "service_id": c.service_id, "hook_instance": c.hook_instance,
                  "card_kind": c.card_kind, "side": c.side, "rules": json.dumps(c.rules),
-                 "suggestions": json.dumps(c.suggestions), "patient_hash": digest, "issued_at": now} for c in cards]
+                 "suggestions": json.dumps(c.suggestions), "patient_hash": digest, "issued_at": now,
+                 "issuer": c.issuer, "tenant": c.tenant} for c in cards]
         if rows:
             with self.engine.begin() as conn:
                 conn.execute(issued_cards.insert(), rows)
@@ -125,7 +142,7 @@ class Store:
         if row is None:
             return None
         return IssuedCard(row["card_uuid"], row["service_id"], row["hook_instance"], row["card_kind"], row["side"],
-                          json.loads(row["rules"]), json.loads(row["suggestions"]))
+                          json.loads(row["rules"]), json.loads(row["suggestions"]), row["issuer"], row["tenant"])
 
     def record_feedback(self, record: FeedbackRecord) -> bool:
         """Store one feedback item; False when the same item was stored before (clients may resend)."""

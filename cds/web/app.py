@@ -9,11 +9,13 @@ fault a generic 500 with a correlation id (details only in the log).
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,7 @@ from cds.hooks.call import HookCaller
 from cds.hooks.discovery import Discovery, Service, services
 from cds.hooks.errors import DataUnavailable, HookError, InvalidRequest, UnknownCard, UnknownRule, UnknownService
 from cds.hooks.feedback import FeedbackRequest, FeedbackStored, parse_feedback, store_feedback
-from cds.hooks.prefetch import FetchLimits, FhirReader
+from cds.hooks.fhirclient import FetchLimits, FhirReader
 from cds.hooks.request import HookRequest, parse_request
 from cds.hooks.store import Store, patient_key
 from cds.settings import Settings
@@ -59,6 +61,15 @@ STATUS: dict[type[HookError], int] = {InvalidRequest: 400, UnknownService: 404, 
 
 class BodyTooLarge(Exception):
     """The request body is over HIPFLEX_MAX_BODY_BYTES (413)."""
+
+
+class NotJson(Exception):
+    """A hook or feedback body declared as something other than JSON (415): a web page can then only send it
+    after a CORS preflight, which the service answers for the configured origins alone."""
+
+
+class Busy(Exception):
+    """Too many hook calls in flight (503 with Retry-After)."""
 
 
 class ErrorBody(BaseModel):
@@ -102,7 +113,10 @@ class CdsService:
         self.auth = Authenticator(issuers, self.store.first_use_of_token,
                                   max_lifetime_seconds=settings.jwt_max_lifetime_seconds) if issuers else None
         self.reader = FhirReader(FetchLimits(settings.fhir_connect_seconds, settings.fhir_read_seconds,
-                                             settings.fhir_max_bytes, settings.fhir_max_pages))
+                                             settings.fhir_max_bytes, settings.fhir_max_pages,
+                                             settings.fhir_deadline_seconds))
+        self.in_flight = 0  # hook calls being answered; only touched on the event loop
+        self.health_pool = ThreadPoolExecutor(1, thread_name_prefix="health")  # never queues behind hook calls
         self.caller = HookCaller(self.pipeline, self.reader, self.store)
         self.metrics = Metrics(engine=self.pipeline.engine)
 
@@ -119,17 +133,28 @@ class CdsService:
         audience = (self.settings.public_url or "").rstrip("/") + path
         return self.auth.verify(request.headers.get("authorization"), audience)
 
-    def answer(self, service: Service, raw: bytes) -> dict[str, Any]:
-        """One hook call from its raw body: the response body; counts the cards by rule."""
-        answer = self.caller.call(service, parse_request(raw, service.hook))
+    async def answer(self, service: Service, raw: bytes, caller: Caller | None) -> dict[str, Any]:
+        """One hook call from its raw body: the response body; counts the cards by rule. Beyond
+        max_calls_in_flight the call is refused (503) before any work, so a flood cannot queue without end."""
+        if self.in_flight >= self.settings.max_calls_in_flight:
+            raise Busy(f"more than {self.settings.max_calls_in_flight} hook calls in flight; try again")
+        self.in_flight += 1
+        try:
+            request = await run_in_threadpool(parse_request, raw, service.hook)
+            answer = await self.caller.call_async(service, request, caller=caller)
+        finally:
+            self.in_flight -= 1
         for card in answer.issued:
             for rule in card.rules:
                 self.metrics.cards.labels(card.card_kind, rule_label(rule["id"], rule["version"])).inc()
         return answer.response.dump()
 
-    def feedback(self, service: Service, raw: bytes) -> dict[str, Any]:
-        request = parse_feedback(raw)
-        stored = store_feedback(request, service.id, self.store)
+    async def feedback(self, service: Service, raw: bytes, caller: Caller | None) -> dict[str, Any]:
+        return await run_in_threadpool(self._feedback, service, raw, caller)
+
+    def _feedback(self, service: Service, raw: bytes, caller: Caller | None) -> dict[str, Any]:
+        request = parse_feedback(raw, self.settings.max_feedback_items)
+        stored = store_feedback(request, service.id, self.store, caller)
         for item, new in zip(request.feedback, stored, strict=True):
             if new:
                 issued = self.store.issued(item.card.lower())
@@ -153,8 +178,12 @@ def failure(exc: Exception) -> JSONResponse | None:
         return error_body(401, "unauthorized", str(exc))
     if isinstance(exc, BodyTooLarge):
         return error_body(413, "too-large", str(exc))
-    if isinstance(exc, EngineBusy):
-        return error_body(503, "busy", "the rule engine is busy; try again")
+    if isinstance(exc, NotJson):
+        return error_body(415, "unsupported-media-type", str(exc))
+    if isinstance(exc, EngineBusy | Busy):
+        busy = error_body(503, "busy", str(exc) if isinstance(exc, Busy) else "the rule engine is busy; try again")
+        busy.headers["Retry-After"] = "1"
+        return busy
     return None
 
 
@@ -198,8 +227,9 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        cds.reader.close()
+        await cds.reader.aclose()
         cds.store.close()
+        cds.health_pool.shutdown(wait=False)
 
     app = FastAPI(title="hipflex-cds", version=__version__, description=__doc__, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
@@ -249,19 +279,22 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/cds-services", summary="CDS Hooks discovery", openapi_extra=_contract(None, "Discovery"))
     async def discovery(request: Request) -> Response:
         async def work() -> dict[str, Any]:
-            cds.authenticate(request, "/cds-services")
+            await run_in_threadpool(cds.authenticate, request, "/cds-services")
             return Discovery(services=list(cds.catalog.values())).model_dump()
         return await guarded("discovery", "discovery", work)
 
     async def posted(service_id: str, request: Request, endpoint: str,
-                     handle: Callable[[Service, bytes], dict[str, Any]]) -> Response:
-        """A POST to a service or its feedback: known service, token for this exact URL, capped body."""
+                     handle: Callable[[Service, bytes, Caller | None], Awaitable[dict[str, Any]]]) -> Response:
+        """A POST to a service or its feedback: known service, token for this exact URL, JSON, capped body."""
         async def work() -> dict[str, Any]:
             service = cds.service(service_id)
             suffix = "/feedback" if endpoint == "feedback" else ""
-            cds.authenticate(request, f"/cds-services/{service_id}{suffix}")
+            caller = await run_in_threadpool(cds.authenticate, request, f"/cds-services/{service_id}{suffix}")
+            media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if media not in ("application/json", "application/fhir+json"):
+                raise NotJson(f"the body must be sent as Content-Type: application/json, not {media[:60] or 'none'!r}")
             raw = await read_body(request, settings.max_body_bytes)
-            return await run_in_threadpool(handle, service, raw)
+            return await handle(service, raw, caller)
         return await guarded(service_id, endpoint, work)
 
     @app.post("/cds-services/{service_id}", summary="Call a CDS service (hook request)",
@@ -276,7 +309,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/health", summary="Readiness: rules loaded and store reachable")
     async def health() -> JSONResponse:
-        status, body = await run_in_threadpool(cds.health)
+        status, body = await asyncio.get_running_loop().run_in_executor(cds.health_pool, cds.health)
         return JSONResponse(body, status_code=status)
 
     @app.get("/health/live", summary="Liveness")

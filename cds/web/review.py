@@ -113,12 +113,12 @@ class Review:
     def page(self, **values: Any) -> str:
         return templates.get_template("review.html").render(examples=self.examples, hooks=HOOKS, **values)
 
-    def run(self, bundle: dict[str, Any], hook: str, as_of: dt.date | None) -> dict[str, Any]:
+    async def run(self, bundle: dict[str, Any], hook: str, as_of: dt.date | None) -> dict[str, Any]:
         if hook not in HOOKS:
             raise ReviewInputError(f"Unknown hook {hook!r}; choose one of {', '.join(HOOKS)}.")
         service = self.catalog[service_id(hook)]
         resources = [r for r in bundle_resources(bundle) if isinstance(r, dict)]
-        answer = self.caller.call(service, hook_request(resources, hook, service.prefetch), today=as_of)
+        answer = await self.caller.call_async(service, hook_request(resources, hook, service.prefetch), today=as_of)
         decision = answer.decision
         return {"cards": [card_view(c, service.id) for c in answer.response.dump()["cards"]],
                 "findings": sorted(f"{f.name.replace('-', ' ')}" + (f" ({f.side})" if f.side else "")
@@ -148,10 +148,10 @@ def review_router(caller: HookCaller, catalog: dict[str, Service], store: Store)
     headers = HEADERS
 
     @router.get("", response_class=HTMLResponse, summary="Review page: choose a patient")
-    def choose(example: str | None = None, hook: str = "patient-view") -> HTMLResponse:
+    async def choose(example: str | None = None, hook: str = "patient-view") -> HTMLResponse:
         if example is None:
             return HTMLResponse(review.page(), headers=headers)
-        return respond(lambda: (example_bundle(review, example), example_date(review, example)), hook, None, example)
+        return await respond(lambda: (example_bundle(review, example), example_date(review, example)), hook, None, example)
 
     @router.post("", response_class=HTMLResponse, summary="Review page: run a pasted or uploaded bundle")
     async def run(request: Request) -> HTMLResponse:
@@ -167,12 +167,12 @@ def review_router(caller: HookCaller, catalog: dict[str, Service], store: Store)
         else:
             def source() -> tuple[dict[str, Any], dt.date | None]:
                 return example_bundle(review, example), parse_date(as_of) or example_date(review, example)
-        return respond(source, str(form.get("hook") or "patient-view"), text, example)
+        return await respond(source, str(form.get("hook") or "patient-view"), text, example)
 
-    def respond(source: Any, hook: str, pasted: str | None, example: str | None) -> HTMLResponse:
+    async def respond(source: Any, hook: str, pasted: str | None, example: str | None) -> HTMLResponse:
         try:
             bundle, as_of = source()
-            result = review.run(bundle, hook, as_of)
+            result = await review.run(bundle, hook, as_of)
         except (ReviewInputError, HookError) as exc:
             message = exc.message if isinstance(exc, HookError) else str(exc)
             return HTMLResponse(review.page(error=message, pasted=pasted, example=example, hook=hook),

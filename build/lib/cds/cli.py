@@ -21,7 +21,8 @@ from cds.content.files import ContentError
 from cds.hooks.call import Answer, HookCaller
 from cds.hooks.discovery import service_id, services
 from cds.hooks.errors import HookError
-from cds.hooks.prefetch import FetchLimits, FhirReader, prefetch_templates, request_for
+from cds.hooks.fhirclient import FetchLimits, FhirReader
+from cds.hooks.prefetch import prefetch_templates, request_for
 from cds.hooks.request import HOOKS, parse_request
 from cds.settings import Settings
 
@@ -134,11 +135,8 @@ def _answer(pipeline: Pipeline, args: argparse.Namespace) -> tuple[Answer, dt.da
     except ValueError as exc:
         raise UsageError(f"{args.file}: {exc} (or name one with --patient)") from None
     request = parse_request(json.dumps(body).encode(), args.hook)
-    reader = FhirReader(FetchLimits())
-    try:
-        return HookCaller(pipeline, reader).call(service, request, today=as_of), as_of, why
-    finally:
-        reader.close()
+    answer = HookCaller(pipeline, FhirReader(FetchLimits())).call(service, request, today=as_of)  # prefetch only
+    return answer, as_of, why
 
 
 def cmd_evaluate(pipeline: Pipeline, args: argparse.Namespace) -> int:

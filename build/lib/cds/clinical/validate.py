@@ -54,7 +54,7 @@ def _usable(index: int, resource: Any, t: Terminology, out: Validated) -> dict[s
         return None
     if not structure.may_be_used(resource, t):
         return resource  # its profile check reports it as unrelated; its structure cannot matter
-    errors = structure.check(resource)
+    errors = structure.structure_errors(resource)
     for path, message in errors:
         out.issue(ref, path, "error", "structure", f"not valid FHIR R4: {message}")
     if errors:
@@ -66,5 +66,7 @@ def _usable(index: int, resource: Any, t: Terminology, out: Validated) -> dict[s
 
 def bundle_resources(bundle: dict[str, Any]) -> list[Any]:
     """The resources of a Bundle's entries, in order (entries without a resource are kept as-is)."""
-    return [entry.get("resource", entry) if isinstance(entry, dict) else entry
-            for entry in bundle.get("entry") or []]
+    entries = bundle.get("entry")
+    if not isinstance(entries, list):
+        return [entries] if entries else []  # reported as "not a FHIR resource", not read letter by letter
+    return [entry.get("resource", entry) if isinstance(entry, dict) else entry for entry in entries]

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cds.hooks.auth import Caller
 from cds.hooks.errors import InvalidRequest, UnknownCard
 from cds.hooks.request import first_error, parse_json
 from cds.hooks.store import FeedbackRecord, Store
@@ -21,7 +22,15 @@ UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", str_max_length=2000)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        """PostgreSQL text cannot hold NUL; refuse it here so both stores answer the same 400."""
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("text must not contain NUL characters")
+        return value
 
 
 class AcceptedSuggestion(_Model):
@@ -50,7 +59,7 @@ class Feedback(_Model):
     outcome: Literal["accepted", "overridden"]
     acceptedSuggestions: list[AcceptedSuggestion] | None = None  # noqa: N815 - spec name
     overrideReason: OverrideReason | None = None  # noqa: N815 - spec name
-    outcomeTimestamp: str  # noqa: N815 - spec name
+    outcomeTimestamp: str = Field(max_length=40)  # noqa: N815 - spec name
 
     @field_validator("outcomeTimestamp")
     @classmethod
@@ -85,8 +94,13 @@ class FeedbackStored(BaseModel):
     duplicates: int = Field(description="Items identical to ones stored before (clients may resend)")
 
 
-def parse_feedback(raw: bytes) -> FeedbackRequest:
+def parse_feedback(raw: bytes, max_items: int = 100) -> FeedbackRequest:
+    """The feedback body, at most `max_items` items (a client sends one per card acted on)."""
     data = parse_json(raw)
+    items = data.get("feedback") if isinstance(data, dict) else None
+    if isinstance(items, list) and len(items) > max_items:
+        raise InvalidRequest(f"feedback has {len(items)} items; at most {max_items} are taken in one call", "feedback",
+                             error="invalid-feedback")
     try:
         return FeedbackRequest.model_validate(data)
     except ValidationError as exc:
@@ -94,15 +108,17 @@ def parse_feedback(raw: bytes) -> FeedbackRequest:
         raise InvalidRequest(f"{field}: {message}", field, error="invalid-feedback") from None
 
 
-def store_feedback(request: FeedbackRequest, service_id: str, store: Store) -> list[bool]:
-    """Check every item against the issued cards, then store them; True per item newly stored."""
-    records = [_record(index, item, service_id, store) for index, item in enumerate(request.feedback)]
+def store_feedback(request: FeedbackRequest, service_id: str, store: Store, caller: Caller | None = None) -> list[bool]:
+    """Check every item against the issued cards, then store them; True per item newly stored. A card takes
+    feedback only on its own service and from the issuer (and tenant) whose call it answered."""
+    records = [_record(index, item, service_id, store, caller) for index, item in enumerate(request.feedback)]
     return [store.record_feedback(r) for r in records]
 
 
-def _record(index: int, item: Feedback, service_id: str, store: Store) -> FeedbackRecord:
+def _record(index: int, item: Feedback, service_id: str, store: Store, caller: Caller | None) -> FeedbackRecord:
     issued = store.issued(item.card.lower())
-    if issued is None or issued.service_id != service_id:
+    issuer, tenant = (caller.issuer, caller.tenant) if caller else (None, None)
+    if issued is None or issued.service_id != service_id or (issued.issuer, issued.tenant) != (issuer, tenant):
         raise UnknownCard(f"card {item.card} was not issued by service {service_id}",
                            f"feedback.{index}.card")
     accepted = [s.id.lower() for s in item.acceptedSuggestions or []]

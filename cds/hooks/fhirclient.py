@@ -1,0 +1,201 @@
+"""Reading the EHR's FHIR server safely: allow-listed servers only, no private addresses unless listed,
+one deadline per call, capped in size, no redirects, no proxies from the environment.
+
+A hook request names its own `fhirServer`, so without these limits anyone who can call the service
+could make it fetch internal URLs with the caller's token (SSRF). The host is resolved once and the
+connection made to the checked address (with the original Host header and TLS name), so a DNS answer
+that changes between check and connect cannot redirect it. Failures are reported in generic words: a
+caller learns that a read failed, not which network error it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import socket
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+JSON_DEPTH_LIMIT = 100
+
+
+class FetchFailed(Exception):
+    """Why a FHIR read failed, in words safe to show the caller (no token, no patient data, no network detail)."""
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    connect_seconds: float = 2.0
+    read_seconds: float = 5.0
+    max_bytes: int = 5_000_000
+    max_pages: int = 5
+    deadline_seconds: float = 5.0  # for all the reads of one hook call together
+
+
+@dataclass(frozen=True)
+class Target:
+    """A checked URL: where to connect (an address) and what to say it is (Host header, TLS name)."""
+
+    connect_url: str
+    host_header: str
+    tls_name: str | None
+
+
+def parse_json(body: bytes | str, what: str) -> Any:
+    """JSON with a nesting limit: Python's parser and every walk over the result recurse, and a deep enough
+    document is a RecursionError (a 500) somewhere. ValueError names the limit."""
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        raise ValueError(f"{what} is nested deeper than {JSON_DEPTH_LIMIT} levels") from None
+    if depth(data) > JSON_DEPTH_LIMIT:
+        raise ValueError(f"{what} is nested deeper than {JSON_DEPTH_LIMIT} levels")
+    return data
+
+
+def depth(value: Any) -> int:
+    """How deeply objects and arrays nest (a scalar is 0), counted level by level without recursion."""
+    levels, level = 0, [value]
+    while level and levels <= JSON_DEPTH_LIMIT:
+        level = [item for item in level if isinstance(item, dict | list)]
+        if level:
+            levels += 1
+        level = [child for item in level for child in (item.values() if isinstance(item, dict) else item)]
+    return levels
+
+
+def _origin(url: str) -> tuple[str, str, int, str]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not an http(s) URL")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.scheme, parts.hostname.lower(), port, parts.path.rstrip("/")
+
+
+def allowed_base(url: str, allowed: Sequence[str]) -> str | None:
+    """The allow-list entry `url` falls under (same scheme, host, port, and path at or below it), or None."""
+    try:
+        scheme, host, port, path = _origin(url)
+    except ValueError:
+        return None
+    for entry in allowed:
+        try:
+            e_scheme, e_host, e_port, e_path = _origin(entry)
+        except ValueError:
+            continue
+        if (scheme, host, port) == (e_scheme, e_host, e_port) and (path == e_path or path.startswith(e_path + "/")):
+            return entry
+    return None
+
+
+def _listed_literally(host: str) -> bool:
+    """An allow-list entry that names an address (or localhost) itself may be private: it was listed on purpose."""
+    if host == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved
+                or ip.is_unspecified)
+
+
+class FhirReader:
+    """GETs JSON resources from allow-listed FHIR servers; one instance per process (one client per event loop)."""
+
+    def __init__(self, limits: FetchLimits, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs each URL, and ours carry patient ids
+        self.limits, self.transport = limits, transport
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary())
+
+    def _client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            timeout = httpx.Timeout(self.limits.read_seconds, connect=self.limits.connect_seconds)
+            client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False,
+                                       transport=self.transport)
+            self._clients[loop] = client
+        return client
+
+    async def aclose(self) -> None:
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+    async def target(self, url: str, allowed: Sequence[str]) -> Target:
+        """Where `url` may be read from, or FetchFailed: not listed, or resolving to a private address."""
+        entry = allowed_base(url, allowed)
+        if entry is None:
+            raise FetchFailed("the request's fhirServer is not one this service may read from")
+        parts = urlsplit(url)
+        scheme, host, port, _ = _origin(url)
+        if _listed_literally(_origin(entry)[1]):
+            return Target(url, parts.netloc, None)
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            raise FetchFailed("the FHIR server could not be read") from None
+        addresses = sorted({str(info[4][0]) for info in infos})
+        if not addresses or not all(_public(a) for a in addresses):
+            raise FetchFailed("the request's fhirServer resolves to an address this service does not read from")
+        literal = f"[{addresses[0]}]" if ":" in addresses[0] else addresses[0]
+        connect = parts._replace(netloc=f"{literal}:{port}").geturl()
+        return Target(connect, parts.netloc, host if scheme == "https" else None)
+
+    async def get(self, url: str, token: str | None, allowed: Sequence[str], deadline: float) -> dict[str, Any] | None:
+        """The JSON resource at `url`; None for 404/410 on a read (nothing there); FetchFailed otherwise."""
+        target = await self.target(url, allowed)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise FetchFailed(f"the FHIR server did not answer within {self.limits.deadline_seconds:g} s")
+        headers = {"Accept": "application/fhir+json", "Host": target.host_header}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        extensions = {"sni_hostname": target.tls_name} if target.tls_name else {}
+        timeout = httpx.Timeout(min(self.limits.read_seconds, remaining),
+                                connect=min(self.limits.connect_seconds, remaining))
+        try:
+            async with self._client().stream("GET", target.connect_url, headers=headers, timeout=timeout,
+                                             extensions=extensions) as response:
+                if response.status_code in (404, 410) and "?" not in url:
+                    return None  # a read of something that is not there; a search never 404s on no match
+                if response.status_code != 200:
+                    raise FetchFailed("the FHIR server could not be read")
+                body = await self._read_capped(response, deadline)
+        except httpx.HTTPError:
+            raise FetchFailed("the FHIR server could not be read") from None
+        try:
+            data = parse_json(body, "the FHIR server's answer")
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise FetchFailed("the FHIR server's answer is not usable FHIR JSON") from None
+        if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
+            raise FetchFailed("the FHIR server's answer is not a FHIR resource")
+        return data
+
+    async def _read_capped(self, response: httpx.Response, deadline: float) -> bytes:
+        chunks, size = [], 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self.limits.max_bytes:
+                raise FetchFailed(f"the FHIR server's answer is over {self.limits.max_bytes} bytes")
+            if time.monotonic() > deadline:
+                raise FetchFailed(f"the FHIR server did not answer within {self.limits.deadline_seconds:g} s")
+            chunks.append(chunk)
+        return b"".join(chunks)
