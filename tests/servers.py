@@ -68,6 +68,7 @@ class FhirStub:
     routes: dict[str, tuple[int, Any]] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
     delay_seconds: float = 0.0
+    trickle_seconds: float = 0.0  # > 0: send the body one byte at a time, this long apart (a hostile server)
 
     def serve(self, path: str, body: Any, status: int = 200) -> None:
         self.routes[path] = (status, body)
@@ -92,7 +93,16 @@ def fhir_server() -> Iterator[FhirStub]:
             self.send_header("Content-Type", "application/fhir+json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
-            self.wfile.write(payload)
+            if not stub.trickle_seconds:
+                self.wfile.write(payload)
+                return
+            try:
+                for index in range(len(payload)):
+                    self.wfile.write(payload[index:index + 1])
+                    self.wfile.flush()
+                    time.sleep(stub.trickle_seconds)
+            except OSError:
+                return  # the reader gave up: what a deadline is for
 
         def log_message(self, *args: Any) -> None:
             pass

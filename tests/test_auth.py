@@ -181,3 +181,27 @@ def test_each_refusal_carries_the_name_of_its_check(auth: Authenticator, signer:
         auth.verify("Bearer " + make(signer), AUD)
     assert refused.value.check == check
     assert refused.value.kid is not None
+
+
+def test_a_key_published_for_one_algorithm_refuses_another(tmp_path: Path, signer: Signer, store: Store) -> None:
+    rsa = signer.jwks()["keys"][1] | {"alg": "RS384"}
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [rsa]}))
+    auth = Authenticator([TrustedIssuer(iss=ISSUER, jwks_file=tmp_path / "jwks.json")], store.first_use_of_token)
+    assert auth.verify("Bearer " + signer.token(AUD, alg="RS384"), AUD).issuer == ISSUER
+    with pytest.raises(AuthError, match="published for RS384, not PS384") as refused:
+        auth.verify("Bearer " + signer.token(AUD, alg="PS384"), AUD)
+    assert refused.value.check == "algorithm"
+
+
+@pytest.mark.parametrize(("claims_", "reason"), [
+    ({"exp": str(int(time.time()) + 300)}, "exp claim must be a number"),
+    ({"iat": str(int(time.time()))}, "iat claim must be a number"),
+    ({"nbf": True}, "nbf claim must be a number"),
+    ({"jti": ""}, "jti claim must be a non-empty string"),
+    ({"jti": "   "}, "jti claim must be a non-empty string"),
+    ({"jti": "j" * 256}, "at most 255 characters"),
+])
+def test_dates_must_be_numbers_and_jti_a_usable_string(auth: Authenticator, signer: Signer, claims_: dict[str, Any],
+                                                        reason: str) -> None:
+    with pytest.raises(AuthError, match=reason):
+        auth.verify("Bearer " + signer.token(AUD, **claims_), AUD)

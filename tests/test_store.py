@@ -76,3 +76,27 @@ def test_patient_key_is_created_once_and_kept_private(tmp_path: Path) -> None:
     assert len(first) == 64
     assert key_file.stat().st_mode & 0o077 == 0
     assert patient_key("explicit", key_file) == b"explicit"
+
+
+def test_a_failing_statement_never_carries_its_values_into_an_error_or_a_log(database_url: str) -> None:
+    """What the service logs for an internal fault is the exception text: it must not hold the clinician's words."""
+    import sqlalchemy as sa
+
+    store = Store(database_url, b"key")
+    issued = card()
+    store.record_cards([issued], "p")
+    secret = "patient said: my name is Jane Example"
+    record = FeedbackRecord(card_uuid=issued.card_uuid, outcome="overridden" * 10, accepted_suggestions=[],
+                            override_system=None, override_code=None, override_comment=secret,
+                            outcome_timestamp="2026-11-24T10:00:00Z")
+    failed = None
+    try:
+        store.record_feedback(record)  # outcome is String(16): PostgreSQL refuses it, SQLite stores it
+    except sa.exc.SQLAlchemyError as exc:
+        failed = exc
+    if database_url.startswith("postgresql"):
+        assert failed is not None
+    if failed is not None:
+        assert secret not in str(failed)
+        assert "parameters hidden" in str(failed)
+    store.close()

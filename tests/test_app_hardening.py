@@ -1,0 +1,424 @@
+"""The service under attack and under a faulty EHR, on a real server: deadlines, SSRF, never a 500,
+bounded work, tenants, strict bodies. Each case here once broke the service (issue 16)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cds.hooks.fhirclient import JSON_DEPTH_LIMIT
+from cds.web.app import create_app
+from tests.builders import example_prefetch, hook_request, searchset
+from tests.servers import FhirStub, running, service_settings
+from tests.signing import ISSUER, Signer
+
+PATIENT_VIEW = "/cds-services/hipflex-patient-view"
+PUBLIC = "https://cds.example.org"
+JSON = {"Content-Type": "application/json"}
+
+
+def fetching(stub: FhirStub, token: str = "ehr-token-7", **context: Any) -> dict[str, Any]:
+    """A request with no prefetch: everything is to be read from `stub`."""
+    body = hook_request(fhirServer=stub.base, fhirAuthorization={
+        "access_token": token, "token_type": "Bearer", "expires_in": 30, "scope": "user/*.read", "subject": "x"})
+    del body["prefetch"]
+    body["context"] |= context
+    return body
+
+
+@pytest.fixture
+def guarded(tmp_path: Path, fhir_stub: FhirStub) -> Iterator[str]:
+    """Authentication off; the stub listed as a FHIR server; a 2 s deadline for all reads of a call."""
+    settings = service_settings(tmp_path, fhir_servers=[fhir_stub.base], fhir_deadline_seconds=2,
+                                fhir_read_seconds=5, max_calls_in_flight=200)
+    with running(create_app(settings)) as url:
+        yield url
+
+
+# ---- deadlines -----------------------------------------------------------------------------------------
+
+def serve_p01(stub: FhirStub) -> None:
+    """P01 at the paths the discovery templates give, so that reads succeed (slowly, if the stub trickles)."""
+    data = example_prefetch()
+    stub.serve("Patient/p01", data["patient"])
+    for key, path in (("observations", "Observation"), ("conditions", "Condition"), ("procedures", "Procedure"),
+                      ("serviceRequests", "ServiceRequest")):
+        stub.serve(path, data[key])
+
+
+def test_a_trickling_fhir_server_ends_the_call_at_the_deadline(guarded: str, fhir_stub: FhirStub) -> None:
+    serve_p01(fhir_stub)
+    fhir_stub.trickle_seconds = 0.5
+    started = time.monotonic()
+    response = httpx.post(f"{guarded}{PATIENT_VIEW}", json=fetching(fhir_stub), timeout=30)
+    elapsed = time.monotonic() - started
+    assert response.status_code == 412
+    assert "did not answer within 2 s" in response.json()["message"]
+    assert elapsed < 2 + 1.5, elapsed
+
+
+def test_a_hundred_slow_calls_leave_health_and_prefetch_calls_answering(guarded: str, fhir_stub: FhirStub) -> None:
+    serve_p01(fhir_stub)
+    fhir_stub.trickle_seconds = 1.0
+
+    async def storm() -> tuple[list[int], int, int]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            slow = [asyncio.ensure_future(client.post(f"{guarded}{PATIENT_VIEW}", json=fetching(fhir_stub)))
+                    for _ in range(100)]
+            await asyncio.sleep(0.5)  # the slow calls are in flight now
+            health = await client.get(f"{guarded}/health", timeout=3)
+            quick = await client.post(f"{guarded}{PATIENT_VIEW}", json=hook_request(), timeout=3)
+            return [r.status_code for r in await asyncio.gather(*slow)], health.status_code, quick.status_code
+
+    slow, health, quick = asyncio.run(storm())
+    assert (health, quick) == (200, 200)
+    assert set(slow) == {412}
+
+
+def test_beyond_the_bound_on_calls_in_flight_the_answer_is_503_with_retry_after(tmp_path: Path,
+                                                                               fhir_stub: FhirStub) -> None:
+    serve_p01(fhir_stub)
+    fhir_stub.trickle_seconds = 1.0
+    settings = service_settings(tmp_path, fhir_servers=[fhir_stub.base], fhir_deadline_seconds=2,
+                                max_calls_in_flight=2)
+
+    async def flood(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return list(await asyncio.gather(*[client.post(f"{url}{PATIENT_VIEW}", json=fetching(fhir_stub))
+                                               for _ in range(6)]))
+
+    with running(create_app(settings)) as url:
+        responses = asyncio.run(flood(url))
+    busy = [r for r in responses if r.status_code == 503]
+    assert len(busy) >= 3
+    assert all(r.headers["retry-after"] == "1" and r.json()["error"] == "busy" for r in busy)
+
+
+# ---- SSRF ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("server", [
+    "http://127.0.0.1:{port}/fhir",          # the stub itself, but not listed
+    "http://localhost:{port}/fhir",
+    "http://0x7f000001:{port}/fhir",
+    "http://169.254.169.254/latest/meta-data",
+    "http://10.0.0.1/fhir",
+    "http://[::1]:{port}/fhir",
+    "https://fhir.elsewhere.example/r4",
+])
+def test_an_unlisted_fhir_server_is_refused_without_a_connection(tmp_path: Path, fhir_stub: FhirStub,
+                                                                  server: str) -> None:
+    port = fhir_stub.base.split(":")[2].split("/")[0]
+    body = fetching(fhir_stub)
+    body["fhirServer"] = server.format(port=port)
+    with running(create_app(service_settings(tmp_path, fhir_servers=["https://fhir.hospital.example/r4"]))) as url:
+        response = httpx.post(f"{url}{PATIENT_VIEW}", json=body)
+    assert response.status_code == 412
+    assert "not one this service may read from" in response.json()["message"]
+    assert fhir_stub.seen == []
+
+
+def test_with_nothing_listed_no_fhir_server_is_read(tmp_path: Path, fhir_stub: FhirStub) -> None:
+    with running(create_app(service_settings(tmp_path))) as url:
+        response = httpx.post(f"{url}{PATIENT_VIEW}", json=fetching(fhir_stub))
+    assert response.status_code == 412
+    assert fhir_stub.seen == []
+
+
+def test_a_listed_host_name_that_resolves_to_loopback_is_refused(tmp_path: Path, fhir_stub: FhirStub) -> None:
+    """A name is listed, but it answers with a loopback address: never connect (only a listed address may be)."""
+    port = fhir_stub.base.split(":")[2].split("/")[0]
+    named = f"http://ip6-localhost:{port}/fhir"
+    body = fetching(fhir_stub)
+    body["fhirServer"] = named
+    with running(create_app(service_settings(tmp_path, fhir_servers=[named]))) as url:
+        response = httpx.post(f"{url}{PATIENT_VIEW}", json=body)
+    assert response.status_code == 412
+    message = response.json()["message"]
+    assert "resolves to an address this service does not read from" in message or "could not be read" in message
+    assert fhir_stub.seen == []
+
+
+def test_each_issuer_reads_only_its_own_fhir_servers(tmp_path: Path, fhir_stub: FhirStub, issuers_file: Path,
+                                                     signer: Signer) -> None:
+    settings = service_settings(tmp_path, issuers_file=issuers_file, public_url=PUBLIC,
+                                fhir_servers=[fhir_stub.base])  # listed for development mode only: not for issuers
+    with running(create_app(settings)) as url:
+        token = signer.token(f"{PUBLIC}{PATIENT_VIEW}")
+        response = httpx.post(f"{url}{PATIENT_VIEW}", json=fetching(fhir_stub),
+                              headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 412
+    assert fhir_stub.seen == []
+
+
+# ---- never a 500 -------------------------------------------------------------------------------------------
+
+def deep(levels: int) -> Any:
+    value: Any = "x"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(("mangle", "status"), [
+    (lambda b: b | {"extension": deep(100_000)}, 400),
+    (lambda b: b | {"extension": deep(JSON_DEPTH_LIMIT + 5)}, 400),
+    (lambda b: b | {"fhirServer": "http://[::1", "fhirAuthorization": None}, 400),
+    (lambda b: {k: v for k, v in b.items() if k != "prefetch"} | {"fhirServer": f"http://{'a' * 300}.example/f"}, 412),
+    (lambda b: b | {"fhirServer": "http://exa\u0000mple.org/fhir"}, 400),
+    (lambda b: b | {"fhirServer": "http://ok.example/fhir", "fhirAuthorization": {
+        "access_token": "t\u00f6ken", "token_type": "Bearer", "expires_in": 1, "scope": "s", "subject": "s"}}, 400),
+    (lambda b: {**b, "context": b["context"] | {"patientId": "p01\n"}}, 400),
+    (lambda b: {**b, "context": b["context"] | {"userId": "Practitioner/1\n"}}, 400),
+])
+def test_bodies_that_once_crashed_the_service_get_a_400(guarded: str, mangle: Any, status: int) -> None:
+    body = mangle(hook_request())
+    try:
+        raw = json.dumps(body)
+    except RecursionError:  # Python's own encoder: build the text by hand
+        raw = json.dumps(hook_request())[:-1] + ', "extension": ' + "[" * 100_000 + '"x"' + "]" * 100_000 + "}"
+    response = httpx.post(f"{guarded}{PATIENT_VIEW}", content=raw.encode(), headers=JSON)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]
+
+
+def test_deep_json_from_the_fhir_server_is_unavailable_data_not_a_crash(guarded: str, fhir_stub: FhirStub) -> None:
+    fhir_stub.serve("Patient/p01", {"resourceType": "Patient", "id": "p01", "extension": deep(5000)})
+    response = httpx.post(f"{guarded}{PATIENT_VIEW}", json=fetching(fhir_stub))
+    assert response.status_code == 412
+    assert response.json()["field"] == "prefetch.patient"
+
+
+def odd(path: str, value: Any) -> Any:
+    """P01's prefetch with one element of the first matching resource replaced by `value`."""
+    prefetch = copy.deepcopy(example_prefetch())
+    rtype, element = path.split(".", 1)
+    key = {"Patient": "patient", "Observation": "observations", "Condition": "conditions",
+           "Procedure": "procedures", "ServiceRequest": "serviceRequests"}[rtype]
+    target = prefetch[key] if rtype == "Patient" else prefetch[key]["entry"][0]["resource"] if prefetch[key].get(
+        "entry") else None
+    if target is None:
+        prefetch[key] = searchset([{"resourceType": rtype, "id": "odd", "status": "active"}])
+        target = prefetch[key]["entry"][0]["resource"]
+    holder, name = target, element
+    while "." in name:
+        first, name = name.split(".", 1)
+        holder = holder.setdefault(first, {}) if isinstance(holder.get(first, {}), dict) else holder
+    holder[name] = value
+    return prefetch
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    ("Observation.code.coding", "a string"), ("Observation.code.coding", 42), ("Observation.code.coding", {"x": 1}),
+    ("Observation.subject", "Patient/p01"), ("Condition.clinicalStatus", {"coding": 7}),
+    ("Condition.code", {"coding": "ICD"}), ("Procedure.bodySite", "knee"), ("ServiceRequest.code", [1, 2]),
+    ("Observation.bodySite", ["left"]), ("Observation.valueQuantity", {"value": "heavy"}),
+])
+def test_odd_shapes_in_resources_are_data_issues_not_crashes(guarded: str, path: str, value: Any) -> None:
+    response = httpx.post(f"{guarded}{PATIENT_VIEW}", json=hook_request(prefetch=odd(path, value)))
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("entries", ["oops", 5, {"resource": {}}, None])
+def test_a_bundle_whose_entry_is_not_a_list_is_read_as_no_entries(guarded: str, entries: Any) -> None:
+    prefetch = example_prefetch() | {"conditions": {"resourceType": "Bundle", "type": "searchset", "entry": entries,
+                                                    "link": "not-a-list"}}
+    assert httpx.post(f"{guarded}{PATIENT_VIEW}", json=hook_request(prefetch=prefetch)).status_code == 200
+
+
+def test_a_searchset_that_includes_the_patient_gives_the_same_cards(guarded: str) -> None:
+    prefetch = example_prefetch()
+    included = copy.deepcopy(prefetch)
+    included["observations"]["entry"].append({"resource": prefetch["patient"], "search": {"mode": "include"}})
+    plain = httpx.post(f"{guarded}{PATIENT_VIEW}", json=hook_request(prefetch=prefetch)).json()
+    doubled = httpx.post(f"{guarded}{PATIENT_VIEW}", json=hook_request(prefetch=included))
+    assert doubled.status_code == 200
+    assert [c["summary"] for c in doubled.json()["cards"]] == [c["summary"] for c in plain["cards"]]
+
+
+def test_two_different_patients_with_one_id_are_a_data_issue(guarded: str) -> None:
+    prefetch = copy.deepcopy(example_prefetch())
+    other = prefetch["patient"] | {"birthDate": "1950-01-01"}
+    prefetch["observations"]["entry"].append({"resource": other})
+    response = httpx.post(f"{guarded}{PATIENT_VIEW}", json=hook_request(prefetch=prefetch))
+    assert response.status_code == 200
+    assert response.json()["cards"] == []  # age unknown: no suggestion
+
+
+def test_a_body_that_is_not_declared_as_json_is_415(guarded: str) -> None:
+    raw = json.dumps(hook_request()).encode()
+    for headers in ({"Content-Type": "text/plain"}, {"Content-Type": "application/x-www-form-urlencoded"}, {}):
+        response = httpx.post(f"{guarded}{PATIENT_VIEW}", content=raw, headers=headers)
+        assert (response.status_code, response.json()["error"]) == (415, "unsupported-media-type")
+    assert httpx.post(f"{guarded}{PATIENT_VIEW}", content=raw,
+                      headers={"Content-Type": "application/json; charset=utf-8"}).status_code == 200
+
+
+# ---- bounded work ----------------------------------------------------------------------------------------
+
+def test_too_many_resources_or_feedback_items_are_refused(tmp_path: Path) -> None:
+    bare = {"resourceType": "Observation", "status": "final", "code": {"coding": [{"system": "x", "code": "y"}]}}
+    prefetch = example_prefetch() | {"observations": searchset([bare | {"id": f"o{i}"} for i in range(60)])}
+    with running(create_app(service_settings(tmp_path, max_resources=50, max_feedback_items=3))) as url:
+        call = httpx.post(f"{url}{PATIENT_VIEW}", json=hook_request(prefetch=prefetch))
+        item = {"card": "00000000-0000-0000-0000-000000000000", "outcome": "overridden",
+                "outcomeTimestamp": "2026-11-24T10:00:00Z"}
+        feedback = httpx.post(f"{url}{PATIENT_VIEW}/feedback", json={"feedback": [item] * 4})
+    assert (call.status_code, call.json()["error"]) == (400, "too-many-resources")
+    assert (feedback.status_code, feedback.json()["field"]) == (400, "feedback")
+
+
+@pytest.mark.parametrize(("item", "field"), [
+    ({"overrideReason": {"userComment": "nul \u0000 byte"}}, "feedback.0.overrideReason.userComment"),
+    ({"overrideReason": {"reason": {"system": "urn:x", "code": "c\u0000"}}}, "feedback.0.overrideReason.reason.code"),
+    ({"outcomeTimestamp": "2026-11-24T10:00:00.000000000000000000000000000000Z"}, "feedback.0.outcomeTimestamp"),
+])
+def test_feedback_text_the_postgresql_store_cannot_hold_is_400_on_every_store(tmp_path: Path, database_url: str,
+                                                                             item: dict[str, Any],
+                                                                             field: str) -> None:
+    with running(create_app(service_settings(tmp_path, database_url=database_url))) as url:
+        card = httpx.post(f"{url}{PATIENT_VIEW}", json=hook_request()).json()["cards"][0]
+        body = {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-24T10:00:00Z"} | item
+        response = httpx.post(f"{url}{PATIENT_VIEW}/feedback", json={"feedback": [body]})
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == field
+
+
+# ---- tenants ----------------------------------------------------------------------------------------------
+
+def test_feedback_comes_only_from_the_issuer_and_tenant_that_got_the_card(tmp_path: Path, signer: Signer) -> None:
+    other = Signer(ec=signer.rsa, rsa=signer.rsa)  # a second client with its own key set
+    (tmp_path / "a.json").write_text(json.dumps(signer.jwks()))
+    (tmp_path / "b.json").write_text(json.dumps({"keys": [signer.jwks()["keys"][1] | {"kid": "b-1"}]}))
+    issuers = {"issuers": [{"iss": ISSUER, "jwks_file": "a.json"},
+                           {"iss": "https://other-ehr.example", "jwks_file": "b.json"}]}
+    (tmp_path / "issuers.yaml").write_text(yaml.safe_dump(issuers))
+    settings = service_settings(tmp_path, issuers_file=tmp_path / "issuers.yaml", public_url=PUBLIC)
+    aud = f"{PUBLIC}{PATIENT_VIEW}"
+
+    def bearer(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    with running(create_app(settings)) as url:
+        card = httpx.post(f"{url}{PATIENT_VIEW}", json=hook_request(),
+                          headers=bearer(signer.token(aud, tenant="clinic-a"))).json()["cards"][0]
+        item = {"feedback": [{"card": card["uuid"], "outcome": "overridden",
+                              "outcomeTimestamp": "2026-11-24T10:00:00Z"}]}
+        from_b = httpx.post(f"{url}{PATIENT_VIEW}/feedback", json=item, headers=bearer(other.token(
+            aud + "/feedback", alg="RS384", iss="https://other-ehr.example", headers={"kid": "b-1"},
+            tenant="clinic-a")))
+        other_tenant = httpx.post(f"{url}{PATIENT_VIEW}/feedback", json=item,
+                                  headers=bearer(signer.token(aud + "/feedback", tenant="clinic-b")))
+        own = httpx.post(f"{url}{PATIENT_VIEW}/feedback", json=item,
+                         headers=bearer(signer.token(aud + "/feedback", tenant="clinic-a")))
+    assert [r.status_code for r in (from_b, other_tenant, own)] == [404, 404, 200]
+    assert from_b.json()["error"] == "unknown-card"
+
+
+def rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) / 1024
+
+
+def test_memory_stays_bounded_under_unique_four_megabyte_resources(tmp_path: Path) -> None:
+    """100 calls, each with one unique 4 MB Observation: the structure-check cache keeps digests, not resources."""
+    import subprocess
+    import sys
+
+    from tests.servers import free_port
+
+    port = free_port()
+    env = {"PATH": "/usr/bin:/bin", "HIPFLEX_DATA_DIR": str(tmp_path), "HIPFLEX_AS_OF": "2026-11-24",
+           "HIPFLEX_MAX_BODY_BYTES": "6000000"}
+    server = subprocess.Popen([sys.executable, "-m", "cds.cli", "serve", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                httpx.get(f"{url}/health/live", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        prefetch = example_prefetch()
+        big = copy.deepcopy(prefetch["observations"]["entry"][0]["resource"])
+        sizes: list[float] = []
+        with httpx.Client(timeout=60) as client:
+            for call in range(100):
+                big["note"] = [{"text": f"{call:06d}" + "x" * 4_000_000}]
+                body = hook_request(prefetch=prefetch | {"observations": searchset([big])})
+                assert client.post(f"{url}{PATIENT_VIEW}", json=body).status_code == 200
+                if call in (9, 99):
+                    sizes.append(rss_mb(server.pid))
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert sizes[1] - sizes[0] < 60, sizes  # v0.1 grew ~235 MB over 60 such calls
+
+
+# ---- property: arbitrary JSON around valid bodies never gets a 5xx ----------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12)
+
+
+def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every place in a JSON document a value could be swapped (bounded, so big prefetch trees stay cheap)."""
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, item in list(value.items())[:12]:
+            found += paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value[:4]):
+            found += paths(item, (*prefix, index))
+    return found
+
+
+def swapped(document: Any, path: tuple[Any, ...], value: Any) -> Any:
+    if not path:
+        return value
+    copied = copy.deepcopy(document)
+    holder = copied
+    for step in path[:-1]:
+        holder = holder[step]
+    holder[path[-1]] = value
+    return copied
+
+
+@pytest.fixture
+def served(tmp_path: Path, database_url: str) -> Iterator[tuple[httpx.Client, str]]:
+    """A server on this store, started once for all the examples hypothesis runs inside one test call."""
+    with running(create_app(service_settings(tmp_path, database_url=database_url))) as url, \
+            httpx.Client(timeout=30) as client:
+        yield client, url
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_arbitrary_json_inside_a_valid_hook_call_or_feedback_never_gets_a_5xx(
+        served: tuple[httpx.Client, str], data: st.DataObject) -> None:
+    request = hook_request()
+    place = data.draw(st.sampled_from(paths(request)), label="where")
+    body = swapped(request, place, data.draw(JSON_VALUES, label="what"))
+    feedback = {"feedback": [{"card": "6f1a9a8e-0f5e-4d39-9d1e-0f7d3a2b1c00", "outcome": "overridden",
+                              "outcomeTimestamp": "2026-11-24T10:00:00Z", "overrideReason": {"userComment": "x"}}]}
+    fb_place = data.draw(st.sampled_from(paths(feedback)), label="feedback where")
+    fb_body = swapped(feedback, fb_place, data.draw(JSON_VALUES, label="feedback what"))
+    client, url = served
+    answered = client.post(f"{url}{PATIENT_VIEW}", content=json.dumps(body), headers=JSON).status_code
+    fed = client.post(f"{url}{PATIENT_VIEW}/feedback", content=json.dumps(fb_body), headers=JSON).status_code
+    assert answered in (200, 400, 412, 413)
+    assert fed in (200, 400, 404, 413)
