@@ -60,8 +60,11 @@ def test_a_rule_page_says_what_it_checks_its_thresholds_and_evidence(open_servic
 def test_the_red_flag_rule_lists_the_red_flags_it_checks(open_service: str) -> None:
     body = httpx.get(f"{open_service}/rules/D5", headers={"Accept": "application/json"}).json()
     assert any("red flag present" in action for action in body["then"])
-    assert "knee surgery within 6 months (within 183 days)" in body["red_flags"]
-    assert "recent knee trauma (within 42 days)" in body["red_flags"]
+    surgery = next(f for f in body["red_flags"] if f.startswith("knee surgery within 6 months (within 183 days): "))
+    assert "CPT 29866 to 29889" in surgery
+    assert "any procedure on a knee structure" in surgery
+    trauma = next(f for f in body["red_flags"] if f.startswith("recent knee trauma (within 42 days): "))
+    assert "ICD-10-CM S80.0-" in trauma
     assert httpx.get(f"{open_service}/rules/D1-mmt", headers={"Accept": "application/json"}).json()["red_flags"] == []
 
 

@@ -65,7 +65,8 @@ def may_be_used(resource: dict[str, Any], t: Terminology) -> bool:
         codes = codings(resource.get("code"))
         return not codes or any(k in t.observation_by_code or k in t.unsupported_by_code for k in codes)
     if rtype == "Condition":
-        return any(k in t.red_flag_by_code or k in t.patellofemoral_by_code for k in codings(resource.get("code")))
+        return any(t.red_flag(*k) is not None or k in t.patellofemoral_by_code or t.about_knee(*k)
+                   for k in codings(resource.get("code"))) or resource.get("bodySite") is not None
     if rtype == "ServiceRequest":
         return bool(set(codings(resource.get("code"))) & t.physiotherapy_codes)
     return True

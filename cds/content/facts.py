@@ -158,6 +158,16 @@ class ReferralFact(_Fact):
         return "active physiotherapy referral"
 
 
+class UnclassifiedKneeRecordsFact(_Fact):
+    """Knee conditions or procedures that are neither a known red flag nor known to be benign."""
+
+    kind: Literal["unclassified-knee-records"] = "unclassified-knee-records"
+    count: int = Field(ge=1)
+
+    def what(self) -> str:
+        return f"{self.count} knee record{'s' if self.count > 1 else ''} not classified"
+
+
 class RejectedInputFact(_Fact):
     kind: Literal["rejected-input"] = "rejected-input"
     input: str
@@ -179,13 +189,15 @@ InputFact = Annotated[
     | KneeConditionFact
     | RedFlagFact
     | ReferralFact
+    | UnclassifiedKneeRecordsFact
     | RejectedInputFact,
     Field(discriminator="kind"),
 ]
 
 FACT_MODELS: tuple[type[_Fact], ...] = (
     AgeFact, AudienceFact, MmtFact, HhdFact, HhdAsymmetryFact, HyperextensionFact, GaitFact,
-    PainSiteFact, PainScoreFact, KneeConditionFact, RedFlagFact, ReferralFact, RejectedInputFact,
+    PainSiteFact, PainScoreFact, KneeConditionFact, RedFlagFact, ReferralFact, UnclassifiedKneeRecordsFact,
+    RejectedInputFact,
 )
 
 

@@ -14,8 +14,16 @@ from typing import Any
 from cds.clinical.assemble import Reading
 from cds.clinical.context import Context, Validated
 from cds.clinical.fhirvalues import Reject, codings, effective, laterality, observation_value, to_date
-from cds.content.facts import AgeFact, AudienceFact, KneeConditionFact, RedFlagFact, ReferralFact, RejectedInputFact
-from cds.content.terminology import ObservationBinding, Side, Terminology
+from cds.content.facts import (
+    AgeFact,
+    AudienceFact,
+    KneeConditionFact,
+    RedFlagFact,
+    ReferralFact,
+    RejectedInputFact,
+    UnclassifiedKneeRecordsFact,
+)
+from cds.content.terminology import ObservationBinding, RedFlag, Side, Terminology
 
 USABLE_STATUS = {"final", "amended", "corrected"}
 USER_ROLES = {"Practitioner": "practitioner", "PractitionerRole": "practitioner-role",
@@ -29,6 +37,7 @@ class Profiles:
         self.t, self.ctx, self.out = terminology, context, out
         self.readings: list[Reading] = []
         self.patients: list[dict[str, Any]] = []
+        self.unclassified = 0  # knee records neither red flag nor benign
 
     def check(self, resource: dict[str, Any]) -> None:
         handler = {"Observation": self.observation, "Condition": self.condition, "Procedure": self.procedure,
@@ -64,6 +73,11 @@ class Profiles:
             self.out.issue(ref, "Patient.birthDate", "error", "future-date", "birth date is in the future")
             return
         self.out.facts.append(AgeFact(id="age", source=ref, years=years))
+
+    def knee_records(self) -> None:
+        """One fact for the cards: how many knee records could not be classified (none: no fact)."""
+        if self.unclassified:
+            self.out.facts.append(UnclassifiedKneeRecordsFact(id="unclassified-knee-records", count=self.unclassified))
 
     def audience(self) -> None:
         if not self.ctx.user_id:
@@ -184,13 +198,30 @@ class Profiles:
             return
         if not clinical & {"active", "recurrence", "relapse"} or not self._subject_ok(resource, ref):
             return
-        for key in codings(resource.get("code")):
-            flag = self.t.red_flag_by_code.get(key)
+        codes = codings(resource.get("code"))
+        classified = False
+        for system, code in codes:
+            flag = self.t.red_flag(system, code)
             if flag is not None:
-                self._red_flag(resource, ref, flag.flag, "onset", flag.window_days)
-            pfp = self.t.patellofemoral_by_code.get(key)
+                self._red_flag(resource, ref, flag, "onset")
+                classified = True
+            pfp = self.t.patellofemoral_by_code.get((system, code))
             if pfp is not None:
                 self._knee_condition(resource, ref, pfp.side)
+            classified = classified or self.t.benign_knee(system, code)
+        self._classify(resource, ref, codes, classified)
+
+    def _classify(self, resource: dict[str, Any], ref: str, codes: list[tuple[str, str]], classified: bool) -> None:
+        """A record about the knee that is neither a red flag nor known to be benign: ask the clinician to check it,
+        so that no card ever says "no red flag" while such a record exists."""
+        about_knee = any(self.t.about_knee(s, c) for s, c in codes) or bool(
+            {k for site in _listed(resource.get("bodySite")) for k in codings(site)} & self.t.knee_structure_codes)
+        if about_knee and not classified:
+            shown = ", ".join(c for _, c in codes[:3]) or "no code"
+            self.out.issue(ref, f"{resource['resourceType']}.code", "warning", "unclassified-knee-record",
+                           f"a knee record ({shown}) that is neither a known red flag nor known to be benign: "
+                           "check it before acting on a suggestion")
+            self.unclassified += 1
 
     def _knee_condition(self, resource: dict[str, Any], ref: str, side_rule: str) -> None:
         try:
@@ -207,28 +238,34 @@ class Profiles:
             self.out.facts.append(KneeConditionFact(id=f"knee-condition:{ref}:{one}", source=ref, date=when,
                                                     side=one, condition="patellofemoral-pain"))
 
-    def _red_flag(self, resource: dict[str, Any], ref: str, flag: str, prefix: str, window: int | None) -> None:
+    def _red_flag(self, resource: dict[str, Any], ref: str, flag: RedFlag, prefix: str) -> None:
         path, when = effective(resource, prefix)
         when = when or to_date(resource.get("recordedDate"))
         rtype = resource["resourceType"]
+        window = self.t.window_days(flag)
         if when is not None and window is not None and (self.ctx.today - when).days > window:
             return
         if when is None and window is not None:
             self.out.issue(ref, f"{rtype}.{path}", "warning", "no-date",
                            "red flag without a date: treated as recent, to be safe")
-        display = self.t.red_flag_by_name[flag].display
-        ident = f"red-flag:{ref}:{flag}"
+        display = flag.display + (f" (counted within {window} days)" if window else "")
+        ident = f"red-flag:{ref}:{flag.flag}"
         if all(f.id != ident for f in self.out.facts):
-            self.out.facts.append(RedFlagFact(id=ident, source=ref, date=when, flag=flag, display=display))
+            self.out.facts.append(RedFlagFact(id=ident, source=ref, date=when, flag=flag.flag, display=display))
 
     def procedure(self, resource: dict[str, Any]) -> None:
         ref = f"Procedure/{resource.get('id')}"
         if resource.get("status") not in ("completed", "in-progress") or not self._subject_ok(resource, ref):
             return
-        sites = {k for site in resource.get("bodySite") or [] for k in codings(site)}
-        flag = self.t.knee_procedure_flag
-        if flag is not None and sites & self.t.knee_structure_codes:
-            self._red_flag(resource, ref, flag.flag, "performed", flag.window_days)
+        codes = codings(resource.get("code"))
+        flags = [f for f in (self.t.red_flag(s, c) for s, c in codes) if f is not None]
+        sites = {k for site in _listed(resource.get("bodySite")) for k in codings(site)}
+        knee = self.t.knee_procedure_flag
+        if knee is not None and sites & self.t.knee_structure_codes:
+            flags.append(knee)
+        for flag in {f.flag: f for f in flags}.values():
+            self._red_flag(resource, ref, flag, "performed")
+        self._classify(resource, ref, codes, bool(flags) or any(self.t.benign_knee(s, c) for s, c in codes))
 
     def service_request(self, resource: dict[str, Any]) -> None:
         ref = f"ServiceRequest/{resource.get('id')}"
@@ -238,3 +275,8 @@ class Profiles:
         if set(codings(resource.get("code"))) & self.t.physiotherapy_codes:
             self.out.facts.append(ReferralFact(id=f"referral:{ref}", source=ref,
                                                date=to_date(resource.get("authoredOn"))))
+
+
+def _listed(value: Any) -> list[Any]:
+    """A FHIR array element as a list (a lone object or a string where an array belongs counts as nothing)."""
+    return value if isinstance(value, list) else []

@@ -34,6 +34,7 @@ def validate(resources: Iterable[Any], terminology: Terminology, context: Contex
     for resource in parsed:
         profiles.check(resource)
     assemble(profiles.readings, out)
+    profiles.knee_records()
     profiles.audience()
     return out
 

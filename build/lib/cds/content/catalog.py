@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from cds.content.rules import Condition, Rule, RuleSet
-from cds.content.terminology import Terminology
+from cds.content.terminology import RedFlag, Terminology
 
 UNIT_WORDS = {"mrc-grade": "/5", "a": " years", "deg": "°", "%": " %"}
 OPERATOR_WORDS = {"equals": "is", "at_least": "at least", "at_most": "at most", "above": "above", "below": "below",
@@ -54,7 +54,7 @@ def rule_page(rule: Rule, ruleset: RuleSet, terminology: Terminology,
     history = [f"v{c.version} ({c.date}): {c.change}" for c in rule.history] or [f"v{rule.version}: current version"]
     about_flags = any(c.finding == RED_FLAG_FINDING for c in rule.when) or any(
         a.derive == RED_FLAG_FINDING for a in rule.then)
-    red_flags = [_flag(f.display, f.window_days) for f in terminology.red_flags] if about_flags else []
+    red_flags = [_flag(f, terminology) for f in terminology.red_flags] if about_flags else []
     label = f"{rule.id} v{rule.version}"
     return RulePage(id=rule.id, version=rule.version, status=rule.status, title=rule.title,
                     evidence_grade=rule.evidence.grade, evidence=rule.evidence.source,
@@ -68,8 +68,21 @@ def _value(value: Any, unit: str) -> str:
     return f"{value}{UNIT_WORDS.get(unit, f' {unit}')}"
 
 
-def _flag(display: str, window_days: int | None) -> str:
-    return f"{display} (within {window_days} days)" if window_days else display
+SYSTEM_NAMES = {"http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM", "http://snomed.info/sct": "SNOMED CT",
+                "http://www.ama-assn.org/go/cpt": "CPT"}
+
+
+def _flag(flag: RedFlag, terminology: Terminology) -> str:
+    """'recent knee trauma (within 42 days): ICD-10-CM S80.0-, …; SNOMED CT 125601008; local recent-knee-trauma'."""
+    window = terminology.window_days(flag)
+    codes = [f"{SYSTEM_NAMES.get(f.system, f.system)} {f.prefix}-" if f.prefix
+             else f"{SYSTEM_NAMES.get(f.system, f.system)} {f.range[0]} to {f.range[1]}" if f.range else ""
+             for f in flag.families]
+    codes += [f"{SYSTEM_NAMES.get(terminology.system(c.system), 'local')} {c.code}" for c in flag.codes]
+    if flag.procedure_on_knee:
+        codes.append("any procedure on a knee structure")
+    head = f"{flag.display} (within {window} days)" if window else flag.display
+    return f"{head}: {'; '.join(c for c in codes if c)}"
 
 
 def _condition(condition: Condition, ruleset: RuleSet) -> str:

@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cds.content.files import load_model
 
@@ -77,11 +77,34 @@ class PatellofemoralCondition(_Strict):
     side: Literal["left", "right", "from-body-site"]
 
 
+class CodeFamily(_Strict):
+    """Codes matched by family: `prefix` for a hierarchical system (ICD-10-CM, dots ignored, `?` any one
+    character), or an inclusive numeric `range` (CPT). `confidence` and `source` say how it was verified."""
+
+    system: str
+    prefix: str | None = None
+    range: tuple[int, int] | None = None
+    display: str = ""
+    confidence: Literal["H", "M", "L"] = "H"
+    source: str = ""
+
+    def matches(self, system: str, code: str) -> bool:
+        if system != self.system:
+            return False
+        if self.prefix is not None:
+            wanted, given = self.prefix.replace(".", "").upper(), code.replace(".", "").upper()
+            return len(given) >= len(wanted) and all(w in ("?", g) for w, g in zip(wanted, given, strict=False))
+        if self.range is not None and code.isdigit():
+            return self.range[0] <= int(code) <= self.range[1]
+        return False
+
+
 class RedFlag(_Strict):
     flag: str
     display: str
-    window_days: int | None = None
-    codes: list[Code]
+    window: str | None = Field(default=None, description="A name in `windows`: older records are not red flags")
+    codes: list[Code] = Field(default_factory=list, description="Exact codes (SNOMED CT, local)")
+    families: list[CodeFamily] = Field(default_factory=list, description="Code families (ICD-10-CM, CPT)")
     procedure_on_knee: bool = Field(default=False, description="Also raised by a Procedure on a knee structure")
 
 
@@ -128,9 +151,19 @@ class Terminology(_Strict):
     knee_structures: list[Code]
     laterality: Laterality
     patellofemoral_conditions: list[PatellofemoralCondition]
+    windows: dict[str, int] = Field(description="Named look-back windows in days (trauma, surgery)")
     red_flags: list[RedFlag]
+    knee_records: list[CodeFamily] = Field(description="Conditions/procedures about the knee (to classify)")
+    benign_knee_codes: list[CodeFamily] = Field(description="Knee records known not to be red flags")
     physiotherapy_requests: list[Code]
     laterality_extension: str
+
+    @model_validator(mode="after")
+    def _windows_exist(self) -> Terminology:
+        for flag in self.red_flags:
+            if flag.window is not None and flag.window not in self.windows:
+                raise ValueError(f"red flag {flag.flag} names window {flag.window!r}, which `windows` lacks")
+        return self
 
     def system(self, name: str) -> str:
         """Resolve the file's `local` shorthand to the canonical URL."""
@@ -158,6 +191,23 @@ class Terminology(_Strict):
     @cached_property
     def red_flag_by_code(self) -> dict[tuple[str, str], RedFlag]:
         return {self._key(c): f for f in self.red_flags for c in f.codes}
+
+    def red_flag(self, system: str, code: str) -> RedFlag | None:
+        """The red flag a coding names: an exact code, else a code family (ICD-10-CM prefix, CPT range)."""
+        exact = self.red_flag_by_code.get((system, code))
+        if exact is not None:
+            return exact
+        return next((f for f in self.red_flags for family in f.families if family.matches(system, code)), None)
+
+    def window_days(self, flag: RedFlag) -> int | None:
+        return self.windows[flag.window] if flag.window else None
+
+    def about_knee(self, system: str, code: str) -> bool:
+        return any(f.matches(system, code) for f in self.knee_records)
+
+    def benign_knee(self, system: str, code: str) -> bool:
+        return (system, code) in self.patellofemoral_by_code or any(
+            f.matches(system, code) for f in self.benign_knee_codes)
 
     @cached_property
     def red_flag_by_name(self) -> dict[str, RedFlag]:

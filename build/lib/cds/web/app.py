@@ -203,8 +203,9 @@ def _contract(body: str | None, answer: str) -> dict[str, Any]:
     return extra
 
 
-def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
-    """The generated OpenAPI document plus the CDS Hooks models the routes read and answer."""
+def _openapi(app: FastAPI, service_ids: list[str]) -> Callable[[], dict[str, Any]]:
+    """The generated OpenAPI document plus the CDS Hooks models the routes read and answer, and the service ids
+    discovery lists (so a client or a schema-driven fuzzer reaches the real services)."""
     def build() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description,
@@ -215,6 +216,11 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
                  (FeedbackStored, "serialization")],
                 ref_template="#/components/schemas/{model}")
             schema.setdefault("components", {}).setdefault("schemas", {}).update(definitions.get("$defs", {}))
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    for parameter in operation.get("parameters", []):
+                        if parameter["name"] == "service_id":
+                            parameter["schema"] = {"type": "string", "enum": service_ids}
             app.openapi_schema = schema
         return app.openapi_schema
     return build
@@ -233,7 +239,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="hipflex-cds", version=__version__, description=__doc__, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
-    app.openapi = _openapi(app)  # type: ignore[method-assign]
+    app.openapi = _openapi(app, list(cds.catalog))  # type: ignore[method-assign]
     app.state.cds = cds
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],

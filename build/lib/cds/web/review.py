@@ -151,7 +151,8 @@ def review_router(caller: HookCaller, catalog: dict[str, Service], store: Store)
     async def choose(example: str | None = None, hook: str = "patient-view") -> HTMLResponse:
         if example is None:
             return HTMLResponse(review.page(), headers=headers)
-        return await respond(lambda: (example_bundle(review, example), example_date(review, example)), hook, None, example)
+        return await respond(lambda: (example_bundle(review, example), example_date(review, example)), hook, None,
+                             example)
 
     @router.post("", response_class=HTMLResponse, summary="Review page: run a pasted or uploaded bundle")
     async def run(request: Request) -> HTMLResponse:
