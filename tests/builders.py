@@ -24,6 +24,7 @@ from cds.content.facts import (
     RedFlagFact,
     ReferralFact,
     RejectedInputFact,
+    UnsidedPainSiteFact,
 )
 from cds.content.terminology import load_terminology
 from cds.hooks.prefetch import prefetch_from, prefetch_templates
@@ -66,6 +67,10 @@ class Facts:
     @staticmethod
     def pain(side: str, site: str = "peripatellar") -> PainSiteFact:
         return PainSiteFact(id=f"pain:{side}:{site}", side=side, site=site)  # type: ignore[arg-type]
+
+    @staticmethod
+    def unsided_pain(site: str = "peripatellar") -> UnsidedPainSiteFact:
+        return UnsidedPainSiteFact(id=f"pain:unsided:{site}", site=site)
 
     @staticmethod
     def pfp(side: str) -> KneeConditionFact:

@@ -40,7 +40,9 @@ LOCAL = TERMINOLOGY.local_system
 SIDES = {"left": ("7771000", "Left"), "right": ("24028007", "Right")}
 CARDS = {"hip-flexor strengthening": "hip-strengthening", "patellar glides": "patellar-glide",
          "red-flag assessment": "red-flag", "hip-flexion test": "hip-test", "dynamometer retest": "retest",
-         "data-quality check": "data-quality"}
+         "data-quality check": "data-quality", "side check": "record-side"}
+CODE_SYSTEMS = {"ICD-10-CM": "http://hl7.org/fhir/sid/icd-10-cm", "SNOMED CT": SNOMED,
+                "CPT": "http://www.ama-assn.org/go/cpt"}
 PAIN_SITES = {"at the front of the knee": "anterior-knee", "around the kneecap": "peripatellar",
               "behind the kneecap": "retropatellar", "in the knee": "knee", "in the hip": "hip"}
 RED_FLAGS = {flag.display: flag.flag for flag in TERMINOLOGY.red_flags}
@@ -268,6 +270,57 @@ def red_flag(chart: Chart, flag: str, days: int) -> None:
                                 "code": {"text": "Knee arthroscopy"}, "bodySite": [site(SNOMED, "49076000", None)]})
         return
     chart.add(condition((LOCAL, next(f for f in TERMINOLOGY.red_flags if f.flag == name).codes[0].code), None, when))
+
+
+@step("Given", "the record has the {system} diagnosis {code} from {days:d} days ago",
+      "Given the record has the ICD-10-CM diagnosis M25.461 from 3 days ago", system=["ICD-10-CM", "SNOMED CT"])
+def coded_condition(chart: Chart, system: str, code: str, days: int) -> None:
+    """An active Condition coded the way EHRs code it (ICD-10-CM or SNOMED CT), with no body site: the code alone
+    must say whether it is a knee red flag, or a knee record the service cannot classify."""
+    url = choose("code system", system, {k: CODE_SYSTEMS[k] for k in ("ICD-10-CM", "SNOMED CT")})
+    when = (EXAMPLE_DATE - dt.timedelta(days=days)).isoformat()
+    chart.add(lambda c, i: {"resourceType": "Condition", "id": i, "subject": {"reference": "Patient/scenario"},
+                            "clinicalStatus": {"coding": [{
+                                "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                "code": "active"}]},
+                            "code": {"coding": [{"system": url, "code": code}]}, "onsetDateTime": when})
+
+
+@step("Given", "the record has the {system} procedure {code} from {days:d} days ago",
+      "Given the record has the CPT procedure 29881 from 60 days ago", system=["CPT", "SNOMED CT"])
+def coded_procedure(chart: Chart, system: str, code: str, days: int) -> None:
+    """A completed Procedure coded by CPT or SNOMED CT, with no body site (billing systems rarely send one)."""
+    url = choose("code system", system, {k: CODE_SYSTEMS[k] for k in ("CPT", "SNOMED CT")})
+    when = (EXAMPLE_DATE - dt.timedelta(days=days)).isoformat()
+    chart.add(lambda c, i: {"resourceType": "Procedure", "id": i, "status": "completed",
+                            "subject": {"reference": "Patient/scenario"}, "performedDateTime": when,
+                            "code": {"coding": [{"system": url, "code": code}]}})
+
+
+@step("Given", "the patient reports pain {where} scoring {score:d}/10 with no side recorded",
+      "Given the patient reports pain around the kneecap scoring 6/10 with no side recorded", where=list(PAIN_SITES))
+def unsided_pain(chart: Chart, where: str, score: int) -> None:
+    """Pain whose side is nowhere in the record: the service asks for the side instead of concluding 'no pain'."""
+    code = choose("pain site", where, PAIN_SITES)
+    binding = next(s for s in TERMINOLOGY.body_sites if s.site == code).codes[0]
+    body = site(TERMINOLOGY.system(binding.system), binding.code, None)
+    chart.add(lambda c, i: observation(c, i, ("http://loinc.org", "72514-3"), body, {"valueInteger": score}))
+
+
+@step("Given", "the patient reports {side} pain {where} with the side written in the pain site",
+      "Given the patient reports right pain around the kneecap with the side written in the pain site",
+      side=["left", "right"], where=list(PAIN_SITES))
+def pain_side_in_value(chart: Chart, side: str, where: str) -> None:
+    """A pain-location Observation (LOINC 38204-4) whose value carries the site and a laterality qualifier coding,
+    as many EHRs record it, instead of a bodySite with a laterality extension."""
+    code = choose("pain site", where, PAIN_SITES)
+    binding = next(s for s in TERMINOLOGY.body_sites if s.site == code).codes[0]
+    qualifier = SIDES[choose("side", side, ["left", "right"])]
+    value = {"valueCodeableConcept": {"coding": [
+        {"system": TERMINOLOGY.system(binding.system), "code": binding.code},
+        {"system": SNOMED, "code": qualifier[0], "display": qualifier[1]}]}}
+    chart.add(lambda c, i: {k: v for k, v in observation(c, i, ("http://loinc.org", "38204-4"), {}, value).items()
+                            if k != "bodySite"})
 
 
 @step("Given", "the patient already has an active physiotherapy referral",

@@ -51,7 +51,8 @@ def test_rules_catalog_lists_ids_versions_status_evidence() -> None:
     run = cli("rules", "--json")
     catalog = {r["id"]: r for r in json.loads(run.stdout)}
     assert catalog["R3"]["version"] == 1
-    assert catalog["R3"]["evidence"]["grade"] == "A"
+    assert catalog["R3"]["evidence"]["grade"] == "F"  # its weakest claim: the psoas emphasis
+    assert [c["grade"] for c in catalog["R3"]["evidence"]["claims"]] == ["A", "C/D", "F"]
     assert catalog["R11"]["status"] == "draft"
     assert "R3" in cli("rules").stdout
 

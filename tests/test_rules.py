@@ -63,6 +63,9 @@ CASES: dict[str, tuple[Case, Case]] = {
     "R10": (lambda: [*F.adult(), F.pain("left"), F.pain("right"), F.mmt("left", "4"), F.mmt("right", "4")],
             lambda: [*F.adult(), F.pain("left"), F.pain("right"), F.mmt("left", "4"), F.mmt("right", "5")]),
     "R12": (lambda: [F.referral()], lambda: [F.pain("left")]),
+    "D4-unsided": (lambda: [F.unsided_pain("peripatellar")], lambda: [F.unsided_pain("knee")]),
+    "R13": (lambda: [*F.adult(), F.unsided_pain("peripatellar")],
+            lambda: [*F.adult(), F.unsided_pain("peripatellar"), F.pain("left")]),
 }
 
 

@@ -22,6 +22,7 @@ from cds.content.facts import (
     MmtFact,
     PainScoreFact,
     PainSiteFact,
+    UnsidedPainSiteFact,
 )
 from cds.content.terminology import Side
 
@@ -85,6 +86,7 @@ def assemble(readings: list[Reading], out: Validated) -> None:
         if reading.side is None and reading.kind not in UNSIDED:
             out.issue(reading.ref, "Observation.bodySite", "warning", "no-side",
                       "pain location recorded without a side: not used for side-specific rules")
+            out.facts.append(UnsidedPainSiteFact(**_base(reading), site=reading.value))
             continue
         out.facts.append(FACTS[reading.kind](reading))
     _asymmetry(chosen, out)

@@ -120,6 +120,16 @@ class PainSiteFact(_Fact):
         return f"{self.side} {self.site.replace('-', ' ')} pain"
 
 
+class UnsidedPainSiteFact(_Fact):
+    """Pain at a site whose side could not be read: enough to ask for the side, never enough for side rules."""
+
+    kind: Literal["pain-site-unsided"] = "pain-site-unsided"
+    site: str
+
+    def what(self) -> str:
+        return f"{self.site.replace('-', ' ')} pain, side not recorded"
+
+
 class PainScoreFact(_Fact):
     kind: Literal["pain-score"] = "pain-score"
     score: int = Field(ge=0, description="Plausible range: rules/terminology.yaml")
@@ -185,6 +195,7 @@ InputFact = Annotated[
     | HyperextensionFact
     | GaitFact
     | PainSiteFact
+    | UnsidedPainSiteFact
     | PainScoreFact
     | KneeConditionFact
     | RedFlagFact
@@ -196,7 +207,7 @@ InputFact = Annotated[
 
 FACT_MODELS: tuple[type[_Fact], ...] = (
     AgeFact, AudienceFact, MmtFact, HhdFact, HhdAsymmetryFact, HyperextensionFact, GaitFact,
-    PainSiteFact, PainScoreFact, KneeConditionFact, RedFlagFact, ReferralFact, UnclassifiedKneeRecordsFact,
+    PainSiteFact, UnsidedPainSiteFact, PainScoreFact, KneeConditionFact, RedFlagFact, ReferralFact, UnclassifiedKneeRecordsFact,
     RejectedInputFact,
 )
 

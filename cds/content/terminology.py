@@ -151,6 +151,7 @@ class Terminology(_Strict):
     knee_structures: list[Code]
     laterality: Laterality
     patellofemoral_conditions: list[PatellofemoralCondition]
+    current_pain_from: int = Field(ge=0, le=10, description="A pain score below this is not current pain")
     windows: dict[str, int] = Field(description="Named look-back windows in days (trauma, surgery)")
     red_flags: list[RedFlag]
     knee_records: list[CodeFamily] = Field(description="Conditions/procedures about the knee (to classify)")
