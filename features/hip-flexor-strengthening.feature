@@ -83,3 +83,36 @@ Feature: End-range hip-flexor strengthening for anterior knee pain
     Then the service suggests hip-flexor strengthening for the right knee
     And the hip-flexor strengthening card offers no referral
     And the hip-flexor strengthening card says "An active physiotherapy referral exists"
+
+  Rule: The card says only what the data show
+
+    Scenario: A manual grade alone suggests confirming it with a dynamometer
+      Given the right seated hip-flexion strength above 90° is 4+/5
+      When the clinician opens the chart
+      Then the hip-flexor strengthening card says "manual grade only; a hand-held dynamometer would confirm it"
+      And the hip-flexor strengthening card says "4+/5"
+
+    Scenario: A dynamometer deficit shows the forces, not only the percentage
+      Given the patient reports left pain behind the kneecap scoring 4/10
+      And the left hip-flexion force above 90° is 80 N
+      And the right hip-flexion force above 90° is 100 N
+      When the clinician opens the chart
+      Then the hip-flexor strengthening card says "left side 20.0 % weaker (80 N against 100 N)"
+
+    Scenario: No knee hyperextension recorded means no "unlock your knees" cue
+      Given the right seated hip-flexion strength above 90° is 4/5
+      When the clinician opens the chart
+      Then the service suggests hip-flexor strengthening for the right knee
+      And the service does not suggest patellar glides
+
+    Scenario Outline: Under 18, hip causes are to be excluded first
+      Given a <age>-year-old male patient
+      And the right seated hip-flexion strength above 90° is 4/5
+      When the clinician opens the chart
+      Then the hip-flexor strengthening card <says> "exclude hip causes (e.g. slipped capital femoral epiphysis) first"
+
+      Examples:
+        | age | says          |
+        | 16  | says          |
+        | 17  | says          |
+        | 18  | does not say  |

@@ -37,3 +37,13 @@ Feature: Inferior patellar glides for short-term relief
     When the clinician opens the chart
     Then the service suggests hip-flexor strengthening for the left knee
     And the service does not suggest patellar glides
+
+  Scenario Outline: Marked hyperextension asks for a hypermobility and instability screen first
+    Given the left knee hyperextends <degrees>°
+    When the clinician opens the chart
+    Then the patellar glides card <says> "screen for hypermobility (Beighton) and patellar instability"
+
+    Examples:
+      | degrees | says         |
+      | 10      | does not say |
+      | 11      | says         |

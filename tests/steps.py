@@ -437,6 +437,15 @@ def card_says(chart: Chart, card: str, text: str) -> None:
     assert text.lower() in words, f"{text!r} not in the {card} card:\n{words}"
 
 
+@step("Then", 'the {card} card does not say "{text}"',
+      'Then the patellar glides card does not say "screen for hypermobility"', card=list(CARDS))
+def card_does_not_say(chart: Chart, card: str, text: str) -> None:
+    """The card is shown, and neither its summary nor its detail contains these words (letter case ignored)."""
+    shown_card = found(chart, card)
+    words = f"{shown_card['summary']}\n{shown_card.get('detail', '')}".lower()
+    assert text.lower() not in words, f"{text!r} is in the {card} card:\n{words}"
+
+
 @step("Then", "the {card} card rests on rule {rule}", "Then the patellar glides card rests on rule R4",
       card=list(CARDS))
 def card_rule(chart: Chart, card: str, rule: str) -> None:

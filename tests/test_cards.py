@@ -78,7 +78,7 @@ def test_detail_states_advice_findings_evidence_and_limits(pipeline: Pipeline) -
     findings = "**Findings (19 Nov 2026):** right peripatellar pain; right seated hip flexion above 90°: 4/5 (MMT)."
     assert findings in detail
     assert "psoas emphasis expert opinion (F)" in detail
-    assert "No red flag among the coded records checked (ICD-10-CM, SNOMED CT, CPT, local)" in detail
+    assert "No red flag in the coded records (ICD-10-CM, SNOMED CT, CPT, local)" in detail
     explanation = Explanation.of(card)
     assert ("R3", 1) in [(r.id, r.version) for r in explanation.rules]
     assert "Observation/p01-mmt-2" in [f.source for f in explanation.facts]
@@ -182,3 +182,19 @@ def test_a_renamed_dynamometer_rule_keeps_its_note(pipeline: Pipeline) -> None:
     assert note.when.only_by_rules is not None
     assert all(rule_id in {r.id for r in pipeline.ruleset.source.rules} for rule_id in note.when.only_by_rules)
     assert "dynamometer result was used over the manual grade 5/5" in (decide(pipeline, "P10").cards[0].detail or "")
+
+
+def suggested_reasons(decision: Decision) -> list[tuple[list[str], list[str]]]:
+    out = []
+    for card in decision.cards:
+        for suggestion in card.suggestions or []:
+            request = (suggestion.actions or [])[0].resource or {}
+            out.append(([c["code"] for r in request["reasonCode"] for c in r["coding"]],
+                        [r["reference"] for r in request.get("reasonReference", [])]))
+    return out
+
+
+def test_a_referral_gives_the_recorded_pain_as_its_reason_not_a_diagnosis(pipeline: Pipeline) -> None:
+    """430725003 only where a patellofemoral pain diagnosis is recorded; the pain records are cited."""
+    assert suggested_reasons(decide(pipeline, "P01")) == [(["30989003"], ["Observation/p01-pain-1"])] * 2
+    assert suggested_reasons(decide(pipeline, "P16")) == [(["430725003"], ["Condition/p16-cond-1"])] * 2

@@ -64,6 +64,7 @@ CASES: dict[str, tuple[Case, Case]] = {
             lambda: [*F.adult(), F.pain("left"), F.pain("right"), F.mmt("left", "4"), F.mmt("right", "5")]),
     "R12": (lambda: [F.referral()], lambda: [F.pain("left")]),
     "D4-unsided": (lambda: [F.unsided_pain("peripatellar")], lambda: [F.unsided_pain("knee")]),
+    "D8-adolescent": (lambda: [F.adult(age=17)[0]], lambda: [F.adult(age=18)[0]]),
     "R13": (lambda: [*F.adult(), F.unsided_pain("peripatellar")],
             lambda: [*F.adult(), F.unsided_pain("peripatellar"), F.pain("left")]),
 }

@@ -107,4 +107,5 @@ def _asymmetry(chosen: dict[tuple[str, Side | None], Reading], out: Validated) -
     weaker, stronger = (left, right) if left.value < right.value else (right, left)
     percent = round((stronger.value - weaker.value) / stronger.value * 100, 2)
     out.facts.append(HhdAsymmetryFact(id="hhd-asymmetry", source=weaker.ref, date=weaker.date,
-                                      side=weaker.side if percent > 0 else "left", percent=percent))
+                                      side=weaker.side if percent > 0 else "left", percent=percent,
+                                      weaker_newtons=weaker.value, stronger_newtons=stronger.value))
