@@ -68,20 +68,36 @@ def test_a_trickling_fhir_server_ends_the_call_at_the_deadline(guarded: str, fhi
     assert elapsed < 2 + 1.5, elapsed
 
 
-def test_a_hundred_slow_calls_leave_health_and_prefetch_calls_answering(guarded: str, fhir_stub: FhirStub) -> None:
-    serve_p01(fhir_stub)
-    fhir_stub.trickle_seconds = 1.0
+def test_a_hundred_slow_calls_leave_health_and_prefetch_calls_answering(tmp_path: Path) -> None:
+    """100 calls stuck on a FHIR server that trickles (in its own process) for the whole 8 s deadline; meanwhile
+    /health and a prefetch-only call answer within 4 s, so they did not queue behind the slow calls."""
+    import subprocess
+    import sys
 
-    async def storm() -> tuple[list[int], int, int]:
+    from tests.servers import free_port
+
+    port = free_port()
+    trickle = subprocess.Popen([sys.executable, "-m", "tests.trickle_server", str(port)])
+    base = f"http://127.0.0.1:{port}/fhir"
+    settings = service_settings(tmp_path, fhir_servers=[base], fhir_deadline_seconds=8, max_calls_in_flight=200)
+    body = hook_request(fhirServer=base)
+    del body["prefetch"]
+
+    async def storm(url: str) -> tuple[list[int], int, int]:
         async with httpx.AsyncClient(timeout=30) as client:
-            slow = [asyncio.ensure_future(client.post(f"{guarded}{PATIENT_VIEW}", json=fetching(fhir_stub)))
-                    for _ in range(100)]
-            await asyncio.sleep(0.5)  # the slow calls are in flight now
-            health = await client.get(f"{guarded}/health", timeout=3)
-            quick = await client.post(f"{guarded}{PATIENT_VIEW}", json=hook_request(), timeout=3)
+            slow = [asyncio.ensure_future(client.post(f"{url}{PATIENT_VIEW}", json=body)) for _ in range(100)]
+            await asyncio.sleep(1.0)  # the slow calls are in flight now
+            health = await client.get(f"{url}/health", timeout=4)
+            quick = await client.post(f"{url}{PATIENT_VIEW}", json=hook_request(), timeout=4)
             return [r.status_code for r in await asyncio.gather(*slow)], health.status_code, quick.status_code
 
-    slow, health, quick = asyncio.run(storm())
+    try:
+        time.sleep(0.5)
+        with running(create_app(settings)) as url:
+            slow, health, quick = asyncio.run(storm(url))
+    finally:
+        trickle.kill()
+        trickle.wait(10)
     assert (health, quick) == (200, 200)
     assert set(slow) == {412}
 

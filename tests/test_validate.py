@@ -108,7 +108,7 @@ def test_invalid_mrc_grade(terminology: Terminology, value: dict[str, Any]) -> N
 def test_pain_score_range(terminology: Terminology, score: int, ok: bool) -> None:
     result = run(terminology, resource("72514-3") | {"valueInteger": score})
     assert ("pain-score" in kinds(result)) is ok
-    assert (not result.issues) is ok
+    assert (not [i for i in result.issues if i.code != "no-current-pain"]) is ok
 
 
 def hhd(side: str, value: float, unit: str = "N", date: str = "2026-11-19") -> dict[str, Any]:

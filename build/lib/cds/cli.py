@@ -86,8 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     request.add_argument("--hook", choices=HOOKS, default="patient-view")
     request.add_argument("--user", default=USER, help="context.userId (default %(default)s)")
     request.add_argument("--encounter", default="encounter-1", help="context.encounterId for encounter-start")
-    rules = sub.add_parser("rules", help="list the rule catalog")
-    rules.add_argument("--json", action="store_true")
+    rules = sub.add_parser("rules", help="list the rule catalog (or, with --terminology, the codes it reads)")
+    rules.add_argument("--json", action="store_true", help="machine-readable output")
+    rules.add_argument("--terminology", action="store_true",
+                       help="list the codes each input is read from, including a site's ConceptMaps "
+                            "(HIPFLEX_CONCEPT_MAPS_DIR)")
     serve = sub.add_parser("serve", help="run the CDS Hooks service")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
@@ -161,7 +164,27 @@ def cmd_evaluate(pipeline: Pipeline, args: argparse.Namespace) -> int:
     return 0
 
 
+def terminology_rows(pipeline: Pipeline) -> list[dict[str, str]]:
+    """What the service reads, code by code: built-in bindings, then each site code and what it maps to."""
+    t = pipeline.terminology
+    rows = [{"input": b.kind, "system": s, "code": c, "via": "built-in"}
+            for (s, c), b in t.observation_by_code.items() if (s, c) not in t.aliases]
+    rows += [{"input": f"pain site {site.site}", "system": s, "code": c, "via": "built-in"}
+             for (s, c), site in t.site_by_code.items() if (s, c) not in t.aliases]
+    rows += [{"input": "(mapped)", "system": s, "code": c, "via": f"ConceptMap -> {target[1]}"}
+             for (s, c), target in t.aliases.items()]
+    return rows
+
+
 def cmd_rules(pipeline: Pipeline, args: argparse.Namespace) -> int:
+    if args.terminology:
+        rows = terminology_rows(pipeline)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            for row in rows:
+                print(f"  {row['input']:<28} {row['system']}|{row['code']}  ({row['via']})")
+        return 0
     rules = pipeline.ruleset.source.rules
     if args.json:
         print(json.dumps([{"id": r.id, "version": r.version, "status": r.status, "title": r.title,

@@ -22,6 +22,7 @@ from cds.content.facts import (
     MmtFact,
     PainScoreFact,
     PainSiteFact,
+    UnsidedPainSiteFact,
 )
 from cds.content.terminology import Side
 
@@ -85,6 +86,7 @@ def assemble(readings: list[Reading], out: Validated) -> None:
         if reading.side is None and reading.kind not in UNSIDED:
             out.issue(reading.ref, "Observation.bodySite", "warning", "no-side",
                       "pain location recorded without a side: not used for side-specific rules")
+            out.facts.append(UnsidedPainSiteFact(**_base(reading), site=reading.value))
             continue
         out.facts.append(FACTS[reading.kind](reading))
     _asymmetry(chosen, out)
@@ -105,4 +107,5 @@ def _asymmetry(chosen: dict[tuple[str, Side | None], Reading], out: Validated) -
     weaker, stronger = (left, right) if left.value < right.value else (right, left)
     percent = round((stronger.value - weaker.value) / stronger.value * 100, 2)
     out.facts.append(HhdAsymmetryFact(id="hhd-asymmetry", source=weaker.ref, date=weaker.date,
-                                      side=weaker.side if percent > 0 else "left", percent=percent))
+                                      side=weaker.side if percent > 0 else "left", percent=percent,
+                                      weaker_newtons=weaker.value, stronger_newtons=stronger.value))

@@ -27,7 +27,7 @@ from cds.clinical.response import (
     Source,
     Suggestion,
 )
-from cds.content.cardtexts import CardText, CardTexts, NoteCondition, SuggestionText, side_words
+from cds.content.cardtexts import CardText, CardTexts, NoteCondition, ReasonText, SuggestionText, side_words
 from cds.content.facts import DataIssue, InputFact, date_words
 from cds.content.rules import RuleSet
 from cds.content.terminology import Terminology
@@ -55,7 +55,7 @@ class CardBuilder:
         facts, findings, rules = evaluation.explain(rec)
         suggestions = None
         if text.suggestion is not None and patient_id:
-            suggestions = [self._suggestion(text.suggestion, rec.side, patient_id, text.advice, words)]
+            suggestions = [self._suggestion(text.suggestion, rec, evaluation, patient_id, text.advice, words)]
         reported = [i for i in issues if i.severity != "information"]
         explanation = Explanation(
             recommendation=Recommendation(card=rec.name, side=rec.side),
@@ -96,8 +96,12 @@ class CardBuilder:
             "basis": [b for b in rec.basis if not b.startswith("recommendation:")]}))[0]}
         return [f for f in facts if f.kind not in ("audience", "age") and (f.id in own or f.id not in through_cards)]
 
-    def _suggestion(self, text: SuggestionText, side: str | None, patient_id: str, advice: str,
+    def _suggestion(self, text: SuggestionText, rec: Derived, evaluation: Evaluation, patient_id: str, advice: str,
                     words: dict[str, str]) -> Suggestion:
+        """A draft ServiceRequest whose reason is what the record shows (a diagnosis only when one is recorded),
+        citing the records behind it."""
+        side = rec.side
+        reason = self._reason(text, evaluation, side)
         body_site: dict[str, Any] = {"coding": [self._coding(text.body_site)]}
         code = self.t.laterality.code_of(side)
         if code is not None:
@@ -110,13 +114,22 @@ class CardBuilder:
             "intent": "proposal",
             "code": {"coding": [self._coding(c) for c in text.codes], "text": text.codes[-1].display},
             "subject": {"reference": f"Patient/{patient_id}"},
-            "reasonCode": [{"coding": [self._coding(text.reason)]}],
+            "reasonCode": [{"coding": [self._coding(reason.coding)],
+                            "text": f"{words['Side']}: {reason.coding.display}"}],
             "bodySite": [body_site],
             "note": [{"text": advice}],
         }
+        cited = sorted({f.source for f in evaluation.explain(rec)[0] if f.kind in text.reason_facts and f.source})
+        if cited:
+            request["reasonReference"] = [{"reference": ref} for ref in cited]
         label = text.label.format(**words)
         return Suggestion(label=label, isRecommended=True,
                           actions=[Action(type=ActionType.create, description=label, resource=request)])
+
+    @staticmethod
+    def _reason(text: SuggestionText, evaluation: Evaluation, side: str | None) -> ReasonText:
+        sides = (None,) if side in (None, "bilateral") else (side,)
+        return next((r for r in text.reasons if any(_holds(r.when, evaluation, s) for s in sides)), text.reasons[-1])
 
     def _coding(self, coding: Any) -> dict[str, str]:
         return {"system": self.t.system(coding.system), "code": coding.code, "display": coding.display}

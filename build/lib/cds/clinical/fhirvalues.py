@@ -8,6 +8,7 @@ raises `Reject` naming the element and the reason. Units and plausible ranges co
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -25,8 +26,25 @@ class Reject(Exception):
         self.path, self.code, self.message, self.severity = path, code, message, severity
 
 
+SNOMED = "http://snomed.info/sct"
+EXPRESSION_LATERALITY = re.compile(r"272741003\s*(?:\|[^|]*\|)?\s*=\s*(\d+)")
+
+
 def codings(concept: Any) -> list[tuple[str, str]]:
-    """(system, code) pairs of a CodeableConcept; nothing for anything else."""
+    """(system, code) pairs of a CodeableConcept; nothing for anything else. A SNOMED CT post-coordinated
+    expression ("64234005 |Patella| : 272741003 = 24028007") counts as its focus concept."""
+    coding = concept.get("coding") if isinstance(concept, dict) else None
+    if not isinstance(coding, list):
+        return []
+    pairs = [(str(c.get("system", "")), str(c.get("code", ""))) for c in coding if isinstance(c, dict)]
+    return [(s, _focus(c) if s == SNOMED else c) for s, c in pairs]
+
+
+def _focus(code: str) -> str:
+    return code.split(":", 1)[0].split("|", 1)[0].strip() if ":" in code or "|" in code else code
+
+
+def _raw_codings(concept: Any) -> list[tuple[str, str]]:
     coding = concept.get("coding") if isinstance(concept, dict) else None
     return [(str(c.get("system", "")), str(c.get("code", ""))) for c in coding if isinstance(c, dict)] \
         if isinstance(coding, list) else []
@@ -59,29 +77,39 @@ def effective(resource: dict[str, Any], prefix: str) -> tuple[str, dt.date | Non
 
 
 def laterality(resource: dict[str, Any], t: Terminology) -> tuple[Side | None, str | None]:
-    """The side from a bodySite laterality extension or a 272741003 component (mCODE-style), and the element
-    path of an inactive legacy code if one was read (the caller warns). Two different sides -> Reject."""
+    """The side, from wherever real EHRs put it: a bodySite laterality extension, a laterality qualifier coding in
+    bodySite or in valueCodeableConcept, a 272741003 |Laterality| component (mCODE-style), or a SNOMED CT
+    post-coordinated expression with the laterality attribute. Also the element path of an inactive legacy code
+    if one was read (the caller warns). Two different sides -> Reject."""
     rtype = resource["resourceType"]
-    site = resource.get("bodySite") or {}
+    given = resource.get("bodySite")
+    sites = [s for s in (given if isinstance(given, list) else [given]) if isinstance(s, dict)]
     concepts = [(f"{rtype}.bodySite.extension", ext.get("valueCodeableConcept"))
-                for body_site in (site if isinstance(site, list) else [site]) if isinstance(body_site, dict)
-                for ext in body_site.get("extension") or [] if isinstance(ext, dict)]
+                for site in sites for ext in _list(site.get("extension")) if isinstance(ext, dict)]
+    concepts += [(f"{rtype}.bodySite", site) for site in sites]
+    concepts += [(f"{rtype}.valueCodeableConcept", resource.get("valueCodeableConcept"))]
     concepts += [(f"{rtype}.component", comp.get("valueCodeableConcept"))
-                 for comp in resource.get("component") or []
+                 for comp in _list(resource.get("component"))
                  if isinstance(comp, dict) and LATERALITY_ATTRIBUTE in codings(comp.get("code"))]
     lat = t.laterality
     found: list[tuple[str, Side, bool]] = []
     for path, concept in concepts:
-        for system, code in codings(concept):
-            if system == lat.system and code in lat.codes:
-                found.append((path, lat.codes[code], False))
-            elif system == lat.system and code in lat.legacy:
-                found.append((path, lat.legacy[code], True))
+        for system, code in _raw_codings(concept):
+            qualifier = EXPRESSION_LATERALITY.search(code) if system == SNOMED else None
+            value = qualifier.group(1) if qualifier else code
+            if system == lat.system and value in lat.codes:
+                found.append((path, lat.codes[value], False))
+            elif system == lat.system and value in lat.legacy:
+                found.append((path, lat.legacy[value], True))
     sides = {side for _, side, _ in found}
     if len(sides) > 1:
         raise Reject(f"{rtype}.bodySite", "conflicting-side", "laterality is given twice, differently")
     legacy = next((path for path, _, old in found if old), None)
     return next(iter(sides), None), legacy
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def observation_value(resource: dict[str, Any], binding: ObservationBinding, t: Terminology) -> Any:

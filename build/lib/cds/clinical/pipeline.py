@@ -17,6 +17,7 @@ from cds.clinical.outcome import Evaluation
 from cds.clinical.response import Card, CDSResponse
 from cds.clinical.validate import validate
 from cds.content.cardtexts import load_card_texts
+from cds.content.conceptmaps import load_concept_maps
 from cds.content.facts import DataIssue, fact_properties
 from cds.content.rules import RuleSet, load_rules
 from cds.content.terminology import Terminology, load_terminology
@@ -38,7 +39,10 @@ class Pipeline:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.terminology: Terminology = load_terminology(settings.rules_dir / "terminology.yaml")
+        terminology = load_terminology(settings.rules_dir / "terminology.yaml")
+        if settings.concept_maps_dir is not None:
+            terminology = terminology.with_aliases(load_concept_maps(settings.concept_maps_dir, terminology))
+        self.terminology: Terminology = terminology
         self.ruleset: RuleSet = load_rules(settings.rules_dir / settings.rule_file, self.terminology,
                                            include_drafts=settings.include_draft_rules)
         texts = load_card_texts(settings.rules_dir / "cards.yaml", self.ruleset, set(fact_properties()))

@@ -146,7 +146,7 @@ class Profiles:
         issued = str(resource.get("issued", ""))
         self.readings.append(Reading(binding.kind, side, when, issued, ref, value))
         if binding.kind == "pain-severity":
-            self._pain_site_from_body_site(resource, ref, side, when, issued)
+            self._pain_site_from_body_site(resource, ref, side, when, issued, value)
 
     def _binding(self, resource: dict[str, Any], ref: str) -> ObservationBinding | None:
         codes = codings(resource.get("code"))
@@ -179,13 +179,15 @@ class Profiles:
         return False
 
     def _pain_site_from_body_site(self, resource: dict[str, Any], ref: str, side: Side | None,
-                                  when: dt.date, issued: str) -> None:
+                                  when: dt.date, issued: str, score: int) -> None:
+        """A pain score with a body site also says where it hurts, when it says it hurts at all."""
         sites = [self.t.site_by_code[k] for k in codings(resource.get("bodySite")) if k in self.t.site_by_code]
         if not sites:
             return
-        if side is None:
-            self.out.issue(ref, "Observation.bodySite", "warning", "no-side",
-                           "pain site recorded without a side: not used for side-specific rules")
+        if score < self.t.current_pain_from:
+            self.out.issue(ref, "Observation.valueInteger", "information", "no-current-pain",
+                           f"pain {score}/10 at the {sites[0].site.replace('-', ' ')}: below "
+                           f"{self.t.current_pain_from}/10, not counted as current pain")
             return
         self.readings.append(Reading("pain-location", side, when, issued, ref, sites[0].site))
 

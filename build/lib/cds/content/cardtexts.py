@@ -29,13 +29,6 @@ class TextCoding(_Strict):
     display: str
 
 
-class SuggestionText(_Strict):
-    label: str
-    codes: list[TextCoding] = Field(min_length=1)
-    body_site: TextCoding
-    reason: TextCoding
-
-
 class CardText(_Strict):
     indicator: Literal["info", "warning", "critical"]
     topic: dict[str, str]
@@ -53,6 +46,19 @@ class NoteCondition(_Strict):
     fact: str | None = Field(default=None, description="Its fields become placeholders, e.g. {grade}")
     no_fact: str | None = None
     only_by_rules: list[str] | None = Field(default=None, description="`finding` was derived by these rules alone")
+
+
+class ReasonText(_Strict):
+    when: NoteCondition = NoteCondition()
+    coding: TextCoding
+
+
+class SuggestionText(_Strict):
+    label: str
+    codes: list[TextCoding] = Field(min_length=1)
+    body_site: TextCoding
+    reasons: list[ReasonText] = Field(min_length=1, description="The first that holds is the order's reasonCode")
+    reason_facts: list[str] = Field(default_factory=list, description="Fact kinds cited in reasonReference")
 
 
 class Note(_Strict):
@@ -97,6 +103,11 @@ def load_card_texts(path: Path, ruleset: RuleSet, fact_kinds: set[str]) -> CardT
                                                f"which has no text in {path.name}")
     known = _Known(path, lines, produced, {r.id for r in ruleset.source.rules}, fact_kinds, set(texts.cards))
     known.condition(("no_suggestion_when",), texts.no_suggestion_when)
+    for kind, text in texts.cards.items():
+        for index, reason in enumerate(text.suggestion.reasons if text.suggestion else []):
+            known.condition(("cards", kind, "suggestion", "reasons", index, "when"), reason.when)
+        for fact in text.suggestion.reason_facts if text.suggestion else []:
+            known.check(("cards", kind, "suggestion", "reason_facts"), fact, known.facts, "fact")
     for index, note in enumerate(texts.notes):
         for card in note.cards:
             known.check(("notes", index, "cards"), card, known.cards, "card")

@@ -87,9 +87,13 @@ class HhdAsymmetryFact(_Fact):
     kind: Literal["hhd-asymmetry"] = "hhd-asymmetry"
     side: EngineSide = Field(description="The weaker side")
     percent: float = Field(ge=0, le=100)
+    weaker_newtons: float | None = Field(default=None, gt=0)
+    stronger_newtons: float | None = Field(default=None, gt=0)
 
     def what(self) -> str:
-        return f"dynamometer: {self.side} side {self.percent:.1f} % weaker"
+        forces = (f" ({self.weaker_newtons:.0f} N against {self.stronger_newtons:.0f} N)"
+                  if self.weaker_newtons and self.stronger_newtons else "")
+        return f"dynamometer: {self.side} side {self.percent:.1f} % weaker{forces}"
 
 
 class HyperextensionFact(_Fact):
@@ -118,6 +122,16 @@ class PainSiteFact(_Fact):
 
     def what(self) -> str:
         return f"{self.side} {self.site.replace('-', ' ')} pain"
+
+
+class UnsidedPainSiteFact(_Fact):
+    """Pain at a site whose side could not be read: enough to ask for the side, never enough for side rules."""
+
+    kind: Literal["pain-site-unsided"] = "pain-site-unsided"
+    site: str
+
+    def what(self) -> str:
+        return f"{self.site.replace('-', ' ')} pain, side not recorded"
 
 
 class PainScoreFact(_Fact):
@@ -185,6 +199,7 @@ InputFact = Annotated[
     | HyperextensionFact
     | GaitFact
     | PainSiteFact
+    | UnsidedPainSiteFact
     | PainScoreFact
     | KneeConditionFact
     | RedFlagFact
@@ -196,8 +211,8 @@ InputFact = Annotated[
 
 FACT_MODELS: tuple[type[_Fact], ...] = (
     AgeFact, AudienceFact, MmtFact, HhdFact, HhdAsymmetryFact, HyperextensionFact, GaitFact,
-    PainSiteFact, PainScoreFact, KneeConditionFact, RedFlagFact, ReferralFact, UnclassifiedKneeRecordsFact,
-    RejectedInputFact,
+    PainSiteFact, UnsidedPainSiteFact, PainScoreFact, KneeConditionFact, RedFlagFact, ReferralFact,
+    UnclassifiedKneeRecordsFact, RejectedInputFact,
 )
 
 

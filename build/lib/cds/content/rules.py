@@ -37,9 +37,33 @@ class Parameter(_Strict):
     description: str
 
 
-class Evidence(_Strict):
-    grade: str = Field(description="JOSPT CPG style: A strong … F expert opinion, or 'regulatory'")
+GRADE_ORDER = "ABCDEF"
+
+
+def weakest(grades: list[str]) -> str:
+    """The weakest of several grades ('C/D' counts as D): a recommendation is only as strong as its weakest claim."""
+    letters = [letter for grade in grades for letter in grade if letter in GRADE_ORDER]
+    return max(letters, key=GRADE_ORDER.index) if letters else grades[0]
+
+
+class Claim(_Strict):
+    claim: str
+    grade: str
     source: str
+
+
+class Evidence(_Strict):
+    grade: str = Field(description="JOSPT CPG style: A strong … F expert opinion, or 'regulatory'; with claims, "
+                                   "the weakest of them")
+    source: str
+    claims: list[Claim] = Field(default_factory=list, description="Each part of the recommendation, graded")
+
+    @model_validator(mode="after")
+    def _grade_is_the_weakest_claim(self) -> Evidence:
+        if self.claims and self.grade != weakest([c.grade for c in self.claims]):
+            raise ValueError(f"grade {self.grade} is not the weakest of its claims "
+                             f"({weakest([c.grade for c in self.claims])})")
+        return self
 
 
 class Condition(BaseModel):

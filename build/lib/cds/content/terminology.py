@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -151,12 +151,15 @@ class Terminology(_Strict):
     knee_structures: list[Code]
     laterality: Laterality
     patellofemoral_conditions: list[PatellofemoralCondition]
+    current_pain_from: int = Field(ge=0, le=10, description="A pain score below this is not current pain")
     windows: dict[str, int] = Field(description="Named look-back windows in days (trauma, surgery)")
     red_flags: list[RedFlag]
     knee_records: list[CodeFamily] = Field(description="Conditions/procedures about the knee (to classify)")
     benign_knee_codes: list[CodeFamily] = Field(description="Knee records known not to be red flags")
     physiotherapy_requests: list[Code]
     laterality_extension: str
+    aliases: dict[tuple[str, str], tuple[str, str]] = Field(
+        default_factory=dict, description="A site's own codes -> this file's, from its ConceptMaps (not in YAML)")
 
     @model_validator(mode="after")
     def _windows_exist(self) -> Terminology:
@@ -172,9 +175,21 @@ class Terminology(_Strict):
     def _key(self, code: Code) -> tuple[str, str]:
         return self.system(code.system), code.code
 
+    def with_aliases(self, aliases: dict[tuple[str, str], tuple[str, str]]) -> Terminology:
+        """These bindings plus a site's codes mapped onto them; a new object, so no look-up is cached stale."""
+        return Terminology.model_validate(self.model_dump() | {"aliases": dict(self.aliases) | aliases})
+
+    def _aliased(self, table: dict[tuple[str, str], Any]) -> dict[tuple[str, str], Any]:
+        """A look-up table that also answers to the site codes mapped onto its keys."""
+        return table | {source: table[target] for source, target in self.aliases.items() if target in table}
+
+    def canonical(self, system: str, code: str) -> tuple[str, str]:
+        """The project's code for a site's code (itself when no map names it)."""
+        return self.aliases.get((system, code), (system, code))
+
     @cached_property
     def observation_by_code(self) -> dict[tuple[str, str], ObservationBinding]:
-        return {self._key(c): b for b in self.observations for c in b.codes}
+        return self._aliased({self._key(c): b for b in self.observations for c in b.codes})
 
     @cached_property
     def unsupported_by_code(self) -> dict[tuple[str, str], str]:
@@ -182,32 +197,33 @@ class Terminology(_Strict):
 
     @cached_property
     def site_by_code(self) -> dict[tuple[str, str], BodySite]:
-        return {self._key(c): s for s in self.body_sites for c in s.codes}
+        return self._aliased({self._key(c): s for s in self.body_sites for c in s.codes})
 
     @cached_property
     def knee_structure_codes(self) -> frozenset[tuple[str, str]]:
-        return frozenset(self._key(c) for c in self.knee_structures)
+        return frozenset(self._aliased({self._key(c): True for c in self.knee_structures}))
 
     @cached_property
     def red_flag_by_code(self) -> dict[tuple[str, str], RedFlag]:
-        return {self._key(c): f for f in self.red_flags for c in f.codes}
+        return self._aliased({self._key(c): f for f in self.red_flags for c in f.codes})
 
     def red_flag(self, system: str, code: str) -> RedFlag | None:
         """The red flag a coding names: an exact code, else a code family (ICD-10-CM prefix, CPT range)."""
         exact = self.red_flag_by_code.get((system, code))
         if exact is not None:
             return exact
+        system, code = self.canonical(system, code)
         return next((f for f in self.red_flags for family in f.families if family.matches(system, code)), None)
 
     def window_days(self, flag: RedFlag) -> int | None:
         return self.windows[flag.window] if flag.window else None
 
     def about_knee(self, system: str, code: str) -> bool:
-        return any(f.matches(system, code) for f in self.knee_records)
+        return any(f.matches(*self.canonical(system, code)) for f in self.knee_records)
 
     def benign_knee(self, system: str, code: str) -> bool:
         return (system, code) in self.patellofemoral_by_code or any(
-            f.matches(system, code) for f in self.benign_knee_codes)
+            f.matches(*self.canonical(system, code)) for f in self.benign_knee_codes)
 
     @cached_property
     def red_flag_by_name(self) -> dict[str, RedFlag]:
@@ -219,11 +235,11 @@ class Terminology(_Strict):
 
     @cached_property
     def patellofemoral_by_code(self) -> dict[tuple[str, str], PatellofemoralCondition]:
-        return {(c.system, c.code): c for c in self.patellofemoral_conditions}
+        return self._aliased({(c.system, c.code): c for c in self.patellofemoral_conditions})
 
     @cached_property
     def physiotherapy_codes(self) -> frozenset[tuple[str, str]]:
-        return frozenset(self._key(c) for c in self.physiotherapy_requests)
+        return frozenset(self._aliased({self._key(c): True for c in self.physiotherapy_requests}))
 
     def grade_rank(self, grade: str) -> int | None:
         """Ordinal rank of an MRC grade (0 … 10), or None when it is not on the scale."""
