@@ -53,6 +53,7 @@ class Settings(BaseSettings):
                                                 "is off (with issuers: each issuer's fhir_servers)")
     max_calls_in_flight: int = Field(default=64, ge=1, description="More hook calls at once get 503 + Retry-After")
     max_feedback_items: int = Field(default=100, ge=1, description="Feedback items in one call")
+    decision_cache_size: int = Field(default=256, ge=0, description="Evaluations kept by content (0: off)")
     max_resources: int = Field(default=5000, ge=10, description="FHIR resources one hook call may carry or fetch")
 
     @model_validator(mode="after")

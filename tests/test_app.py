@@ -380,7 +380,7 @@ def test_docs_are_served_from_the_package_not_a_cdn(base_url: str) -> None:
 
 
 def test_a_failed_engine_session_is_counted_and_the_pool_stays_full(tmp_path: Path) -> None:
-    app = create_app(service_settings(tmp_path))
+    app = create_app(service_settings(tmp_path, decision_cache_size=0))  # every call reaches the engine
     engine = app.state.cds.pipeline.engine
     failures = 0
 
@@ -425,3 +425,18 @@ def test_the_sandbox_connects_with_the_shipped_issuers_file(tmp_path: Path, sign
     [entry] = [json.loads(JsonFormatter().format(r)) for r in caplog.records if getattr(r, "status", None) == 401]
     assert (entry["auth_check"], entry["issuer"], entry["kid"]) == ("audience", SANDBOX_ISSUER, SANDBOX_KID)
     assert wrong not in json.dumps(entry)
+
+
+def test_a_cached_decision_gives_the_same_cards_with_fresh_uuids(tmp_path: Path) -> None:
+    """patient-view, then encounter-start with the same data: the second is answered from the decision cache."""
+    with running(create_app(service_settings(tmp_path / "cached"))) as url:
+        first = httpx.post(f"{url}{PATIENT_VIEW}", json=hook_request()).json()
+        again = httpx.post(f"{url}{PATIENT_VIEW}", json=hook_request()).json()
+        cds = httpx.get(f"{url}/metrics").text
+    with running(create_app(service_settings(tmp_path / "uncached", decision_cache_size=0))) as url:
+        uncached = httpx.post(f"{url}{PATIENT_VIEW}", json=hook_request()).json()
+    assert without_uuids(first) == without_uuids(again) == without_uuids(uncached)
+    uuids = [c["uuid"] for c in first["cards"] + again["cards"]]
+    uuids += [s["uuid"] for c in first["cards"] + again["cards"] for s in c["suggestions"]]
+    assert len(set(uuids)) == len(uuids)
+    assert "hipflex_decision_cache_hits_total 1.0" in cds

@@ -60,16 +60,17 @@ class RulesetRef(_Part):
 
 class Explanation(_Part):
     recommendation: Recommendation
-    rules: list[RuleUsed]
-    facts: list[FactUsed]
-    findings: list[FindingUsed]
-    thresholds: dict[str, str] = Field(description="Parameter name -> value and meaning")
+    rules: list[RuleUsed] = Field(default_factory=list)
+    facts: list[FactUsed] = Field(default_factory=list)
+    findings: list[FindingUsed] = Field(default_factory=list)
+    thresholds: dict[str, str] = Field(default_factory=dict, description="Parameter name -> value and meaning")
     issues: list[DataIssue] = Field(default_factory=list, description="Data not used, or not available")
     ruleset: RulesetRef
 
     def extension(self) -> dict[str, Any]:
-        """The card extension carrying this explanation (no nulls: S2 #use-of-json)."""
-        return {EXPLANATION_KEY: self.model_dump(mode="json", exclude_none=True)}
+        """The card extension carrying this explanation (no nulls or empty lists: S2 #use-of-json)."""
+        dumped = self.model_dump(mode="json", exclude_none=True)
+        return {EXPLANATION_KEY: {k: v for k, v in dumped.items() if v not in ([], {}, "")}}
 
     @classmethod
     def of(cls, card: Any) -> Explanation:

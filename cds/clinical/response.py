@@ -2,7 +2,9 @@
 
 The spec's closed vocabularies are enums and its cross-field rules (cds-resp-1…6, summary
 length) are validators, so a card that breaks the spec cannot even be built, and `/openapi.json`
-documents the contract. Serialise with `dump()`: the spec forbids nulls and empty optionals.
+documents the contract. Serialise with `dump()` or `json()`: the spec forbids nulls and empty optionals, so
+the models never hold an empty list (validators turn them into None) and nulls are left out when serialising;
+no walk over the finished response is needed.
 """
 
 from __future__ import annotations
@@ -20,19 +22,13 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     def dump(self) -> dict[str, Any]:
-        """JSON-ready dict without nulls or empty values, down into extensions and resources (S2 #use-of-json)."""
-        body: dict[str, Any] = compact(self.model_dump(mode="json", exclude_none=True, by_alias=True))
+        """JSON-ready dict without nulls (S2 #use-of-json)."""
+        body: dict[str, Any] = self.model_dump(mode="json", exclude_none=True, by_alias=True)
         return body
 
-
-def compact(value: Any) -> Any:
-    """The value with every null, empty string, list and object removed, at any depth."""
-    if isinstance(value, dict):
-        items = ((k, compact(v)) for k, v in value.items())
-        return {k: v for k, v in items if v not in (None, "", [], {})}
-    if isinstance(value, list):
-        return [v for v in (compact(v) for v in value) if v not in (None, "", [], {})]
-    return value
+    def json(self) -> bytes:  # type: ignore[override]
+        """The JSON body, encoded once by pydantic-core (no intermediate dict)."""
+        return self.__pydantic_serializer__.to_json(self, exclude_none=True, by_alias=True)
 
 
 class Indicator(StrEnum):
@@ -138,9 +134,8 @@ class CDSResponse(_Model):
     cards: list[Card] = Field(description="Always present, may be empty (S2 #http-response)")
     systemActions: list[Action] | None = None  # noqa: N815 - spec name
 
-    def dump(self) -> dict[str, Any]:
-        body = super().dump()
-        body.setdefault("cards", [])
-        if not body.get("systemActions"):
-            body.pop("systemActions", None)
-        return body
+    @model_validator(mode="after")
+    def _no_empty_actions(self) -> CDSResponse:
+        if self.systemActions == []:
+            self.systemActions = None
+        return self

@@ -6,6 +6,10 @@ start-up); `decide` is then a pure function of its inputs and safe to call from 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,14 +53,61 @@ class Pipeline:
         rules_url = f"{settings.public_url.rstrip('/')}/rules" if settings.public_url else None
         self.cards = CardBuilder(texts, self.ruleset, self.terminology, rules_url=rules_url)
         self.engine = DurableEngine(self.ruleset)
+        self.cache = DecisionCache(settings.decision_cache_size)
 
     def decide(self, resources: list[Any], context: Context, unavailable: Sequence[DataIssue] = ()) -> Decision:
         """Validate, evaluate and build cards; invalid data never reaches the engine.
 
-        `unavailable` names data that could not be gathered, so the cards can say what was not checked.
+        `unavailable` names data that could not be gathered, so the cards can say what was not checked. The
+        evaluation is cached by content (the hooks of one visit send the same data); the cards are built anew
+        each time, so every response has its own card and suggestion uuids.
         """
-        validated = validate(resources, self.terminology, context)
-        validated.issues.extend(unavailable)
-        evaluation = self.engine.evaluate(validated.facts)
+        key = self.cache.key(resources, context, unavailable, self.ruleset.source.version)
+        found = self.cache.get(key)
+        if found is None:
+            validated = validate(resources, self.terminology, context)
+            validated.issues.extend(unavailable)
+            found = (validated, self.engine.evaluate(validated.facts))
+            self.cache.put(key, found)
+        validated, evaluation = found
         cards = self.cards.build(evaluation, validated.issues, validated.patient_id)
         return Decision(validated, evaluation, cards)
+
+
+class DecisionCache:
+    """Evaluations by a digest of everything they depend on: the resources' content, the context fields
+    validation reads, the data issues passed in, the ruleset version. Bounded (least recently used out);
+    size 0 turns it off. Keys are digests, so the cache holds no patient data beyond the evaluations."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.entries: OrderedDict[bytes, tuple[Validated, Evaluation]] = OrderedDict()
+        self.lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def key(self, resources: list[Any], context: Context, unavailable: Sequence[DataIssue], ruleset: str) -> bytes:
+        if not self.size:
+            return b""
+        parts = [resources, [context.today.isoformat(), context.patient_id, context.user_id, context.lookback_days,
+                             sorted(context.selected_orders)], [i.model_dump() for i in unavailable], ruleset]
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).digest()
+
+    def get(self, key: bytes) -> tuple[Validated, Evaluation] | None:
+        if not self.size:
+            return None
+        with self.lock:
+            found = self.entries.get(key)
+            if found is None:
+                self.misses += 1
+                return None
+            self.entries.move_to_end(key)
+            self.hits += 1
+            return found
+
+    def put(self, key: bytes, value: tuple[Validated, Evaluation]) -> None:
+        if not self.size:
+            return
+        with self.lock:
+            self.entries[key] = value
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)

@@ -44,11 +44,20 @@ class EngineHealth(Protocol):
     failed_sessions: int
 
 
+class CacheHealth(Protocol):
+    hits: int
+    misses: int
+
+
 class Metrics:
     """One registry per app, so several apps in one process (tests) do not collide."""
 
-    def __init__(self, engine: EngineHealth | None = None) -> None:
+    def __init__(self, engine: EngineHealth | None = None, cache: CacheHealth | None = None) -> None:
         self.registry = CollectorRegistry()
+        if cache is not None:
+            for name, read in (("hits", lambda: cache.hits), ("misses", lambda: cache.misses)):
+                Gauge(f"hipflex_decision_cache_{name}_total", f"Decision cache {name}",
+                      registry=self.registry).set_function(read)
         if engine is not None:
             Gauge("hipflex_engine_failed_sessions", "Rule-engine sessions that failed and whose ids were replaced",
                   registry=self.registry).set_function(lambda: engine.failed_sessions)
