@@ -18,8 +18,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+HOST ?= 127.0.0.1
+PORT ?= 8080
+WORKERS ?= 1
+
 run: $(STAMP)
-	$(BIN)/hipflex-cds serve
+	$(BIN)/hipflex-cds serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 test: $(STAMP) postgres
 	$(BIN)/ruff check cds tests

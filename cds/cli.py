@@ -92,8 +92,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="list the codes each input is read from, including a site's ConceptMaps "
                             "(HIPFLEX_CONCEPT_MAPS_DIR)")
     serve = sub.add_parser("serve", help="run the CDS Hooks service")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default %(default)s; others need HIPFLEX_ISSUERS_FILE)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="worker processes sharing the store (default %(default)s; one per core is a good start)")
     return parser
 
 
@@ -212,7 +215,7 @@ def cmd_request(pipeline: Pipeline, args: argparse.Namespace) -> int:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from cds.web.app import serve  # the web stack is only imported when serving
 
-    return serve(settings, host=args.host, port=args.port)
+    return serve(settings, host=args.host, port=args.port, workers=args.workers)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ from cds.web.observability import JsonFormatter
 from tests.builders import example_prefetch, hook_request
 from tests.contract import assert_cds_response, assert_no_empties
 from tests.paths import EXAMPLES, expected_for
-from tests.servers import FhirStub, running, service_settings
+from tests.servers import FhirStub, free_port, running, service_settings
 from tests.signing import SANDBOX_ISSUER, SANDBOX_KID, Signer, sandbox_issuers, sandbox_token
 
 PATIENT_VIEW = "/cds-services/hipflex-patient-view"
@@ -440,3 +440,44 @@ def test_a_cached_decision_gives_the_same_cards_with_fresh_uuids(tmp_path: Path)
     uuids += [s["uuid"] for c in first["cards"] + again["cards"] for s in c["suggestions"]]
     assert len(set(uuids)) == len(uuids)
     assert "hipflex_decision_cache_hits_total 1.0" in cds
+
+
+def test_two_worker_processes_share_replay_protection_and_feedback(tmp_path: Path, issuers_file: Path,
+                                                                   signer: Signer) -> None:
+    """`serve --workers 2`: a token used on one worker is refused when replayed, whichever worker gets it."""
+    port = free_port()
+    env = {"PATH": "/usr/bin:/bin", "HIPFLEX_DATA_DIR": str(tmp_path / "var"), "HIPFLEX_AS_OF": "2026-11-24",
+           "HIPFLEX_ISSUERS_FILE": str(issuers_file), "HIPFLEX_PUBLIC_URL": PUBLIC}
+    server = subprocess.Popen([sys.executable, "-m", "cds.cli", "serve", "--port", str(port), "--workers", "2"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{url}/health/live", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        workers = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        firsts, replays = [], []
+        for _ in range(12):
+            token = signer.token(f"{PUBLIC}{PATIENT_VIEW}")
+            for seen in (firsts, replays):
+                with httpx.Client() as client:  # a new connection each time, so either worker may answer
+                    seen.append(client.post(f"{url}{PATIENT_VIEW}", json=hook_request(),
+                                            headers=bearer(token)).status_code)
+        card = None
+        with httpx.Client() as client:
+            token = signer.token(f"{PUBLIC}{PATIENT_VIEW}")
+            card = client.post(f"{url}{PATIENT_VIEW}", json=hook_request(), headers=bearer(token)).json()["cards"][0]
+        with httpx.Client() as client:
+            stored = client.post(f"{url}{PATIENT_VIEW}/feedback", json=feedback_for(card),
+                                 headers=bearer(signer.token(f"{PUBLIC}{PATIENT_VIEW}/feedback")))
+    finally:
+        server.terminate()
+        server.wait(20)
+    assert len(workers) >= 2
+    assert set(firsts) == {200}
+    assert set(replays) == {401}
+    assert stored.status_code == 200

@@ -343,8 +343,20 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def serve(settings: Settings, *, host: str, port: int) -> int:
-    """Run the service; without trusted issuers only a loopback address is allowed."""
+def app_from_environment() -> FastAPI:
+    """The app of one worker process, configured like its parent from HIPFLEX_* variables."""
+    from cds.web.observability import configure_logging
+
+    configure_logging()
+    app = create_app(Settings())
+    gc.collect()
+    gc.freeze()  # the loaded content never dies: keep it out of every later full collection (shorter pauses)
+    return app
+
+
+def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> int:
+    """Run the service in `workers` processes sharing the store (JWT replay ids and feedback are in it); without
+    trusted issuers only a loopback address is allowed. uvloop and httptools are used when installed."""
     import uvicorn
 
     from cds.web.observability import configure_logging
@@ -357,8 +369,16 @@ def serve(settings: Settings, *, host: str, port: int) -> int:
             return 2
         log.warning("AUTHENTICATION IS OFF: listening on %s:%d for local development only; anyone on this "
                     "machine can call the service", host, port)
+    options: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "access_log": False,
+                               "log_config": None}
+    if workers > 1:
+        # Load everything once here first: a content error stops start-up before any worker starts, and the
+        # store's tables and patient-hash key are created by one process, not raced by several.
+        CdsService(settings).store.close()
+        uvicorn.run("cds.web.app:app_from_environment", factory=True, workers=workers, **options)
+        return 0
     app = create_app(settings)
     gc.collect()
     gc.freeze()  # the loaded content never dies: keep it out of every later full collection (shorter pauses)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, log_config=None)
+    uvicorn.run(app, **options)
     return 0
