@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PG_URL := postgresql://hipflex:hipflex@127.0.0.1:5432/hipflex_test
 PSQL := su postgres -c
 
-.PHONY: run test lint bench clean postgres debian-packages
+.PHONY: run test lint bench bench-long clean postgres debian-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,10 +47,15 @@ postgres: debian-packages
 	@$(PSQL) "psql -tAc \"SELECT 1 FROM pg_database WHERE datname='hipflex_test'\"" | grep -q 1 || \
 		$(PSQL) "createdb -O hipflex hipflex_test"
 
-# Load tests with wrk (Debian): the service against a bare FastAPI endpoint, plus the engine figures.
+# Load tests with wrk (Debian): the service beside a bare FastAPI endpoint and HealthChain (installed into its
+# own .venv-healthchain, not a project dependency), plus the engine figures. bench-long adds 100,000 calls.
 bench: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk)
 	$(BIN)/python -m tests.bench_service
+
+bench-long: $(STAMP)
+	@command -v wrk >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk)
+	$(BIN)/python -m tests.bench_service --long
 
 lint: $(STAMP)
 	$(BIN)/ruff check cds tests
