@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from cds.cli import main
 from tests.paths import EXAMPLES
 
 P01 = EXAMPLES / "P01-classic-right.json"
@@ -33,7 +36,9 @@ def test_evaluate_for_people_names_cards_rules_and_date() -> None:
     run = cli("evaluate", str(P01))
     assert run.returncode == 0
     assert "as of 2026-11-24 (Bundle.timestamp)" in run.stdout
-    assert "[info] Right knee: anterior knee pain with weak hip flexion above 90°" in run.stdout
+    assert "  info     Right knee: anterior knee pain with weak hip flexion above 90°" in run.stdout
+    assert "Findings: right anterior knee pain; right weak hip flexion above 90°;" in run.stdout
+    assert "\x1b[" not in run.stdout  # piped: no colour codes
     assert "rules: R3 v1" in run.stdout
 
 
@@ -110,3 +115,86 @@ def test_evaluate_order_select_gives_the_services_cards_without_a_second_referra
     assert topics == ["hip-flexor-strengthening", "patellar-glide"]
     assert not any(c.get("suggestions") for c in body["cards"])
     assert all("no new referral is suggested" in c["detail"] for c in body["cards"])
+
+
+@pytest.mark.parametrize(("name", "sentence"), [
+    ("P15a", "No cards: the patient is 12; the rules cover ages 16 to 59."),
+    ("P04", "No cards: no current anterior knee pain is recorded."),
+    ("P03", "No cards: hip flexion tested normal."),
+])
+def test_no_cards_says_why_in_one_plain_sentence(name: str, sentence: str) -> None:
+    run = cli("evaluate", name)
+    assert run.returncode == 0
+    assert sentence in run.stdout.splitlines()
+
+
+def test_evaluate_exits_1_on_data_errors_and_json_can_carry_them_in_an_extension() -> None:
+    bad = str(EXAMPLES / "P13-bad-input.json")
+    assert cli("evaluate", bad).returncode == 1
+    run = cli("evaluate", bad, "--json", "--with-issues")
+    body = json.loads(run.stdout)
+    assert run.returncode == 1
+    assert set(body) == {"cards", "extension"}
+    assert "invalid-value" in {i["code"] for i in body["extension"]["urn:hipflex-cds:data-issues"]}
+    assert set(json.loads(cli("evaluate", bad, "--json").stdout)) == {"cards"}
+
+
+def test_version_and_help_say_what_every_option_does() -> None:
+    assert cli("--version").stdout.strip() == "hipflex-cds 0.1.0"
+    text = cli("evaluate", "--help").stdout
+    for option in ("--hook", "--user", "--as-of YYYY-MM-DD", "--with-issues", "--patient ID", "exit status: 0"):
+        assert option in text
+    assert "`" not in cli("--help").stdout
+    assert "--workers" in cli("serve", "--help").stdout
+    assert "--terminology" in cli("rules", "--help").stdout
+    wrong = cli("evaluate", "P01", "--as-of", "24/11/2026")
+    assert (wrong.returncode, "'24/11/2026' is not a date (YYYY-MM-DD)" in wrong.stderr) == (2, True)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ({"resourceType": "Bundle", "type": "collection", "timestamp": "yesterday", "entry": []},
+     "Bundle.timestamp 'yesterday' is not a date-time"),
+    ({"resourceType": "Bundle", "type": "collection", "entry": "oops"}, "Bundle.entry must be a list of entries"),
+    ({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "Patient", "id": "x", "birthDate": "1990-13-45"}}]},
+     "Patient/x birthDate '1990-13-45' is not a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD)"),
+])
+def test_each_bad_input_gets_one_line_and_exit_2(tmp_path: Path, content: dict[str, object], message: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(content))
+    for command in ("validate", "evaluate", "request"):
+        run = cli(command, str(path))
+        assert (run.returncode, run.stderr.count("\n")) == (2, 1), run.stderr
+        assert message in run.stderr
+        assert "Traceback" not in run.stderr
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + P01.read_bytes())
+    run = cli("evaluate", str(path), "--json")
+    assert run.returncode == 0, run.stderr
+    assert len(json.loads(run.stdout)["cards"]) == 2
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=10)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_arbitrary_json_never_makes_validate_or_evaluate_crash(tmp_path: Path, data: st.DataObject) -> None:
+    """In-process (a subprocess per example would take minutes): any JSON around P01 exits 0, 1 or 2."""
+    bundle = json.loads(P01.read_text())
+    entry = data.draw(st.integers(0, len(bundle["entry"]) - 1), label="entry")
+    resource = bundle["entry"][entry]["resource"]
+    key = data.draw(st.sampled_from(sorted(resource)), label="element")
+    resource[key] = data.draw(JSON_VALUES, label="value")
+    if data.draw(st.booleans(), label="replace the whole file"):
+        bundle = data.draw(JSON_VALUES, label="file")
+    path = tmp_path / "any.json"
+    path.write_text(json.dumps(bundle))
+    for command in ("validate", "evaluate"):
+        assert main([command, str(path), "--json"]) in (0, 1, 2)
