@@ -73,7 +73,12 @@ def test_p01_shows_its_two_cards_at_desktop_and_phone_width(page: Page) -> None:
     expect(cards.nth(0).locator("h3")).to_contain_text("psoas-focused strengthening")
     expect(cards.nth(1).locator("h3")).to_contain_text("inferior patellar glides")
     expect(cards.nth(0).locator(".indicator")).to_have_text("\u2139 Info")
-    expect(page.locator(".findings")).to_contain_text("selective end range pattern (right)")
+    expect(page.locator(".findings")).to_contain_text("right weakness above 90° only")
+    expect(page.locator(".patient h2")).to_have_text("Patient p01 · female · 24 years")
+    for card in range(2):  # both cards start within the first 800 px of a 1280-wide screen, details collapsed
+        assert page.locator("article.card").nth(card).bounding_box()["y"] < 800  # type: ignore[index]
+    expect(page.locator("form.override").first).to_be_hidden()
+    expect(page.locator("table.data")).to_contain_text("4/5")
     shot(page, "p01-1280")
     page.set_viewport_size({"width": 390, "height": 844})
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
@@ -105,6 +110,7 @@ def test_accepting_a_suggestion_stores_feedback_that_the_rules_page_counts(page:
 def test_an_override_with_reason_and_comment_is_stored(page: Page, service: tuple[str, Path]) -> None:
     open_example(page)
     card = page.locator("article.card").nth(1)
+    card.locator("details.override-box summary").click()
     card.locator("select[name=reason]").select_option(label="Patient declined")
     card.locator("textarea[name=comment]").fill("prefers to wait two weeks")
     card.locator("form.override button").click()
@@ -123,7 +129,7 @@ def test_the_page_works_from_the_keyboard(page: Page) -> None:
     page.focus("#example")
     page.select_option("#example", "P01-classic-right")
     page.focus("#hook")
-    for _ in range(6):  # the date field's day, month and year are tab stops of their own
+    for _ in range(10):  # the user selector, then the date field's day, month and year are tab stops
         page.keyboard.press("Tab")
         if page.evaluate("document.activeElement.textContent") == "Show the cards":
             break
@@ -146,6 +152,7 @@ def injected_p01() -> str:
 
 def test_script_in_a_pasted_bundle_is_shown_as_text_and_never_runs(page: Page) -> None:
     page.goto("/review")
+    page.click("details.paste summary")
     page.fill("#bundle", injected_p01())
     page.click("button[type=submit]")
     data = page.locator("table.data")
@@ -160,6 +167,7 @@ def test_script_in_a_pasted_bundle_is_shown_as_text_and_never_runs(page: Page) -
 
 def test_an_uploaded_bad_bundle_shows_its_data_issues(page: Page) -> None:
     page.goto("/review")
+    page.click("details.paste summary")
     page.set_input_files("#upload", str(EXAMPLES / "P13-bad-input.json"))
     page.click("button[type=submit]")
     issues = page.locator("table.issues")
@@ -170,6 +178,7 @@ def test_an_uploaded_bad_bundle_shows_its_data_issues(page: Page) -> None:
 
 def test_a_paste_that_is_not_a_bundle_is_explained(page: Page) -> None:
     page.goto("/review")
+    page.click("details.paste summary")
     page.fill("#bundle", "{not json")
     page.click("button[type=submit]")
     expect(page.get_by_role("alert")).to_contain_text("The bundle is not JSON (line 1, column 2")
