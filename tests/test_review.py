@@ -208,3 +208,91 @@ def test_docs_render_offline_and_show_the_hook_endpoint(browser: Browser, servic
     shot(page, "docs")
     context.close()
     assert outside == []
+
+
+PAGES = ["/review", "/review?example=P01-classic-right", "/review/rules", "/rules", "/rules/R3"]
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_every_page_passes_an_axe_audit_and_is_captured(browser: Browser, service: tuple[str, Path],
+                                                        width: int) -> None:
+    """axe-core (shipped inside axe-playwright-python, no network): no serious or critical violation."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    context = browser.new_context(viewport={"width": width, "height": 800}, base_url=service[0], bypass_csp=True)
+    page = context.new_page()
+    found = {}
+    for path in PAGES:
+        page.goto(path)
+        violations = Axe().run(page).response["violations"]
+        found[path] = [(v["id"], v["impact"]) for v in violations if v["impact"] in ("serious", "critical")]
+        name = path.strip("/").replace("/", "-").replace("?example=", "-") or "home"
+        shot(page, f"{name}-{width}")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width + 1, path
+    context.close()
+    assert found == dict.fromkeys(PAGES, [])
+
+
+def test_no_header_or_cell_of_the_rules_page_wraps_inside_a_word(page: Page) -> None:
+    page.goto("/review/rules")
+    broken = page.evaluate("""() => {
+        const broken = [];
+        for (const cell of document.querySelectorAll("table.rules th, table.rules td")) {
+            for (const node of cell.querySelectorAll("*").length ? [] : [cell]) {
+                const text = node.firstChild;
+                if (!text || text.nodeType !== Node.TEXT_NODE) continue;
+                for (const match of text.textContent.matchAll(/[^\\s\\-–]+/g)) {  // a line may end after a hyphen
+                    const range = document.createRange();
+                    range.setStart(text, match.index);
+                    range.setEnd(text, match.index + match[0].length);
+                    if (range.getClientRects().length > 1) broken.push(match[0]);
+                }
+            }
+        }
+        return broken;
+    }""")
+    assert broken == []
+    styles = page.evaluate("""() => [...document.querySelectorAll("table.rules td, table.rules th")].map(
+        (c) => getComputedStyle(c).overflowWrap + "/" + getComputedStyle(c).wordBreak)""")
+    assert set(styles) == {"normal/normal"}
+
+
+def test_the_charts_count_what_real_feedback_said(page: Page) -> None:
+    open_example(page)
+    cards = page.locator("article.card")
+    cards.nth(0).locator("button.accept").click()
+    expect(cards.nth(0).locator(".feedback-status")).to_have_text("Accepted: feedback stored.")
+    cards.nth(1).locator("details.override-box summary").click()
+    cards.nth(1).locator("select[name=reason]").select_option(label="Not clinically appropriate")
+    cards.nth(1).locator("form.override button").click()
+    expect(cards.nth(1).locator(".feedback-status")).to_have_text("Overridden: feedback stored.")
+    page.goto("/review/rules")
+    strength, glide = page.locator("#kind-hip-strengthening"), page.locator("#kind-patellar-glide")
+    expect(strength.locator("td.rate")).to_have_text("100 % (21–100 %)")
+    expect(glide.locator("td.overridden")).to_have_text("1")
+    expect(glide.locator("td.reasons")).to_have_text("Not clinically appropriate (1)")
+    expect(page.locator("svg.chart desc")).to_contain_text("End-range hip-flexor strengthening: 1 issued, 1 accepted")
+    page.locator("table.rules th button.sort", has_text="Fired").click()
+    page.locator("table.rules th button.sort", has_text="Fired").click()  # descending: the most fired first
+    first = page.locator("table.rules tbody tr").first.locator("td.fired").inner_text()
+    assert int(first) == max(int(x) for x in page.locator("table.rules td.fired").all_inner_texts())
+
+
+def test_the_user_selector_shows_that_a_patient_gets_no_cards(page: Page) -> None:
+    page.goto("/review")
+    page.select_option("#example", "P01-classic-right")
+    page.select_option("#user", "patient")
+    page.click("button[type=submit]")
+    expect(page.locator("article.card")).to_have_count(0)
+    expect(page.locator(".no-cards")).to_have_text(
+        "No cards: the user is the patient, and these suggestions are for clinicians.")
+
+
+def test_the_root_leads_to_a_page_and_head_works_where_get_does(service: tuple[str, Path]) -> None:
+    import httpx
+
+    url = service[0]
+    assert httpx.get(url, follow_redirects=False).headers["location"] == "/review"
+    for path in ("/review", "/review/rules", "/rules", "/rules/R3", "/health", "/cds-services"):
+        head = httpx.head(f"{url}{path}")
+        assert (head.status_code, head.content) == (200, b""), path

@@ -34,7 +34,7 @@ from cds.hooks.discovery import Service, service_id
 from cds.hooks.errors import HookError
 from cds.hooks.prefetch import request_for
 from cds.hooks.request import HOOKS, HookRequest, first_error
-from cds.hooks.store import Store, rule_use
+from cds.hooks.store import CardUse, Store, card_use, rule_use, wilson
 from cds.web.html import HEADERS, templates
 
 INDICATORS = {"info": ("\u2139", "Info"), "warning": ("⚠", "Warning"), "critical": ("⛔", "Critical")}
@@ -165,6 +165,17 @@ def card_view(card: dict[str, Any], service: str) -> dict[str, Any]:
             "links": links, "source_url": source.get("url") if str(source.get("url", "")).startswith("http") else None}
 
 
+@dataclass(frozen=True)
+class KindRow:
+    """One card kind on the rules page: its counts, acceptance rate with 95 % interval, override reasons."""
+
+    kind: str
+    name: str
+    use: CardUse
+    rate: tuple[float, float, float] | None
+    reasons: list[tuple[str, int]]
+
+
 class Review:
     """The two pages; calls take the EHR's path (the same hook caller and store), so feedback joins up."""
 
@@ -212,7 +223,14 @@ class Review:
             reasons = [(texts.get(code, code), count) for code, count in used.reasons.most_common()] if used else []
             rows.append({"rule": rule, "key": key, "scenarios": (coverage or {}).get(key, []), "use": used,
                          "reasons": reasons})
-        return templates.get_template("rules.html").render(rows=rows, coverage=coverage is not None)
+        cards = card_use(self.store)
+        kinds = [KindRow(kind, pipeline.cards.texts.cards[kind].topic.get("display", kind), cards[kind],
+                         wilson(cards[kind].accepted, cards[kind].accepted + cards[kind].overridden),
+                         [(texts.get(code, code), count) for code, count in cards[kind].reasons.most_common()])
+                 for kind in pipeline.cards.texts.cards if kind in cards]
+        weeks = sorted({week for use in cards.values() for week in use.weekly})
+        return templates.get_template("rules.html").render(rows=rows, coverage=coverage is not None, kinds=kinds,
+                                                           weeks=weeks, most=max([k.use.issued for k in kinds] or [1]))
 
 
 def review_router(caller: HookCaller, catalog: dict[str, Service], store: Store) -> APIRouter:
