@@ -230,7 +230,7 @@ def test_every_page_passes_an_axe_audit_and_is_captured(browser: Browser, servic
         shot(page, f"{name}-{width}")
         assert page.evaluate("document.documentElement.scrollWidth") <= width + 1, path
     context.close()
-    assert found == dict.fromkeys(PAGES, [])
+    assert found == {path: [] for path in PAGES}
 
 
 def test_no_header_or_cell_of_the_rules_page_wraps_inside_a_word(page: Page) -> None:
@@ -241,7 +241,7 @@ def test_no_header_or_cell_of_the_rules_page_wraps_inside_a_word(page: Page) -> 
             for (const node of cell.querySelectorAll("*").length ? [] : [cell]) {
                 const text = node.firstChild;
                 if (!text || text.nodeType !== Node.TEXT_NODE) continue;
-                for (const match of text.textContent.matchAll(/[^\\s\\-–]+/g)) {  // a line may end after a hyphen
+                for (const match of text.textContent.matchAll(/[^\\s\\-\\u2013]+/g)) {  // a line may end after a hyphen
                     const range = document.createRange();
                     range.setStart(text, match.index);
                     range.setEnd(text, match.index + match[0].length);
@@ -268,7 +268,7 @@ def test_the_charts_count_what_real_feedback_said(page: Page) -> None:
     expect(cards.nth(1).locator(".feedback-status")).to_have_text("Overridden: feedback stored.")
     page.goto("/review/rules")
     strength, glide = page.locator("#kind-hip-strengthening"), page.locator("#kind-patellar-glide")
-    expect(strength.locator("td.rate")).to_have_text("100 % (21–100 %)")
+    expect(strength.locator("td.rate")).to_have_text("100 % (21\u2013100 %)")
     expect(glide.locator("td.overridden")).to_have_text("1")
     expect(glide.locator("td.reasons")).to_have_text("Not clinically appropriate (1)")
     expect(page.locator("svg.chart desc")).to_contain_text("End-range hip-flexor strengthening: 1 issued, 1 accepted")
