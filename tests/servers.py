@@ -45,6 +45,19 @@ def running(app: Any) -> Iterator[str]:
         thread.join(10)
 
 
+def wait_until_up(url: str, seconds: float = 60) -> None:
+    """Until a service started as a subprocess answers /health/live (or the time is up)."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{url}/health/live", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.2)
+
+
 def service_settings(tmp: Path, **overrides: Any) -> Settings:
     """Settings for a test service: its own SQLite file, a fixed patient-hash key, the example date."""
     values: dict[str, Any] = {"database_url": f"sqlite:///{tmp / 'hipflex.sqlite3'}", "patient_hash_key": "test-key",

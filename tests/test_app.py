@@ -26,7 +26,7 @@ from cds.web.observability import JsonFormatter
 from tests.builders import example_prefetch, hook_request
 from tests.contract import assert_cds_response, assert_no_empties
 from tests.paths import EXAMPLES, expected_for
-from tests.servers import FhirStub, free_port, running, service_settings
+from tests.servers import FhirStub, free_port, running, service_settings, wait_until_up
 from tests.signing import SANDBOX_ISSUER, SANDBOX_KID, Signer, sandbox_issuers, sandbox_token
 
 PATIENT_VIEW = "/cds-services/hipflex-patient-view"
@@ -452,13 +452,7 @@ def test_two_worker_processes_share_replay_protection_and_feedback(tmp_path: Pat
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"{url}/health/live", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_until_up(url)
         workers = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
         firsts, replays = [], []
         for _ in range(12):

@@ -351,7 +351,7 @@ def test_memory_stays_bounded_under_unique_four_megabyte_resources(tmp_path: Pat
     import subprocess
     import sys
 
-    from tests.servers import free_port
+    from tests.servers import free_port, wait_until_up
 
     port = free_port()
     env = {"PATH": "/usr/bin:/bin", "HIPFLEX_DATA_DIR": str(tmp_path), "HIPFLEX_AS_OF": "2026-11-24",
@@ -360,13 +360,7 @@ def test_memory_stays_bounded_under_unique_four_megabyte_resources(tmp_path: Pat
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                httpx.get(f"{url}/health/live", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_until_up(url)
         prefetch = example_prefetch()
         big = copy.deepcopy(prefetch["observations"]["entry"][0]["resource"])
         sizes: list[float] = []

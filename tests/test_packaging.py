@@ -6,14 +6,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.paths import PROJECT_ROOT
-from tests.servers import free_port
+from tests.servers import free_port, wait_until_up
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +62,7 @@ def test_the_installed_service_answers_p01_with_two_cards(installed: tuple[Path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"{url}/health/live", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_until_up(url)
         response = httpx.post(f"{url}/cds-services/hipflex-patient-view", content=request,
                               headers={"Content-Type": "application/json"}, timeout=30)
     finally:

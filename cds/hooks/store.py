@@ -14,6 +14,7 @@ import hmac
 import json
 import secrets
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,11 +197,7 @@ def rule_use(store: Store) -> dict[str, RuleUse]:
         cards = conn.execute(sa.select(issued_cards.c.card_uuid, issued_cards.c.rules)).all()
         items = conn.execute(sa.select(feedback.c.card_uuid, feedback.c.outcome, feedback.c.override_code,
                                        feedback.c.outcome_timestamp, feedback.c.id)).all()
-    latest: dict[str, tuple[tuple[dt.datetime, int], str, str | None]] = {}
-    for card_uuid, outcome, reason, stamp, row_id in items:
-        order = (_instant(stamp), row_id)
-        if card_uuid not in latest or order > latest[card_uuid][0]:
-            latest[card_uuid] = (order, outcome, reason)
+    latest = _latest_outcomes(items)
     use: dict[str, RuleUse] = {}
     for card_uuid, rules_json in cards:
         rules = json.loads(rules_json)
@@ -237,11 +234,7 @@ def card_use(store: Store) -> dict[str, CardUse]:
                                        issued_cards.c.issued_at)).all()
         items = conn.execute(sa.select(feedback.c.card_uuid, feedback.c.outcome, feedback.c.override_code,
                                        feedback.c.outcome_timestamp, feedback.c.id)).all()
-    latest: dict[str, tuple[tuple[dt.datetime, int], str, str | None]] = {}
-    for card_uuid, outcome, reason, stamp, row_id in items:
-        order = (_instant(stamp), row_id)
-        if card_uuid not in latest or order > latest[card_uuid][0]:
-            latest[card_uuid] = (order, outcome, reason)
+    latest = _latest_outcomes(items)
     use: dict[str, CardUse] = {}
     for card_uuid, kind, issued_at in cards:
         entry = use.setdefault(kind, CardUse())
@@ -269,6 +262,16 @@ def wilson(successes: int, total: int, z: float = 1.96) -> tuple[float, float, f
     centre = (p + z * z / (2 * total)) / denominator
     half = z * ((p * (1 - p) / total + z * z / (4 * total * total)) ** 0.5) / denominator
     return p, max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _latest_outcomes(items: Sequence[Any]) -> dict[str, tuple[tuple[dt.datetime, int], str, str | None]]:
+    """Card uuid -> its latest feedback (by outcome time, then arrival): (order, outcome, override code)."""
+    latest: dict[str, tuple[tuple[dt.datetime, int], str, str | None]] = {}
+    for card_uuid, outcome, reason, stamp, row_id in items:
+        order = (_instant(stamp), row_id)
+        if card_uuid not in latest or order > latest[card_uuid][0]:
+            latest[card_uuid] = (order, outcome, reason)
+    return latest
 
 
 def _instant(stamp: str) -> dt.datetime:

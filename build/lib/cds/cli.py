@@ -1,7 +1,7 @@
-"""`hipflex-cds` command line: validate and evaluate FHIR files, make a hook request, list the rules, serve.
+"""hipflex-cds: check and evaluate FHIR files, make a CDS Hooks request, list the rules, run the service.
 
-Exit status: 0 fine, 1 the data has errors (validate), 2 the file or the content cannot be used
-(one clear line on stderr, never a traceback).
+Exit status: 0 fine, 1 the data have errors (validate, evaluate), 2 the file or the content cannot be used
+(one clear line on stderr, never a traceback). Output is coloured on a terminal and plain when piped.
 """
 
 from __future__ import annotations
@@ -9,23 +9,31 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.markup import escape
+
+from cds import __version__
 from cds.clinical.context import Context
 from cds.clinical.explanation import Explanation, rule_label
+from cds.clinical.fhirvalues import to_date
 from cds.clinical.pipeline import Decision, Pipeline
 from cds.clinical.validate import SUPPORTED, bundle_resources
 from cds.content.files import ContentError
 from cds.hooks.call import Answer, HookCaller
 from cds.hooks.discovery import service_id, services
 from cds.hooks.errors import HookError
-from cds.hooks.fhirclient import FetchLimits, FhirReader
+from cds.hooks.fhirclient import FetchLimits, FhirReader, parse_json
 from cds.hooks.prefetch import prefetch_templates, request_for
 from cds.hooks.request import HOOKS, parse_request
 from cds.settings import Settings
 
+ISSUES_KEY = "urn:hipflex-cds:data-issues"
+FHIR_DATE = re.compile(r"\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?)?")
 USER = "Practitioner/COREPRACTITIONER1"  # the CDS Hooks sandbox's practitioner, so CLI and sandbox calls match
 
 
@@ -42,58 +50,116 @@ def example_or_path(path: Path, examples: Path) -> Path:
 
 
 def read_fhir_file(path: Path) -> tuple[list[Any], dt.date | None]:
-    """A Bundle or one supported resource -> (resources, Bundle.timestamp date)."""
+    """A Bundle or one supported resource -> (resources, Bundle.timestamp date). Anything that cannot be
+    evaluated at all is a UsageError saying what is wrong and where."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is harmless: accept it
     except OSError as exc:
         raise UsageError(f"{path}: cannot read file ({exc.strerror})") from None
     except UnicodeDecodeError:
-        raise UsageError(f"{path}: not a text file (expected FHIR JSON)") from None
+        raise UsageError(f"{path}: not a UTF-8 text file (expected FHIR JSON)") from None
     try:
-        data = json.loads(text)
+        data = parse_json(text, "the file")
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path}: not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except ValueError as exc:
+        raise UsageError(f"{path}: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
         raise UsageError(f"{path}: not a FHIR resource (no resourceType)")
     rtype = data["resourceType"]
     if rtype == "Bundle":
-        stamp = data.get("timestamp")
-        as_of = dt.date.fromisoformat(stamp[:10]) if isinstance(stamp, str) and len(stamp) >= 10 else None
-        return bundle_resources(data), as_of
+        entries = data.get("entry", [])
+        if not isinstance(entries, list):
+            raise UsageError(f"{path}: Bundle.entry must be a list of entries, not {type(entries).__name__}")
+        resources = bundle_resources(data)
+        _check_birth_dates(path, resources)
+        return resources, _timestamp(path, data.get("timestamp"))
     if rtype in SUPPORTED:
+        _check_birth_dates(path, [data])
         return [data], None
     raise UsageError(f"{path}: a {rtype} cannot be evaluated (expected a Bundle or one of {', '.join(SUPPORTED)})")
 
 
+def _timestamp(path: Path, stamp: Any) -> dt.date | None:
+    if stamp is None:
+        return None
+    day = to_date(stamp) if isinstance(stamp, str) and len(stamp) >= 10 else None
+    if day is None:
+        raise UsageError(f"{path}: Bundle.timestamp {str(stamp)[:40]!r} is not a date-time (e.g. 2026-11-24T09:00:00Z)")
+    return day
+
+
+def _check_birth_dates(path: Path, resources: list[Any]) -> None:
+    for resource in resources:
+        if isinstance(resource, dict) and resource.get("resourceType") == "Patient" and "birthDate" in resource:
+            born = resource["birthDate"]
+            if not isinstance(born, str) or to_date(born) is None or not FHIR_DATE.fullmatch(born):
+                raise UsageError(f"{path}: Patient/{resource.get('id')} birthDate {str(born)[:40]!r} is not a FHIR "
+                                 "date (YYYY, YYYY-MM or YYYY-MM-DD)")
+
+
+EPILOG = """examples:
+  hipflex-cds evaluate P01                       a packaged example patient
+  hipflex-cds evaluate bundle.json --as-of 2026-11-24 --hook order-select
+  hipflex-cds evaluate bundle.json --json --with-issues > response.json
+  hipflex-cds validate bundle.json               exit 1 when the data have errors
+  hipflex-cds request P01 | curl -s -H 'Content-Type: application/json' -d @- \\
+      http://127.0.0.1:8080/cds-services/hipflex-patient-view
+  hipflex-cds rules --terminology
+
+exit status: 0 fine, 1 the data have errors, 2 the file or the content cannot be used"""
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hipflex-cds", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("validate", "check a FHIR file and list its data issues"),
-                            ("evaluate", "show the cards a FHIR file would produce")):
-        cmd = sub.add_parser(name, help=help_text)
+    parser = argparse.ArgumentParser(prog="hipflex-cds", description=__doc__.splitlines()[0], epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in (("validate", "check a FHIR file and list its data issues (exit 1 on errors)"),
+                            ("evaluate", "show the findings and cards a FHIR file would produce")):
+        cmd = sub.add_parser(name, help=help_text, description=help_text, epilog=EPILOG,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
         cmd.add_argument("file", type=Path, help="a FHIR R4 Bundle (or one resource) as JSON, or the name of a "
                                                  "packaged example such as P01")
-        cmd.add_argument("--json", action="store_true", help="machine-readable output")
-        cmd.add_argument("--as-of", type=dt.date.fromisoformat, default=None,
+        cmd.add_argument("--json", action="store_true", help="machine-readable output (for evaluate: the exact "
+                                                             "CDS Hooks response body)")
+        cmd.add_argument("--as-of", type=_date, default=None, metavar="YYYY-MM-DD",
                          help="evaluation date (default: the Bundle's timestamp, else today)")
-        cmd.add_argument("--patient", default=None, help="patient id in context (default: the Patient in the file)")
-        cmd.add_argument("--user", default=USER, help="the user in context (default %(default)s)")
+        cmd.add_argument("--patient", default=None, metavar="ID",
+                         help="patient id in context (default: the Patient in the file)")
+        cmd.add_argument("--user", default=USER, metavar="TYPE/ID",
+                         help="the user in context, e.g. Practitioner/1 or Patient/1 (default %(default)s)")
         if name == "evaluate":
-            cmd.add_argument("--hook", choices=HOOKS, default="patient-view")
+            cmd.add_argument("--hook", choices=HOOKS, default="patient-view",
+                             help="the CDS Hooks hook to answer (default %(default)s)")
+            cmd.add_argument("--with-issues", action="store_true",
+                             help="with --json: add the data issues under the response's extension "
+                                  "'urn:hipflex-cds:data-issues' (the body stays a valid CDS Hooks response)")
     request = sub.add_parser("request", help="print a CDS Hooks request carrying a FHIR file as prefetch")
     request.add_argument("file", type=Path, help="a FHIR R4 Bundle with the Patient and their data, or an example "
                                                  "name such as P01")
-    request.add_argument("--hook", choices=HOOKS, default="patient-view")
-    request.add_argument("--user", default=USER, help="context.userId (default %(default)s)")
-    request.add_argument("--encounter", default="encounter-1", help="context.encounterId for encounter-start")
+    request.add_argument("--hook", choices=HOOKS, default="patient-view", help="the hook (default %(default)s)")
+    request.add_argument("--user", default=USER, metavar="TYPE/ID", help="context.userId (default %(default)s)")
+    request.add_argument("--encounter", default="encounter-1", metavar="ID",
+                         help="context.encounterId for encounter-start and order-select (default %(default)s)")
     rules = sub.add_parser("rules", help="list the rule catalog (or, with --terminology, the codes it reads)")
     rules.add_argument("--json", action="store_true", help="machine-readable output")
     rules.add_argument("--terminology", action="store_true",
                        help="list the codes each input is read from, including a site's ConceptMaps "
                             "(HIPFLEX_CONCEPT_MAPS_DIR)")
     serve = sub.add_parser("serve", help="run the CDS Hooks service")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default %(default)s; others need HIPFLEX_ISSUERS_FILE)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="worker processes sharing the store (default %(default)s; one per core is a good start)")
     return parser
 
 
@@ -106,11 +172,16 @@ def _decide(pipeline: Pipeline, args: argparse.Namespace) -> tuple[Decision, dt.
     return pipeline.decide(resources, context), as_of, why
 
 
-def _print_issues(decision: Decision) -> None:
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "information": "dim"}
+INDICATOR_STYLE = {"info": "cyan", "warning": "bold yellow", "critical": "bold red"}
+
+
+def _print_issues(out: Console, decision: Decision) -> None:
     issues = decision.validated.issues
-    print(f"Data issues ({len(issues)}):" if issues else "Data issues: none")
+    out.print(f"[bold]Data issues[/] ({len(issues)}):" if issues else "[bold]Data issues:[/] none")
     for i in issues:
-        print(f"  {i.severity:<11} {i.resource}  {i.path}: {i.message}")
+        out.print(f"  [{SEVERITY_STYLE[i.severity]}]{i.severity:<11}[/] {escape(i.resource)}  {escape(i.path)}: "
+                  f"{escape(i.message)}")
 
 
 def cmd_validate(pipeline: Pipeline, args: argparse.Namespace) -> int:
@@ -121,8 +192,13 @@ def cmd_validate(pipeline: Pipeline, args: argparse.Namespace) -> int:
                           "issues": [i.model_dump() for i in validated.issues],
                           "facts": [f.model_dump(mode="json") for f in validated.facts]}, indent=2))
     else:
-        print(f"{args.file}: as of {as_of} ({why}), {len(validated.facts)} facts")
-        _print_issues(decision)
+        out = Console(highlight=False, soft_wrap=True)
+        count = len(validated.facts)
+        out.print(f"[bold]{escape(str(args.file))}[/]: as of {as_of} ({why}), {count} "
+                  f"fact{'s' if count != 1 else ''} read")
+        for fact in validated.facts:
+            out.print(f"  {escape(fact.describe())}")
+        _print_issues(out, decision)
     return 1 if validated.has_errors else 0
 
 
@@ -144,24 +220,34 @@ def _answer(pipeline: Pipeline, args: argparse.Namespace) -> tuple[Answer, dt.da
 
 def cmd_evaluate(pipeline: Pipeline, args: argparse.Namespace) -> int:
     answer, as_of, why = _answer(pipeline, args)
-    if args.json:
-        print(json.dumps(answer.response.dump(), indent=2, ensure_ascii=False))
-        return 0
-    print(f"{args.file}: {args.hook} as of {as_of} ({why})")
     decision = answer.decision
+    errors = decision is not None and decision.validated.has_errors
+    if args.json:
+        body = answer.response.dump()
+        if args.with_issues and decision is not None:
+            body["extension"] = {ISSUES_KEY: [i.model_dump() for i in decision.validated.issues]}
+        print(json.dumps(body, indent=2, ensure_ascii=False))
+        return 1 if errors else 0
+    out = Console(highlight=False, soft_wrap=True)
+    out.print(f"[bold]{escape(str(args.file))}[/]: {args.hook} as of {as_of} ({why})")
     if decision is None:
-        print("Cards: none (order-select answers only for a selected physiotherapy order for the knee)")
+        out.print("[bold]No cards:[/] order-select answers only when a physiotherapy order for the knee is selected.")
         return 0
-    findings = [f"{f.name}" + (f" ({f.side})" if f.side else "") for f in decision.evaluation.findings]
-    print("Findings: " + (", ".join(findings) or "none"))
-    print(f"Cards ({len(decision.cards)}):" if decision.cards else "Cards: none")
+    texts = pipeline.cards.texts
+    findings = [texts.words(f.name, f.side) for f in decision.evaluation.findings]
+    out.print("[bold]Findings:[/] " + escape("; ".join(findings) or "none"))
+    if not decision.cards:
+        out.print(f"[bold]{escape(pipeline.cards.no_cards_reason(decision.evaluation))}[/]")
+    else:
+        out.print(f"[bold]Cards[/] ({len(decision.cards)}):")
     for card in decision.cards:
-        print(f"  [{card.indicator.value}] {card.summary}")
+        style = INDICATOR_STYLE[card.indicator.value]
+        out.print(f"  [{style}]{card.indicator.value:<8}[/] [bold]{escape(card.summary)}[/]")
         for s in card.suggestions or []:
-            print(f"      suggestion: {s.label}")
-        print("      rules: " + ", ".join(Explanation.of(card).rule_labels))
-    _print_issues(decision)
-    return 0
+            out.print(f"           suggestion: {escape(s.label)}")
+        out.print("           rules: " + escape(", ".join(Explanation.of(card).rule_labels)))
+    _print_issues(out, decision)
+    return 1 if errors else 0
 
 
 def terminology_rows(pipeline: Pipeline) -> list[dict[str, str]]:
@@ -212,7 +298,7 @@ def cmd_request(pipeline: Pipeline, args: argparse.Namespace) -> int:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from cds.web.app import serve  # the web stack is only imported when serving
 
-    return serve(settings, host=args.host, port=args.port)
+    return serve(settings, host=args.host, port=args.port, workers=args.workers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                    "rules": cmd_rules}[args.command]
         return handler(pipeline, args)
     except (UsageError, ContentError, HookError) as exc:
-        print(f"hipflex-cds: {exc}", file=sys.stderr)
+        print(f"hipflex-cds: {exc}".splitlines()[0], file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`| head`): nothing left to say
         sys.stderr.close()

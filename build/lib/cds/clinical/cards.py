@@ -96,6 +96,17 @@ class CardBuilder:
             "basis": [b for b in rec.basis if not b.startswith("recommendation:")]}))[0]}
         return [f for f in facts if f.kind not in ("audience", "age") and (f.id in own or f.id not in through_cards)]
 
+    def no_cards_reason(self, evaluation: Evaluation) -> str:
+        """Why an evaluation gave no cards, in one plain sentence (rules/cards.yaml `no_cards`)."""
+        parameters = {name: p.value for name, p in self.ruleset.source.parameters.items()}
+        if "max_age" in parameters:
+            parameters["max_age_below"] = int(parameters["max_age"]) - 1
+        for reason in self.texts.no_cards:
+            fact = _holds(reason.when, evaluation, None)
+            if fact is not None and fact is not False:
+                return reason.text.format(**(parameters | _fields(fact)))
+        return "No cards."
+
     def _suggestion(self, text: SuggestionText, rec: Derived, evaluation: Evaluation, patient_id: str, advice: str,
                     words: dict[str, str]) -> Suggestion:
         """A draft ServiceRequest whose reason is what the record shows (a diagnosis only when one is recorded),
@@ -184,7 +195,8 @@ def _holds(when: NoteCondition, evaluation: Evaluation, side: str | None) -> Inp
 
     if when.finding is not None and not has_finding(when.finding):
         return None
-    if when.no_finding is not None and has_finding(when.no_finding):
+    absent = when.no_finding if isinstance(when.no_finding, list) else [when.no_finding]
+    if any(name is not None and has_finding(name) for name in absent):
         return None
     if when.only_by_rules is not None:
         derived = [f for f in evaluation.findings if f.name == when.finding and (side is None or f.side == side)]

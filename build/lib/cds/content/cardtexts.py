@@ -42,7 +42,7 @@ class NoteCondition(_Strict):
     """Every part given must hold (on the card's side, for a `per_side` note)."""
 
     finding: str | None = None
-    no_finding: str | None = None
+    no_finding: str | list[str] | None = Field(default=None, description="None of these findings")
     fact: str | None = Field(default=None, description="Its fields become placeholders, e.g. {grade}")
     no_fact: str | None = None
     only_by_rules: list[str] | None = Field(default=None, description="`finding` was derived by these rules alone")
@@ -59,6 +59,11 @@ class SuggestionText(_Strict):
     body_site: TextCoding
     reasons: list[ReasonText] = Field(min_length=1, description="The first that holds is the order's reasonCode")
     reason_facts: list[str] = Field(default_factory=list, description="Fact kinds cited in reasonReference")
+
+
+class NoCardsReason(_Strict):
+    when: NoteCondition = NoteCondition()
+    text: str
 
 
 class Note(_Strict):
@@ -78,6 +83,13 @@ class CardTexts(_Strict):
     override_reasons: list[dict[str, str]]
     cards: dict[str, CardText]
     notes: list[Note] = Field(default_factory=list)
+    findings: dict[str, str] = Field(default_factory=dict, description="Finding name -> clinical words")
+    no_cards: list[NoCardsReason] = Field(default_factory=list, description="Why there are no cards, first match")
+
+    def words(self, finding: str, side: str | None = None) -> str:
+        """A finding in a clinician's words, with its side."""
+        text = self.findings.get(finding, finding.replace("-", " "))
+        return f"{side} {text}" if side else text
 
 
 def side_words(side: str | None) -> dict[str, str]:
@@ -108,6 +120,10 @@ def load_card_texts(path: Path, ruleset: RuleSet, fact_kinds: set[str]) -> CardT
             known.condition(("cards", kind, "suggestion", "reasons", index, "when"), reason.when)
         for fact in text.suggestion.reason_facts if text.suggestion else []:
             known.check(("cards", kind, "suggestion", "reason_facts"), fact, known.facts, "fact")
+    for finding in texts.findings:
+        known.check(("findings", finding), finding, known.findings, "finding")
+    for index, why in enumerate(texts.no_cards):
+        known.condition(("no_cards", index, "when"), why.when)
     for index, note in enumerate(texts.notes):
         for card in note.cards:
             known.check(("notes", index, "cards"), card, known.cards, "card")
@@ -129,7 +145,8 @@ class _Known:
                                f"{'.'.join(map(str, loc))}: {what} {name!r} is not in the rules")
 
     def condition(self, loc: Location, when: NoteCondition) -> None:
-        for name in (when.finding, when.no_finding):
+        absent = when.no_finding if isinstance(when.no_finding, list) else [when.no_finding]
+        for name in [when.finding, *absent]:
             if name is not None:
                 self.check(loc, name, self.findings, "finding")
         for name in (when.fact, when.no_fact):

@@ -25,7 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -71,6 +71,26 @@ class NotJson(Exception):
 
 class Busy(Exception):
     """Too many hook calls in flight (503 with Retry-After)."""
+
+
+class HeadAsGet:
+    """HEAD wherever GET works (RFC 9110 §9.3.2): answered as a GET whose body is dropped. FastAPI routes
+    declared with GET would otherwise answer HEAD with 405."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 class ErrorBody(BaseModel):
@@ -244,6 +264,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="hipflex-cds", version=__version__, description=__doc__, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
     app.openapi = _openapi(app, list(cds.catalog))  # type: ignore[method-assign]
+    app.add_middleware(HeadAsGet)
     app.state.cds = cds
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
@@ -319,6 +340,11 @@ def create_app(settings: Settings) -> FastAPI:
     async def feedback(service_id: str, request: Request) -> Response:
         return await posted(service_id, request, "feedback", cds.feedback)
 
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        """A browser opening the service lands on a page: the review page while it is served, else the rules."""
+        return RedirectResponse("/review" if cds.auth is None else "/rules", status_code=307)
+
     @app.get("/health", summary="Readiness: rules loaded and store reachable")
     async def health() -> JSONResponse:
         status, body = await asyncio.get_running_loop().run_in_executor(cds.health_pool, cds.health)
@@ -343,8 +369,20 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def serve(settings: Settings, *, host: str, port: int) -> int:
-    """Run the service; without trusted issuers only a loopback address is allowed."""
+def app_from_environment() -> FastAPI:
+    """The app of one worker process, configured like its parent from HIPFLEX_* variables."""
+    from cds.web.observability import configure_logging
+
+    configure_logging()
+    app = create_app(Settings())
+    gc.collect()
+    gc.freeze()  # the loaded content never dies: keep it out of every later full collection (shorter pauses)
+    return app
+
+
+def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> int:
+    """Run the service in `workers` processes sharing the store (JWT replay ids and feedback are in it); without
+    trusted issuers only a loopback address is allowed. uvloop and httptools are used when installed."""
     import uvicorn
 
     from cds.web.observability import configure_logging
@@ -357,8 +395,16 @@ def serve(settings: Settings, *, host: str, port: int) -> int:
             return 2
         log.warning("AUTHENTICATION IS OFF: listening on %s:%d for local development only; anyone on this "
                     "machine can call the service", host, port)
+    options: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "access_log": False,
+                               "log_config": None}
+    if workers > 1:
+        # Load everything once here first: a content error stops start-up before any worker starts, and the
+        # store's tables and patient-hash key are created by one process, not raced by several.
+        CdsService(settings).store.close()
+        uvicorn.run("cds.web.app:app_from_environment", factory=True, workers=workers, **options)
+        return 0
     app = create_app(settings)
     gc.collect()
     gc.freeze()  # the loaded content never dies: keep it out of every later full collection (shorter pauses)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, log_config=None)
+    uvicorn.run(app, **options)
     return 0

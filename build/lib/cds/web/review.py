@@ -24,13 +24,17 @@ from markupsafe import Markup
 from pydantic import ValidationError
 
 from cds.clinical.explanation import Explanation, rule_label
+from cds.clinical.fhirvalues import Reject, codings, effective, laterality, to_date
+from cds.clinical.pipeline import Decision
 from cds.clinical.validate import bundle_resources
+from cds.content.facts import date_words
+from cds.content.terminology import Terminology
 from cds.hooks.call import HookCaller
 from cds.hooks.discovery import Service, service_id
 from cds.hooks.errors import HookError
 from cds.hooks.prefetch import request_for
 from cds.hooks.request import HOOKS, HookRequest, first_error
-from cds.hooks.store import Store, rule_use
+from cds.hooks.store import CardUse, Store, card_use, rule_use, wilson
 from cds.web.html import HEADERS, templates
 
 INDICATORS = {"info": ("\u2139", "Info"), "warning": ("⚠", "Warning"), "critical": ("⛔", "Critical")}
@@ -68,28 +72,87 @@ def read_bundle(text: str) -> dict[str, Any]:
     return data
 
 
-def hook_request(resources: list[dict[str, Any]], hook: str, prefetch: dict[str, str]) -> HookRequest:
-    """The request an EHR would send for these resources, checked like one."""
+def hook_request(resources: list[dict[str, Any]], hook: str, prefetch: dict[str, str],
+                 user: str = "clinician") -> HookRequest:
+    """The request an EHR would send for these resources, checked like one; the user is a practitioner or the
+    patient themselves (a patient-facing app)."""
+    patient = next((str(r.get("id")) for r in resources if r.get("resourceType") == "Patient"), "unknown")
+    user_id = "Practitioner/review" if user == "clinician" else f"Patient/{patient}"
     try:
-        return HookRequest.model_validate(request_for(resources, hook, prefetch, "Practitioner/review"))
+        return HookRequest.model_validate(request_for(resources, hook, prefetch, user_id))
     except ValueError as exc:  # pydantic's ValidationError is a ValueError too
         reason = ": ".join(first_error(exc)) if isinstance(exc, ValidationError) else str(exc)
         raise ReviewInputError(f"The bundle cannot be sent as a request: {reason}.") from None
 
 
-def resource_rows(resources: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """What the bundle holds, as plain text for the reviewer: type/id, code, value, note."""
+USERS = {"clinician": "a clinician (Practitioner)", "patient": "the patient (a patient-facing app)"}
+
+
+def value_words(resource: dict[str, Any], mrc_system: str) -> str:
+    """An Observation's value as a reader writes it: '4/5', '8 °', '5/10', 'yes'."""
+    if isinstance(resource.get("valueQuantity"), dict):
+        quantity = resource["valueQuantity"]
+        return f"{quantity.get('value', '')} {quantity.get('unit') or quantity.get('code') or ''}".strip()
+    concept = resource.get("valueCodeableConcept")
+    if isinstance(concept, dict):
+        graded = [c for s, c in codings(concept) if s == mrc_system]
+        if graded:
+            return f"{graded[0]}/5"
+        shown = [str(c.get("display") or c.get("code")) for c in concept.get("coding") or [] if isinstance(c, dict)]
+        return str(concept.get("text") or ", ".join(shown))
+    if "valueInteger" in resource:
+        return f"{resource['valueInteger']}/10" if _is_pain(resource) else str(resource["valueInteger"])
+    if isinstance(resource.get("valueBoolean"), bool):
+        return "yes" if resource["valueBoolean"] else "no"
+    return str(resource.get("valueString", ""))
+
+
+def _is_pain(resource: dict[str, Any]) -> bool:
+    return ("http://loinc.org", "72514-3") in codings(resource.get("code"))
+
+
+def resource_rows(resources: list[dict[str, Any]], decision: Decision | None,
+                  terminology: Terminology) -> list[dict[str, str]]:
+    """The record as a clinician reads it: what, value, side, date, status, and whether the rules used it."""
+    used = {f.source for f in decision.validated.facts} if decision else set()
+    issues: dict[str, str] = {}
+    for issue in decision.validated.issues if decision else []:
+        issues.setdefault(issue.resource, issue.message)
     rows = []
     for r in resources:
+        if r.get("resourceType") == "Patient":
+            continue
+        ref = f"{r.get('resourceType')}/{r.get('id')}"
         code: dict[str, Any] = r["code"] if isinstance(r.get("code"), dict) else {}
-        codings = [c for c in code.get("coding") or [] if isinstance(c, dict)]
-        label = code.get("text") or ", ".join(str(c.get("display") or c.get("code")) for c in codings)
-        value = next((r[k] for k in r if k.startswith("value")), "")
-        notes = [n.get("text", "") for n in r.get("note") or [] if isinstance(n, dict)]
-        rows.append({"resource": f"{r.get('resourceType')}/{r.get('id')}", "code": str(label or ""),
-                     "value": json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else str(value),
-                     "note": " ".join(str(n) for n in notes)})
+        shown = [str(c.get("display") or c.get("code")) for c in code.get("coding") or [] if isinstance(c, dict)]
+        try:
+            side: str = laterality(r, terminology)[0] or ""
+        except Reject:
+            side = "conflicting"
+        when = next((d for d in (effective(r, p)[1] for p in ("effective", "onset", "performed")) if d), None)
+        notes = [str(n.get("text", "")) for n in r.get("note") or [] if isinstance(n, dict)]
+        rows.append({"what": str(code.get("text") or ", ".join(shown) or r.get("resourceType")),
+                     "note": " ".join(notes),
+                     "value": value_words(r, terminology.mrc_grade_system), "side": side,
+                     "date": date_words(when) if when else "", "status": _status(r),
+                     "used": "used" if ref in used else f"not used: {issues[ref]}" if ref in issues else "not used"})
     return rows
+
+
+def _status(resource: dict[str, Any]) -> str:
+    status = resource.get("status")
+    if isinstance(status, str):
+        return status
+    return ", ".join(c for _, c in codings(resource.get("clinicalStatus")))
+
+
+def patient_header(resources: list[dict[str, Any]], day: dt.date) -> str:
+    """'Patient p01 · female · 24 years': who the cards are about, from the bundle's Patient."""
+    patient = next((r for r in resources if r.get("resourceType") == "Patient"), {})
+    born = to_date(patient.get("birthDate"))
+    age = f"{day.year - born.year - ((day.month, day.day) < (born.month, born.day))} years" if born else "age unknown"
+    return " · ".join(str(x) for x in (f"Patient {patient.get('id', '?')}", patient.get("gender") or "sex unknown",
+                                        age))
 
 
 def card_view(card: dict[str, Any], service: str) -> dict[str, Any]:
@@ -102,6 +165,17 @@ def card_view(card: dict[str, Any], service: str) -> dict[str, Any]:
             "links": links, "source_url": source.get("url") if str(source.get("url", "")).startswith("http") else None}
 
 
+@dataclass(frozen=True)
+class KindRow:
+    """One card kind on the rules page: its counts, acceptance rate with 95 % interval, override reasons."""
+
+    kind: str
+    name: str
+    use: CardUse
+    rate: tuple[float, float, float] | None
+    reasons: list[tuple[str, int]]
+
+
 class Review:
     """The two pages; calls take the EHR's path (the same hook caller and store), so feedback joins up."""
 
@@ -111,20 +185,30 @@ class Review:
         self.examples = examples(self.settings.examples_dir)
 
     def page(self, **values: Any) -> str:
-        return templates.get_template("review.html").render(examples=self.examples, hooks=HOOKS, **values)
+        return templates.get_template("review.html").render(examples=self.examples, hooks=HOOKS, users=USERS,
+                                                             **({"user": "clinician"} | values))
 
-    async def run(self, bundle: dict[str, Any], hook: str, as_of: dt.date | None) -> dict[str, Any]:
+    async def run(self, bundle: dict[str, Any], hook: str, as_of: dt.date | None, user: str) -> dict[str, Any]:
         if hook not in HOOKS:
             raise ReviewInputError(f"Unknown hook {hook!r}; choose one of {', '.join(HOOKS)}.")
+        if user not in USERS:
+            raise ReviewInputError(f"Unknown user {user!r}; choose one of {', '.join(USERS)}.")
         service = self.catalog[service_id(hook)]
         resources = [r for r in bundle_resources(bundle) if isinstance(r, dict)]
-        answer = await self.caller.call_async(service, hook_request(resources, hook, service.prefetch), today=as_of)
+        request = hook_request(resources, hook, service.prefetch, user)
+        answer = await self.caller.call_async(service, request, today=as_of)
         decision = answer.decision
+        pipeline = self.caller.pipeline
+        day = as_of or self.caller.today()
         return {"cards": [card_view(c, service.id) for c in answer.response.dump()["cards"]],
-                "findings": sorted(f"{f.name.replace('-', ' ')}" + (f" ({f.side})" if f.side else "")
-                                   for f in decision.evaluation.findings) if decision else [],
-                "issues": decision.validated.issues if decision else [], "rows": resource_rows(resources),
-                "hook": hook, "as_of": as_of}
+                "findings": [pipeline.cards.texts.words(f.name, f.side) for f in decision.evaluation.findings]
+                if decision else [],
+                "no_cards": pipeline.cards.no_cards_reason(decision.evaluation) if decision else
+                "No cards: order-select answers only when a physiotherapy order for the knee is selected.",
+                "issues": decision.validated.issues if decision else [],
+                "rows": resource_rows(resources, decision, pipeline.terminology),
+                "patient": patient_header(resources, day), "hook": hook, "user_label": USERS[user],
+                "as_of_words": date_words(day)}
 
     def rules_page(self) -> str:
         report = self.settings.coverage_report
@@ -139,7 +223,14 @@ class Review:
             reasons = [(texts.get(code, code), count) for code, count in used.reasons.most_common()] if used else []
             rows.append({"rule": rule, "key": key, "scenarios": (coverage or {}).get(key, []), "use": used,
                          "reasons": reasons})
-        return templates.get_template("rules.html").render(rows=rows, coverage=coverage is not None)
+        cards = card_use(self.store)
+        kinds = [KindRow(kind, pipeline.cards.texts.cards[kind].topic.get("display", kind), cards[kind],
+                         wilson(cards[kind].accepted, cards[kind].accepted + cards[kind].overridden),
+                         [(texts.get(code, code), count) for code, count in cards[kind].reasons.most_common()])
+                 for kind in pipeline.cards.texts.cards if kind in cards]
+        weeks = sorted({week for use in cards.values() for week in use.weekly})
+        return templates.get_template("rules.html").render(rows=rows, coverage=coverage is not None, kinds=kinds,
+                                                           weeks=weeks, most=max([k.use.issued for k in kinds] or [1]))
 
 
 def review_router(caller: HookCaller, catalog: dict[str, Service], store: Store) -> APIRouter:
@@ -148,11 +239,11 @@ def review_router(caller: HookCaller, catalog: dict[str, Service], store: Store)
     headers = HEADERS
 
     @router.get("", response_class=HTMLResponse, summary="Review page: choose a patient")
-    async def choose(example: str | None = None, hook: str = "patient-view") -> HTMLResponse:
+    async def choose(example: str | None = None, hook: str = "patient-view", user: str = "clinician") -> HTMLResponse:
         if example is None:
             return HTMLResponse(review.page(), headers=headers)
         return await respond(lambda: (example_bundle(review, example), example_date(review, example)), hook, None,
-                             example)
+                             example, user)
 
     @router.post("", response_class=HTMLResponse, summary="Review page: run a pasted or uploaded bundle")
     async def run(request: Request) -> HTMLResponse:
@@ -168,17 +259,19 @@ def review_router(caller: HookCaller, catalog: dict[str, Service], store: Store)
         else:
             def source() -> tuple[dict[str, Any], dt.date | None]:
                 return example_bundle(review, example), parse_date(as_of) or example_date(review, example)
-        return await respond(source, str(form.get("hook") or "patient-view"), text, example)
+        return await respond(source, str(form.get("hook") or "patient-view"), text, example,
+                             str(form.get("user") or "clinician"))
 
-    async def respond(source: Any, hook: str, pasted: str | None, example: str | None) -> HTMLResponse:
+    async def respond(source: Any, hook: str, pasted: str | None, example: str | None, user: str) -> HTMLResponse:
         try:
             bundle, as_of = source()
-            result = await review.run(bundle, hook, as_of)
+            result = await review.run(bundle, hook, as_of, user)
         except (ReviewInputError, HookError) as exc:
             message = exc.message if isinstance(exc, HookError) else str(exc)
-            return HTMLResponse(review.page(error=message, pasted=pasted, example=example, hook=hook),
+            return HTMLResponse(review.page(error=message, pasted=pasted, example=example, hook=hook, user=user),
                                 status_code=400, headers=headers)
-        return HTMLResponse(review.page(result=result, pasted=pasted, example=example, hook=hook), headers=headers)
+        return HTMLResponse(review.page(result=result, pasted=pasted, example=example, hook=hook, user=user),
+                            headers=headers)
 
     @router.get("/rules", response_class=HTMLResponse, summary="Rule catalog with coverage and feedback")
     def rules() -> HTMLResponse:

@@ -46,3 +46,26 @@ document.addEventListener("submit", (event) => {
   }
   send(form, {outcome: "overridden", overrideReason: reason});
 });
+
+// Sortable tables: a header button sorts by its column (numbers as numbers), again to reverse.
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("table.sortable th button.sort");
+  if (!button) {
+    return;
+  }
+  const header = button.closest("th");
+  const table = header.closest("table");
+  const column = Array.from(header.parentNode.children).indexOf(header);
+  const ascending = header.getAttribute("aria-sort") !== "ascending";
+  table.querySelectorAll("th[aria-sort]").forEach((th) => th.removeAttribute("aria-sort"));
+  header.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+  const body = table.tBodies[0];
+  const key = (row) => row.children[column].textContent.trim();
+  const rows = Array.from(body.rows).sort((a, b) => {
+    const [x, y] = [key(a), key(b)];
+    const numeric = !isNaN(parseFloat(x)) && !isNaN(parseFloat(y));
+    const order = numeric ? parseFloat(x) - parseFloat(y) : x.localeCompare(y);
+    return ascending ? order : -order;
+  });
+  rows.forEach((row) => body.appendChild(row));
+});
