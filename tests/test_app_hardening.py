@@ -84,11 +84,12 @@ def test_a_hundred_slow_calls_leave_health_and_prefetch_calls_answering(tmp_path
     del body["prefetch"]
 
     async def storm(url: str) -> tuple[list[int], int, int]:
-        async with httpx.AsyncClient(timeout=30) as client:
+        limits = httpx.Limits(max_connections=None)  # the client's own pool must not be what queues
+        async with httpx.AsyncClient(timeout=30, limits=limits) as client, httpx.AsyncClient() as other:
             slow = [asyncio.ensure_future(client.post(f"{url}{PATIENT_VIEW}", json=body)) for _ in range(100)]
             await asyncio.sleep(1.0)  # the slow calls are in flight now
-            health = await client.get(f"{url}/health", timeout=4)
-            quick = await client.post(f"{url}{PATIENT_VIEW}", json=hook_request(), timeout=4)
+            health = await other.get(f"{url}/health", timeout=4)
+            quick = await other.post(f"{url}{PATIENT_VIEW}", json=hook_request(), timeout=4)
             return [r.status_code for r in await asyncio.gather(*slow)], health.status_code, quick.status_code
 
     try:
