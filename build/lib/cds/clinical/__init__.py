@@ -1,1 +1,0 @@
-"""One evaluation: FHIR resources -> validated facts -> rules engine -> cards. No HTTP, no storage."""

@@ -1,1 +1,0 @@
-"""CDS Hooks without HTTP: the request, gathering data, authentication, the hook call, feedback, the store."""
