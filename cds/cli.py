@@ -154,6 +154,26 @@ def _parser() -> argparse.ArgumentParser:
     rules.add_argument("--terminology", action="store_true",
                        help="list the codes each input is read from, including a site's ConceptMaps "
                             "(HIPFLEX_CONCEPT_MAPS_DIR)")
+    synth = sub.add_parser("synth", help="write a synthetic FHIR Bulk Data export (NDJSON), deterministic for a seed")
+    synth.add_argument("--patients", type=int, default=1000, help="how many patients (default %(default)s)")
+    synth.add_argument("--seed", type=int, default=1, help="random seed: the same seed gives the same export")
+    synth.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the NDJSON files")
+    synth.add_argument("--as-of", type=_date, default=dt.date(2026, 11, 24), metavar="YYYY-MM-DD",
+                       help="the day the data are dated back from (default %(default)s)")
+    synth.add_argument("--gzip", action="store_true", help="write .ndjson.gz files")
+    impact = sub.add_parser("impact", help="run the rules over a Bulk FHIR export on Dask and report what they do")
+    impact.add_argument("export", type=Path, metavar="EXPORT_DIR", help="folder of NDJSON (or .ndjson.gz) files")
+    impact.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="where summary.json, patients.parquet/ and report.html go")
+    impact.add_argument("--rules", type=Path, default=None, metavar="FILE", help="the rule file to run "
+                        "(default: the configured one)")
+    impact.add_argument("--baseline-rules", type=Path, default=None, metavar="FILE",
+                        help="also run this rule file and report every patient whose cards change")
+    impact.add_argument("--as-of", type=_date, default=None, metavar="YYYY-MM-DD", help="evaluation date "
+                        "(default today)")
+    impact.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: a local cluster)")
+    impact.add_argument("--workers", type=int, default=2, help="local worker processes (default %(default)s)")
     serve = sub.add_parser("serve", help="run the CDS Hooks service")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default %(default)s; others need HIPFLEX_ISSUERS_FILE)")
@@ -295,6 +315,35 @@ def cmd_request(pipeline: Pipeline, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth(settings: Settings, args: argparse.Namespace) -> int:
+    from cds.population.synth import synthesise
+
+    counts = synthesise(args.patients, args.seed, args.out, as_of=args.as_of, compress=args.gzip)
+    print(", ".join(f"{n:,} {rtype}" for rtype, n in counts.items()) + f" written to {args.out}")
+    return 0
+
+
+def cmd_impact(settings: Settings, args: argparse.Namespace) -> int:
+    from cds.hooks.store import patient_key
+    from cds.population.impact import Run, run_impact
+
+    if not args.export.is_dir():
+        raise UsageError(f"{args.export}: not a folder of NDJSON files")
+    for rule_file in (args.rules, args.baseline_rules):
+        if rule_file is not None:  # a broken rule file stops the run here, naming file and line
+            Pipeline(settings.model_copy(update={"rule_path": rule_file.resolve()}))
+    run = Run(as_of=args.as_of or settings.as_of or dt.date.today(),
+              patient_key=patient_key(settings.patient_hash_key, settings.key_file),
+              rules=str(args.rules.resolve()) if args.rules else None,
+              baseline=str(args.baseline_rules.resolve()) if args.baseline_rules else None, out=str(args.out))
+    summary = run_impact(args.export, args.out, run, scheduler=args.scheduler, workers=args.workers)
+    print(f"{summary['patients_evaluated']:,} patients in {summary['seconds']} s; cards: "
+          + (", ".join(f"{k} {v:,}" for k, v in summary["cards"].items()) or "none")
+          + (f"; {summary['patients_whose_cards_change']:,} patients' cards change" if args.baseline_rules else ""))
+    print(f"wrote {args.out / 'summary.json'}, {args.out / 'patients.parquet'}, {args.out / 'report.html'}")
+    return 0
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from cds.web.app import serve  # the web stack is only imported when serving
 
@@ -307,8 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "file", None) is not None:
         args.file = example_or_path(args.file, settings.examples_dir)
     try:
-        if args.command == "serve":
-            return cmd_serve(settings, args)
+        if args.command in ("serve", "synth", "impact"):
+            return {"serve": cmd_serve, "synth": cmd_synth, "impact": cmd_impact}[args.command](settings, args)
         pipeline = Pipeline(settings)
         handler = {"validate": cmd_validate, "evaluate": cmd_evaluate, "request": cmd_request,
                    "rules": cmd_rules}[args.command]

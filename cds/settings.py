@@ -25,6 +25,8 @@ class Settings(BaseSettings):
                                   description="Scenario coverage per rule (from `make test`), on the rule page")
     concept_maps_dir: Path | None = Field(default=None, description="Folder of FHIR ConceptMaps from a site's codes "
                                                                   "to the project's")
+    rule_path: Path | None = Field(default=None, description="A rule file anywhere (else rules_dir/rule_file); "
+                                                             "the terminology and card texts stay rules_dir's")
     rule_file: str = Field(default="knee-hip-v1.yaml", description="Rule file inside rules_dir")
     include_draft_rules: bool = Field(default=False, description="Also run rules with status 'draft'")
     lookback_days: int = Field(default=90, ge=1, le=3650, description="Older observations are not used")

@@ -8,7 +8,7 @@ from pathlib import Path
 import cds
 
 PACKAGE = Path(cds.__file__).parent
-LAYERS = ["content", "clinical", "hooks", "web"]  # bottom to top; cds.settings is below all, cds.cli above all
+LAYERS = ["content", "clinical", "hooks", "population", "web"]  # bottom to top; settings below, cli above
 
 
 def module_name(path: Path) -> str:

@@ -47,8 +47,8 @@ class Pipeline:
         if settings.concept_maps_dir is not None:
             terminology = terminology.with_aliases(load_concept_maps(settings.concept_maps_dir, terminology))
         self.terminology: Terminology = terminology
-        self.ruleset: RuleSet = load_rules(settings.rules_dir / settings.rule_file, self.terminology,
-                                           include_drafts=settings.include_draft_rules)
+        rule_file = settings.rule_path or settings.rules_dir / settings.rule_file
+        self.ruleset: RuleSet = load_rules(rule_file, self.terminology, include_drafts=settings.include_draft_rules)
         texts = load_card_texts(settings.rules_dir / "cards.yaml", self.ruleset, set(fact_properties()))
         rules_url = f"{settings.public_url.rstrip('/')}/rules" if settings.public_url else None
         self.cards = CardBuilder(texts, self.ruleset, self.terminology, rules_url=rules_url)

@@ -1,0 +1,266 @@
+"""`hipflex-cds impact`: the rules over a whole Bulk FHIR export, on Dask, with an optional rule-file diff.
+
+The export is read once, file by file, line by line, and each resource is appended to one of a few
+bucket files by a hash of its patient, so every patient's resources meet in one bucket and no process
+ever holds the export. Each bucket is one Dask task: a worker process builds its pipeline once
+(durable_rules is not thread-safe: one engine per process, one thread per worker), evaluates every
+patient of the bucket exactly as the service does (validation, engine, cards; patient-view, a
+practitioner), writes its rows to a Parquet part and returns only counts. Patient ids leave the worker
+only as keyed hashes, as in the store. Workers must see the export's folder (same machine or shared disk).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import hashlib
+import hmac
+import json
+import sys
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from cds.clinical.context import Context
+from cds.clinical.explanation import Explanation
+from cds.clinical.pipeline import Pipeline
+from cds.content.facts import AgeFact
+from cds.population.synth import export_files
+from cds.settings import Settings
+
+USER = "Practitioner/impact"
+EXAMPLES = 5  # patient hashes kept per change, to inspect
+
+
+@dataclass(frozen=True)
+class Run:
+    """What every task needs to know; plain data, so it travels to any Dask worker."""
+
+    as_of: dt.date
+    patient_key: bytes
+    rules: str | None = None  # a rule file; None: the configured one
+    baseline: str | None = None  # the rule file to compare against, if any
+    out: str = ""  # where Parquet parts go
+
+
+@dataclass
+class Tally:
+    """Counts one bucket (or the whole run, once added up) produces."""
+
+    patients: int = 0
+    out_of_scope: int = 0
+    orphans: int = 0  # resources of patients the export has no Patient for
+    cards: Counter[str] = field(default_factory=Counter)
+    rules: Counter[str] = field(default_factory=Counter)
+    issues: Counter[str] = field(default_factory=Counter)
+    ages_with_cards: Counter[str] = field(default_factory=Counter)
+    changed: int = 0
+    changes: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, other: Tally) -> None:
+        for name in ("patients", "out_of_scope", "orphans", "changed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("cards", "rules", "issues", "ages_with_cards", "changes"):
+            getattr(self, name).update(getattr(other, name))
+        for key, hashes in other.examples.items():
+            self.examples.setdefault(key, []).extend(hashes[:EXAMPLES - len(self.examples.get(key, []))])
+
+
+def patient_of(resource: dict[str, Any]) -> str | None:
+    """The patient id a resource belongs to (its own id for a Patient, else subject/patient)."""
+    if resource.get("resourceType") == "Patient":
+        return str(resource.get("id"))
+    for name in ("subject", "patient"):
+        holder = resource.get(name)
+        reference = holder.get("reference") if isinstance(holder, dict) else None
+        if isinstance(reference, str) and reference.startswith("Patient/"):
+            return reference.removeprefix("Patient/")
+    return None
+
+
+def _lines(path: Path) -> TextIO:
+    return gzip.open(path, "rt", encoding="utf-8") if path.name.endswith(".gz") else path.open(encoding="utf-8")
+
+
+def bucket(export: Path, work: Path, buckets: int) -> tuple[list[Path], list[int], int]:
+    """Spread the export over `buckets` files by patient; (bucket files, patients per bucket, unattributed)."""
+    work.mkdir(parents=True, exist_ok=True)
+    paths = [work / f"bucket-{i:04d}.ndjson" for i in range(buckets)]
+    handles = [p.open("w", encoding="utf-8") for p in paths]
+    patients, unattributed = [0] * buckets, 0
+    try:
+        for path in export_files(export):
+            with _lines(path) as lines:
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    try:
+                        resource = json.loads(line)
+                    except json.JSONDecodeError:
+                        unattributed += 1
+                        continue
+                    pid = patient_of(resource) if isinstance(resource, dict) else None
+                    if pid is None:
+                        unattributed += 1
+                        continue
+                    index = zlib.crc32(pid.encode()) % buckets
+                    handles[index].write(line if line.endswith("\n") else line + "\n")
+                    patients[index] += resource.get("resourceType") == "Patient"
+    finally:
+        for handle in handles:
+            handle.close()
+    return paths, patients, unattributed
+
+
+_PIPELINES: dict[tuple[str | None, str | None], tuple[Pipeline, Pipeline | None]] = {}
+
+
+def pipelines(run: Run) -> tuple[Pipeline, Pipeline | None]:
+    """This process's pipelines for the run (built once per worker process, reused by every task)."""
+    key = (run.rules, run.baseline)
+    if key not in _PIPELINES:
+        def build(rule_file: str | None) -> Pipeline:
+            return Pipeline(Settings(rule_path=Path(rule_file) if rule_file else None, decision_cache_size=0))
+        _PIPELINES[key] = (build(run.rules), build(run.baseline) if run.baseline else None)
+    return _PIPELINES[key]
+
+
+def evaluate_bucket(path: str, run: Run, part: int) -> Tally:
+    """One Dask task: every patient of one bucket file; rows to a Parquet part, counts back."""
+    candidate, baseline = pipelines(run)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            resource = json.loads(line)
+            groups.setdefault(str(patient_of(resource)), []).append(resource)
+    tally, rows = Tally(), []
+    for pid, resources in groups.items():
+        if not any(r.get("resourceType") == "Patient" for r in resources):
+            tally.orphans += len(resources)
+            continue
+        digest = hmac.new(run.patient_key, pid.encode(), hashlib.sha256).hexdigest()
+        now = outcome(candidate, resources, pid, run.as_of)
+        row = {"patient": digest, "age": now["age"], "cards": now["cards"], "rules": now["rules"],
+               "issues": now["issues"]}
+        tally.patients += 1
+        tally.out_of_scope += not now["eligible"]
+        tally.cards.update(now["cards"])
+        tally.rules.update(now["rules"])
+        tally.issues.update(now["issues"])
+        if now["cards"] and now["age"] is not None:
+            tally.ages_with_cards[f"{now['age'] // 10 * 10}s"] += 1
+        if baseline is not None:
+            before = outcome(baseline, resources, pid, run.as_of)
+            _diff(tally, row, before, now, digest)
+        rows.append(row)
+    _write_part(rows, Path(run.out) / "patients.parquet" / f"part-{part:05d}.parquet", baseline is not None)
+    return tally
+
+
+def outcome(pipeline: Pipeline, resources: list[dict[str, Any]], pid: str, as_of: dt.date) -> dict[str, Any]:
+    """What the service would show this patient: card kinds and sides, the rules behind them, data issues."""
+    decision = pipeline.decide(resources, Context(today=as_of, patient_id=pid, user_id=USER,
+                                                  lookback_days=pipeline.settings.lookback_days))
+    explanations = [Explanation.of(card) for card in decision.cards]
+    cards = sorted(f"{e.recommendation.card}:{e.recommendation.side or '-'}" for e in explanations)
+    makers = {f"{e.recommendation.card}:{e.recommendation.side or '-'}": sorted(r.label for r in e.rules
+                                                                                if r.recommends)
+              for e in explanations}
+    age = next((f.years for f in decision.validated.facts if isinstance(f, AgeFact)), None)
+    return {"cards": cards, "makers": makers, "rules": sorted({r.label for e in explanations for r in e.rules}),
+            "issues": sorted({i.code for i in decision.validated.issues}), "age": age,
+            "eligible": ("eligible", None) in decision.evaluation.finding_names()}
+
+
+def _diff(tally: Tally, row: dict[str, Any], before: dict[str, Any], now: dict[str, Any], digest: str) -> None:
+    gained = sorted(set(now["cards"]) - set(before["cards"]))
+    lost = sorted(set(before["cards"]) - set(now["cards"]))
+    row |= {"baseline_cards": before["cards"], "gained": gained, "lost": lost}
+    if not gained and not lost:
+        return
+    tally.changed += 1
+    for direction, cards, source in (("gained", gained, now), ("lost", lost, before)):
+        for card in cards:
+            key = f"{direction} {card} by {', '.join(source['makers'].get(card, [])) or 'no rule'}"
+            tally.changes[key] += 1
+            if len(tally.examples.setdefault(key, [])) < EXAMPLES:
+                tally.examples[key].append(digest)
+
+
+def _write_part(rows: list[dict[str, Any]], path: Path, compared: bool) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns: dict[str, Any] = {"patient": pa.string(), "age": pa.int32(), "cards": pa.list_(pa.string()),
+                               "rules": pa.list_(pa.string()), "issues": pa.list_(pa.string())}
+    if compared:
+        columns |= {name: pa.list_(pa.string()) for name in ("baseline_cards", "gained", "lost")}
+    schema = pa.schema(list(columns.items()))
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+
+
+def run_impact(export: Path, out: Path, run: Run, *, scheduler: str | None, workers: int) -> dict[str, Any]:
+    """Bucket the export, evaluate the buckets on Dask (a local cluster of processes, or `scheduler`), write
+    summary.json, patients.parquet/ and report.html under `out`; the summary."""
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    from cds.population.report import write_report
+
+    started = time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)
+    paths, per_bucket, unattributed = bucket(export, out / "buckets", max(4, workers * 4))
+    total = sum(per_bucket)
+    cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                  dashboard_address=None)
+    tally = Tally(orphans=unattributed)
+    with Client(scheduler or cluster) as client:
+        futures = {client.submit(evaluate_bucket, str(p), run, i, pure=False): n
+                   for i, (p, n) in enumerate(zip(paths, per_bucket, strict=True))}
+        done = 0
+        for future in as_completed(futures):
+            tally.add(future.result())
+            done += futures[future]
+            rate = done / max(time.monotonic() - started, 1e-6)
+            print(f"\r{done:,} of {total:,} patients, {rate:,.0f}/s, about {(total - done) / max(rate, 1e-6):.0f} s "
+                  "left", end="", file=sys.stderr, flush=True)
+        peaks = client.run(peak_rss_mb)
+    print(file=sys.stderr)
+    if cluster is not None:
+        cluster.close()
+    for path in paths:
+        path.unlink()
+    (out / "buckets").rmdir()
+    seconds = time.monotonic() - started
+    summary = summarise(tally, run, seconds, total) | {"worker_peak_rss_mb": sorted(peaks.values())}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_report(summary, out / "report.html")
+    return summary
+
+
+def peak_rss_mb() -> float:
+    """This worker process's peak resident memory, in MB (it must not grow with the number of patients)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def summarise(tally: Tally, run: Run, seconds: float, read: int) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "as_of": run.as_of.isoformat(), "patients_read": read, "patients_evaluated": tally.patients,
+        "out_of_scope": tally.out_of_scope, "resources_without_a_patient": tally.orphans,
+        "cards": dict(sorted(tally.cards.items())), "rules_fired": dict(sorted(tally.rules.items())),
+        "data_issues": dict(sorted(tally.issues.items())), "ages_of_patients_with_cards":
+        dict(sorted(tally.ages_with_cards.items())), "seconds": round(seconds, 2),
+        "patients_per_second": round(tally.patients / seconds, 1) if seconds else None,
+        "rules": run.rules or "(configured)"}
+    if run.baseline:
+        summary["baseline_rules"] = run.baseline
+        summary["patients_whose_cards_change"] = tally.changed
+        summary["changes"] = [{"change": key, "patients": count, "examples": tally.examples.get(key, [])}
+                              for key, count in sorted(tally.changes.items())]
+    return summary

@@ -1,0 +1,165 @@
+"""Population runs: a synthetic Bulk FHIR export, the rules over it on Dask (local and a real scheduler with
+worker processes), the per-patient answers checked against the HTTP service, and a rule change's diff."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+
+from cds.hooks.prefetch import request_for
+from cds.population.impact import Run, patient_of, run_impact
+from cds.population.synth import export_files, synthesise
+from cds.web.app import create_app
+from tests.paths import EXAMPLE_DATE, RULES
+from tests.servers import free_port, running, service_settings
+
+KEY = b"population-test-key"
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("export")
+    synthesise(400, 7, folder, as_of=EXAMPLE_DATE, per_file=300)
+    return folder
+
+
+def run(export: Path, out: Path, workers: int = 2, scheduler: str | None = None, **rules: str) -> dict[str, Any]:
+    return run_impact(export, out, Run(as_of=EXAMPLE_DATE, patient_key=KEY, out=str(out), **rules),
+                      scheduler=scheduler, workers=workers)
+
+
+def stable(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if k not in ("seconds", "patients_per_second", "worker_peak_rss_mb")}
+
+
+def by_patient(export: Path) -> dict[str, list[dict[str, Any]]]:
+    """The export grouped by patient, read here independently of the impact code."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for path in export_files(export):
+        for line in path.read_text().splitlines():
+            resource = json.loads(line)
+            groups.setdefault(str(patient_of(resource)), []).append(resource)
+    return groups
+
+
+def digest(pid: str) -> str:
+    return hmac.new(KEY, pid.encode(), hashlib.sha256).hexdigest()
+
+
+def test_a_seed_always_gives_the_same_export_plain_or_gzipped(tmp_path: Path) -> None:
+    for compress in (False, True):
+        first, second = tmp_path / f"a{compress}", tmp_path / f"b{compress}"
+        counts = synthesise(150, 3, first, as_of=EXAMPLE_DATE, per_file=100, compress=compress)
+        synthesise(150, 3, second, as_of=EXAMPLE_DATE, per_file=100, compress=compress)
+        assert [p.read_bytes() for p in export_files(first)] == [p.read_bytes() for p in export_files(second)]
+        assert counts["Patient"] == 150
+        assert len(list(export_files(first))) > 5  # several files per type once one is full
+    assert synthesise(150, 4, tmp_path / "other", as_of=EXAMPLE_DATE) != counts
+
+
+def test_the_run_writes_summary_parquet_and_report_and_counts_every_patient(export: Path, tmp_path: Path) -> None:
+    summary = run(export, tmp_path / "out")
+    table = pq.read_table(tmp_path / "out" / "patients.parquet").to_pylist()
+    assert summary["patients_read"] == summary["patients_evaluated"] == len(table) == 400
+    assert Counter(card for row in table for card in row["cards"]) == summary["cards"]
+    assert {"hip-strengthening:left", "red-flag:-"} <= set(summary["cards"])
+    assert {"stale", "preliminary", "invalid-unit"} <= set(summary["data_issues"])
+    assert all(len(row["patient"]) == 64 and not row["patient"].startswith("syn-") for row in table)
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "Cards by kind and side" in page
+    assert "<svg" in page
+    assert "http" not in page.split("<body>")[1]  # self-contained: nothing fetched when opened offline
+    assert not (tmp_path / "out" / "buckets").exists()
+
+
+def test_each_patients_cards_equal_the_services_answer(export: Path, tmp_path: Path) -> None:
+    run(export, tmp_path / "out")
+    rows = {row["patient"]: row for row in pq.read_table(tmp_path / "out" / "patients.parquet").to_pylist()}
+    templates = None
+    compared = 0
+    with running(create_app(service_settings(tmp_path, as_of=EXAMPLE_DATE))) as url, httpx.Client() as client:
+        for pid, resources in by_patient(export).items():
+            templates = templates or client.get(f"{url}/cds-services").json()["services"][0]["prefetch"]
+            body = request_for(resources, "patient-view", templates, "Practitioner/impact")
+            cards = client.post(f"{url}/cds-services/hipflex-patient-view", json=body).json()["cards"]
+            explained = [c["extension"]["urn:hipflex-cds:explanation"] for c in cards]
+            served = sorted(f"{e['recommendation']['card']}:{e['recommendation'].get('side', '-')}" for e in explained)
+            rules = sorted({f"{r['id']} v{r['version']}" for e in explained for r in e["rules"]})
+            assert (rows[digest(pid)]["cards"], rows[digest(pid)]["rules"]) == (served, rules), pid
+            compared += 1
+    assert compared == 400
+
+
+def test_one_and_four_workers_give_the_same_summary(export: Path, tmp_path: Path) -> None:
+    assert stable(run(export, tmp_path / "one", workers=1)) == stable(run(export, tmp_path / "four", workers=4))
+
+
+def test_a_changed_threshold_reports_exactly_the_patients_whose_cards_change(export: Path, tmp_path: Path) -> None:
+    from cds.clinical.context import Context
+    from cds.clinical.pipeline import Pipeline
+    from cds.settings import Settings
+
+    candidate = tmp_path / "candidate.yaml"
+    text = (RULES / "knee-hip-v1.yaml").read_text()
+    candidate.write_text(text.replace("  hyperextension_present:\n    value: 5",
+                                      "  hyperextension_present:\n    value: 7"))
+    summary = run(export, tmp_path / "out", rules=str(candidate), baseline=str(RULES / "knee-hip-v1.yaml"))
+    table = pq.read_table(tmp_path / "out" / "patients.parquet").to_pylist()
+    reported = {row["patient"] for row in table if row["gained"] or row["lost"]}
+
+    def cards(pipeline: Pipeline, pid: str, resources: list[dict[str, Any]]) -> set[str]:
+        decision = pipeline.decide(resources, Context(today=EXAMPLE_DATE, patient_id=pid,
+                                                      user_id="Practitioner/impact"))
+        explained = [c.extension["urn:hipflex-cds:explanation"]["recommendation"] for c in decision.cards
+                     if c.extension]
+        return {f"{e['card']}:{e.get('side') or '-'}" for e in explained}
+
+    old, new = Pipeline(Settings()), Pipeline(Settings(rule_path=candidate))
+    expected = {digest(pid) for pid, resources in by_patient(export).items()
+                if cards(old, pid, resources) != cards(new, pid, resources)}
+    assert expected, "the synthetic export must hold patients with 5° or 6° of hyperextension"
+    assert reported == expected
+    assert summary["patients_whose_cards_change"] == len(expected)
+    # a higher threshold only takes cards away: glides (R4) and the hip-test card (R5) need hyperextension
+    assert {c["change"].split(":")[0] for c in summary["changes"]} <= {"lost patellar-glide", "lost hip-test"}
+    assert all(c["examples"] and set(c["examples"]) <= expected for c in summary["changes"])
+
+
+def test_a_real_dask_scheduler_and_worker_processes_run_it(export: Path, tmp_path: Path) -> None:
+    port = free_port()
+    dask = str(Path(sys.executable).with_name("dask"))
+    scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = f"tcp://127.0.0.1:{port}"
+    workers = [subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+    try:
+        from dask.distributed import Client
+
+        deadline = time.monotonic() + 60
+        with Client(address, timeout=60) as client:
+            while len(client.scheduler_info()["workers"]) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert len(client.scheduler_info()["workers"]) == 2
+        done = subprocess.run([sys.executable, "-m", "cds.cli", "impact", str(export), "--out", str(tmp_path / "c"),
+                               "--as-of", EXAMPLE_DATE.isoformat(), "--scheduler", address],
+                              capture_output=True, text=True, timeout=300, check=False,
+                              env={"PATH": "/usr/bin:/bin", "HIPFLEX_PATIENT_HASH_KEY": KEY.decode()})
+    finally:
+        for process in [*workers, scheduler]:
+            process.terminate()
+            process.wait(20)
+    assert done.returncode == 0, done.stderr[-2000:]
+    clustered = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert stable(clustered) == stable(run(export, tmp_path / "local"))
