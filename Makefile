@@ -56,6 +56,7 @@ bench: $(STAMP)
 bench-long: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk)
 	$(BIN)/python -m tests.bench_service --long
+	$(BIN)/python -m tests.bench_population
 
 lint: $(STAMP)
 	$(BIN)/ruff check cds tests
