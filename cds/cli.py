@@ -174,6 +174,10 @@ def _parser() -> argparse.ArgumentParser:
     impact.add_argument("--scheduler", default=None, metavar="ADDRESS",
                         help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: a local cluster)")
     impact.add_argument("--workers", type=int, default=2, help="local worker processes (default %(default)s)")
+    impact.add_argument("--from-server", default=None, metavar="URL",
+                        help="first download this FHIR server's Bulk Data $export into EXPORT_DIR")
+    impact.add_argument("--token-file", type=Path, default=None, metavar="FILE",
+                        help="a file holding the bearer token for --from-server (never on the command line)")
     serve = sub.add_parser("serve", help="run the CDS Hooks service")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default %(default)s; others need HIPFLEX_ISSUERS_FILE)")
@@ -327,6 +331,15 @@ def cmd_impact(settings: Settings, args: argparse.Namespace) -> int:
     from cds.hooks.store import patient_key
     from cds.population.impact import Run, run_impact
 
+    if args.from_server:
+        from cds.population.bulkexport import ExportFailed, download
+
+        token = args.token_file.read_text().strip() if args.token_file else None
+        try:
+            files = download(args.from_server, token, args.export)
+        except ExportFailed as exc:
+            raise UsageError(str(exc)) from None
+        print(f"downloaded {len(files)} files into {args.export}", file=sys.stderr)
     if not args.export.is_dir():
         raise UsageError(f"{args.export}: not a folder of NDJSON files")
     for rule_file in (args.rules, args.baseline_rules):

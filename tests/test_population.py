@@ -163,3 +163,64 @@ def test_a_real_dask_scheduler_and_worker_processes_run_it(export: Path, tmp_pat
     assert done.returncode == 0, done.stderr[-2000:]
     clustered = json.loads((tmp_path / "c" / "summary.json").read_text())
     assert stable(clustered) == stable(run(export, tmp_path / "local"))
+
+
+def test_an_export_is_downloaded_from_a_fhir_server_with_the_asynchronous_pattern(export: Path,
+                                                                                  tmp_path: Path) -> None:
+    """A localhost stub of $export: kick-off 202, two polls answered 202 with Retry-After, then the manifest."""
+    import http.server
+    import threading
+
+    files = {path.name: path.read_bytes() for path in export_files(export)}
+    seen: list[tuple[str, str | None]] = []
+    polls = {"count": 0}
+
+    class Server(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append((self.path, self.headers.get("Authorization")))
+            base = f"http://127.0.0.1:{self.server.server_address[1]}/fhir"
+            if self.path == "/fhir/$export" and self.headers.get("Prefer") == "respond-async":
+                self.send_response(202)
+                self.send_header("Content-Location", f"{base}/status/1")
+                self.end_headers()
+            elif self.path == "/fhir/status/1" and polls["count"] < 2:
+                polls["count"] += 1
+                self.send_response(202)
+                self.send_header("Retry-After", "0.2")
+                self.end_headers()
+            elif self.path == "/fhir/status/1":
+                manifest = {"transactionTime": "2026-11-24T09:00:00Z", "requiresAccessToken": True,
+                            "output": [{"type": name.split(".")[0], "url": f"{base}/files/{name}"} for name in files]}
+                self.reply(200, json.dumps(manifest).encode())
+            elif self.path.startswith("/fhir/files/"):
+                self.reply(200, files[self.path.removeprefix("/fhir/files/")])
+            else:
+                self.reply(404, b"{}")
+
+        def reply(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    token = tmp_path / "token"
+    token.write_text("export-token-9\n")
+    try:
+        done = subprocess.run([sys.executable, "-m", "cds.cli", "impact", str(tmp_path / "downloaded"), "--out",
+                               str(tmp_path / "out"), "--as-of", EXAMPLE_DATE.isoformat(), "--workers", "1",
+                               "--from-server", f"http://127.0.0.1:{server.server_address[1]}/fhir",
+                               "--token-file", str(token)], capture_output=True, text=True, timeout=300,
+                              check=False, env={"PATH": "/usr/bin:/bin", "HIPFLEX_PATIENT_HASH_KEY": KEY.decode()})
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert polls["count"] == 2
+    assert {auth for _, auth in seen} == {"Bearer export-token-9"}
+    assert "export-token-9" not in done.stdout + done.stderr
+    downloaded = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert stable(downloaded) == stable(run(export, tmp_path / "direct"))

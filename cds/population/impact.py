@@ -116,6 +116,16 @@ def bucket(export: Path, work: Path, buckets: int) -> tuple[list[Path], list[int
     return paths, patients, unattributed
 
 
+BUCKET_BYTES = 4_000_000  # NDJSON per bucket: what one task holds in memory, whatever the export's size
+
+
+def buckets_for(export: Path, workers: int) -> int:
+    """Enough buckets that each holds about BUCKET_BYTES (so a worker's memory does not grow with the export),
+    and at least four per worker (so the work spreads); gzipped files count at eight times their size."""
+    size = sum(p.stat().st_size * (8 if p.name.endswith(".gz") else 1) for p in export_files(export))
+    return max(4 * workers, -(-size // BUCKET_BYTES))
+
+
 _PIPELINES: dict[tuple[str | None, str | None], tuple[Pipeline, Pipeline | None]] = {}
 
 
@@ -213,7 +223,7 @@ def run_impact(export: Path, out: Path, run: Run, *, scheduler: str | None, work
 
     started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
-    paths, per_bucket, unattributed = bucket(export, out / "buckets", max(4, workers * 4))
+    paths, per_bucket, unattributed = bucket(export, out / "buckets", buckets_for(export, workers))
     total = sum(per_bucket)
     cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                                   dashboard_address=None)
