@@ -187,10 +187,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _decide(pipeline: Pipeline, args: argparse.Namespace) -> tuple[Decision, dt.date, str]:
+def _read(args: argparse.Namespace) -> tuple[list[Any], dt.date, str]:
+    """The file's resources, the evaluation date and where that date came from."""
     resources, stamp = read_fhir_file(args.file)
     as_of = args.as_of or stamp or dt.date.today()
-    why = "--as-of" if args.as_of else ("Bundle.timestamp" if stamp else "today")
+    return resources, as_of, "--as-of" if args.as_of else ("Bundle.timestamp" if stamp else "today")
+
+
+def _decide(pipeline: Pipeline, args: argparse.Namespace) -> tuple[Decision, dt.date, str]:
+    resources, as_of, why = _read(args)
     context = Context(today=as_of, patient_id=args.patient, user_id=args.user,
                       lookback_days=pipeline.settings.lookback_days)
     return pipeline.decide(resources, context), as_of, why
@@ -228,9 +233,7 @@ def cmd_validate(pipeline: Pipeline, args: argparse.Namespace) -> int:
 
 def _answer(pipeline: Pipeline, args: argparse.Namespace) -> tuple[Answer, dt.date, str]:
     """The file sent through the same hook call as the service's (order-select included), nothing stored."""
-    resources, stamp = read_fhir_file(args.file)
-    as_of = args.as_of or stamp or dt.date.today()
-    why = "--as-of" if args.as_of else ("Bundle.timestamp" if stamp else "today")
+    resources, as_of, why = _read(args)
     service = {s.id: s for s in services(pipeline.terminology)}[service_id(args.hook)]
     try:
         body = request_for([r for r in resources if isinstance(r, dict)], args.hook, service.prefetch, args.user,

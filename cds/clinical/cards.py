@@ -10,7 +10,7 @@ extension for machines. It names no finding, rule or card: those choices are dat
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 from cds.clinical.explanation import Explanation, FactUsed, FindingUsed, Recommendation, RulesetRef, RuleUsed
 from cds.clinical.outcome import Derived, Evaluation
@@ -103,7 +103,7 @@ class CardBuilder:
             parameters["max_age_below"] = int(parameters["max_age"]) - 1
         for reason in self.texts.no_cards:
             fact = _holds(reason.when, evaluation, None)
-            if fact is not None and fact is not False:
+            if fact is not None:
                 return reason.text.format(**(parameters | _fields(fact)))
         return "No cards."
 
@@ -160,15 +160,13 @@ class CardBuilder:
         for side in sides:
             for note in (n for n in mine if n.per_side):
                 fact = _holds(note.when, evaluation, side)
-                if fact is not None and fact is not False:
+                if fact is not None:
                     yield note.text.format(**(_fields(fact) | side_words(side)))
         flags = "; ".join(f.describe() for f in evaluation.facts if f.kind == "red-flag")
-        checked = ", ".join(flag.display for flag in self.t.red_flags)
         for note in (n for n in mine if not n.per_side):
             fact = _holds(note.when, evaluation, None)
-            if fact is not None and fact is not False:
-                yield note.text.format(**(_fields(fact) | side_words(rec.side)), red_flags_recorded=flags,
-                                       red_flags_checked=checked)
+            if fact is not None:
+                yield note.text.format(**(_fields(fact) | side_words(rec.side)), red_flags_recorded=flags)
 
     def _detail(self, text: CardText, facts: list[InputFact], notes: list[str]) -> str:
         """What a clinician reads in a side panel: what to do, this patient's findings, notes, one evidence line."""
@@ -186,8 +184,8 @@ class CardBuilder:
         return "\n".join(parts)
 
 
-def _holds(when: NoteCondition, evaluation: Evaluation, side: str | None) -> InputFact | bool | None:
-    """Whether a note's condition holds (on `side`, if given): the matched fact, True, or None/False."""
+def _holds(when: NoteCondition, evaluation: Evaluation, side: str | None) -> InputFact | Literal[True] | None:
+    """Whether a note's condition holds (on `side`, if given): the matched fact, True, or None when it does not."""
     findings = {(f.name, f.side) for f in evaluation.findings}
 
     def has_finding(name: str) -> bool:
@@ -216,5 +214,5 @@ def _kind_of(reference: str) -> str:
     return f"{'an' if kind[:1] in 'AEIOU' else 'a'} {kind}"
 
 
-def _fields(fact: InputFact | bool) -> dict[str, Any]:
+def _fields(fact: InputFact | Literal[True]) -> dict[str, Any]:
     return fact.model_dump() if not isinstance(fact, bool) else {}
