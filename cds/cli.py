@@ -286,6 +286,12 @@ def terminology_rows(pipeline: Pipeline) -> list[dict[str, str]]:
              for (s, c), site in t.site_by_code.items() if (s, c) not in t.aliases]
     rows += [{"input": "(mapped)", "system": s, "code": c, "via": f"ConceptMap -> {target[1]}"}
              for (s, c), target in t.aliases.items()]
+    for code_set in t.sets.values():
+        for include in code_set.includes:
+            named = t.code_system(include.system)
+            rows.append({"input": f"ValueSet {code_set.name}", "system": include.system,
+                         "code": include.describe(named.name if named else include.system),
+                         "via": f"rules/valuesets/{code_set.file}: {code_set.title}"})
     return rows
 
 

@@ -74,10 +74,13 @@ Feature: Knee red flags withhold exercise suggestions
         | CPT       | 27447     |
         | SNOMED CT | 309431009 |
 
-    Scenario: A knee record that is neither a red flag nor known to be benign is named, never "none found"
+    Scenario: A knee record that is neither a red flag nor known to be compatible holds back every suggestion
       Given the patient reports right pain around the kneecap scoring 7/10
       And the record has the ICD-10-CM diagnosis S86.011A from 5 days ago
       When the clinician opens the chart
-      Then the service suggests hip-flexor strengthening for the right knee
-      And the hip-flexor strengthening card says "1 knee record(s) could not be classified"
-      And the data issue unclassified-knee-record is reported
+      Then the service suggests a check of the knee records
+      And the check of the knee records card says "To check: Condition"
+      And the check of the knee records card says "ICD-10-CM S86.011A"
+      And the check of the knee records card offers no referral
+      And the service does not suggest hip-flexor strengthening
+      And the data issue unknown-knee-record is reported

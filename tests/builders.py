@@ -12,18 +12,22 @@ import yaml
 from cds.clinical.validate import bundle_resources
 from cds.content.facts import (
     AgeFact,
+    AnticoagulationFact,
     AudienceFact,
+    BodyTemperatureFact,
     GaitFact,
     HhdAsymmetryFact,
     HhdFact,
     HyperextensionFact,
     InputFact,
     KneeConditionFact,
+    KneeSwellingFact,
     MmtFact,
     PainSiteFact,
     RedFlagFact,
     ReferralFact,
     RejectedInputFact,
+    UnclassifiedKneeRecordsFact,
     UnsidedPainSiteFact,
 )
 from cds.content.terminology import load_terminology
@@ -79,6 +83,22 @@ class Facts:
     @staticmethod
     def red_flag(flag: str = "knee-effusion") -> RedFlagFact:
         return RedFlagFact(id=f"flag:{flag}", flag=flag, display=flag)
+
+    @staticmethod
+    def temperature(celsius: float) -> BodyTemperatureFact:
+        return BodyTemperatureFact(id="body-temperature", celsius=celsius)
+
+    @staticmethod
+    def anticoagulated() -> AnticoagulationFact:
+        return AnticoagulationFact(id="anticoagulation")
+
+    @staticmethod
+    def swelling() -> KneeSwellingFact:
+        return KneeSwellingFact(id="knee-swelling")
+
+    @staticmethod
+    def unclassified() -> UnclassifiedKneeRecordsFact:
+        return UnclassifiedKneeRecordsFact(id="unclassified-knee-records", count=1, display="a knee record")
 
     @staticmethod
     def referral() -> ReferralFact:

@@ -40,12 +40,18 @@ LOCAL = TERMINOLOGY.local_system
 SIDES = {"left": ("7771000", "Left"), "right": ("24028007", "Right")}
 CARDS = {"hip-flexor strengthening": "hip-strengthening", "patellar glides": "patellar-glide",
          "red-flag assessment": "red-flag", "hip-flexion test": "hip-test", "dynamometer retest": "retest",
-         "data-quality check": "data-quality", "side check": "record-side"}
-CODE_SYSTEMS = {"ICD-10-CM": "http://hl7.org/fhir/sid/icd-10-cm", "SNOMED CT": SNOMED,
-                "CPT": "http://www.ama-assn.org/go/cpt"}
+         "data-quality check": "data-quality", "side check": "record-side",
+         "check of the knee records": "check-records"}
+CODE_SYSTEMS = {s.name: s.system for s in TERMINOLOGY.code_systems}
+DIAGNOSIS_SYSTEMS = ["ICD-10-CM", "ICD-10 (WHO)", "SNOMED CT"]
+PROCEDURE_SYSTEMS = ["CPT", "ICD-10-PCS", "OPCS-4", "SNOMED CT"]
 PAIN_SITES = {"at the front of the knee": "anterior-knee", "around the kneecap": "peripatellar",
               "behind the kneecap": "retropatellar", "in the knee": "knee", "in the hip": "hip"}
 RED_FLAGS = {flag.display: flag.flag for flag in TERMINOLOGY.red_flags}
+EXAMINATION_FINDINGS = {"an effusion": ("knee-effusion", "present"), "no effusion": ("knee-effusion", "absent"),
+                        "giving way": ("knee-locking-instability", "present"), "swelling": ("knee-swelling", "present"),
+                        "no swelling": ("knee-swelling", "absent")}
+MEDICINES = {"apixaban": "1364430", "warfarin": "11289", "paracetamol": "161"}
 
 
 # ---- the vocabulary registry: what features/README.md is generated from ----------------------------
@@ -273,24 +279,75 @@ def red_flag(chart: Chart, flag: str, days: int) -> None:
 
 
 @step("Given", "the record has the {system} diagnosis {code} from {days:d} days ago",
-      "Given the record has the ICD-10-CM diagnosis M25.461 from 3 days ago", system=["ICD-10-CM", "SNOMED CT"])
+      "Given the record has the ICD-10-CM diagnosis M25.461 from 3 days ago", system=DIAGNOSIS_SYSTEMS)
 def coded_condition(chart: Chart, system: str, code: str, days: int) -> None:
-    """An active Condition coded the way EHRs code it (ICD-10-CM or SNOMED CT), with no body site: the code alone
-    must say whether it is a knee red flag, or a knee record the service cannot classify."""
-    url = choose("code system", system, {k: CODE_SYSTEMS[k] for k in ("ICD-10-CM", "SNOMED CT")})
+    """An active Condition coded the way EHRs code it (ICD-10-CM, WHO ICD-10 or SNOMED CT), with no body site: the
+    code alone must say whether it is a knee red flag, or a knee record the service cannot classify."""
+    chart.add(coded_diagnosis(system, code, days, clinical_status=True))
+
+
+@step("Given", "the record has the {system} encounter diagnosis {code} from {days:d} days ago",
+      "Given the record has the ICD-10-CM encounter diagnosis M25.461 from 6 days ago", system=DIAGNOSIS_SYSTEMS)
+def encounter_diagnosis(chart: Chart, system: str, code: str, days: int) -> None:
+    """A diagnosis made at a visit, with no clinical status (FHIR allows it): it counts as current within its
+    window."""
+    chart.add(coded_diagnosis(system, code, days, clinical_status=False))
+
+
+def coded_diagnosis(system: str, code: str, days: int, *, clinical_status: bool) -> Callable[[Chart, str], dict]:
+    url = choose("code system", system, {k: CODE_SYSTEMS[k] for k in DIAGNOSIS_SYSTEMS})
     when = (EXAMPLE_DATE - dt.timedelta(days=days)).isoformat()
-    chart.add(lambda c, i: {"resourceType": "Condition", "id": i, "subject": {"reference": "Patient/scenario"},
-                            "clinicalStatus": {"coding": [{
-                                "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                                "code": "active"}]},
-                            "code": {"coding": [{"system": url, "code": code}]}, "onsetDateTime": when})
+    status = {"clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                             "code": "active"}]}} if clinical_status else {}
+    return lambda c, i: {"resourceType": "Condition", "id": i, "subject": {"reference": "Patient/scenario"},
+                         "code": {"coding": [{"system": url, "code": code}]}, "onsetDateTime": when} | status
+
+
+@step("Given", "the {side} knee examination finds {finding}", "Given the right knee examination finds an effusion",
+      side=["left", "right"], finding=list(EXAMINATION_FINDINGS))
+def examination_finding(chart: Chart, side: str, finding: str) -> None:
+    """An examination finding recorded as an Observation (the project's code), with the value "present" or
+    "absent"; a finding that is present is a red flag (or, for swelling, a sign the rules weigh)."""
+    code, value = choose("finding", finding, EXAMINATION_FINDINGS)
+    body = site(SNOMED, "49076000", choose("side", side, ["left", "right"]))
+    chart.add(lambda c, i: observation(c, i, (LOCAL, code), body, {"valueString": value}))
+
+
+@step("Given", "the body temperature is {celsius:g} °C", "Given the body temperature is 38.9 °C")
+def body_temperature(chart: Chart, celsius: float) -> None:
+    """A body temperature (LOINC 8310-5) on the day of the tests."""
+    value = {"valueQuantity": {"value": celsius, "unit": "°C", "system": UCUM, "code": "Cel"}}
+    chart.add(lambda c, i: observation(c, i, ("http://loinc.org", "8310-5"), {}, value) | {"category": [{
+        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                    "code": "vital-signs"}]}]})
+
+
+@step("Given", "the patient takes {medicine}", "Given the patient takes apixaban", medicine=list(MEDICINES))
+def medicine(chart: Chart, medicine: str) -> None:
+    """An active MedicationRequest for the medicine (RxNorm); anticoagulants are a value set in rules/valuesets/."""
+    code = choose("medicine", medicine, MEDICINES)
+    chart.add(lambda c, i: {"resourceType": "MedicationRequest", "id": i, "status": "active", "intent": "order",
+                            "subject": {"reference": "Patient/scenario"}, "authoredOn": c.measured,
+                            "medicationCodeableConcept": {"coding": [{
+                                "system": CODE_SYSTEMS["RxNorm"], "code": code, "display": medicine}]}})
+
+
+@step("Given", "the record has a procedure “{text}” coded {code} in {system}",
+      "Given the record has a procedure “Arthroscopic washout” coded 1234 in urn:oid:1.2.3.4")
+def unreadable_procedure(chart: Chart, text: str, code: str, system: str) -> None:
+    """A completed Procedure in any code system, named by its text (use a system the service does not read to see
+    what it does with a record it cannot read)."""
+    chart.add(lambda c, i: {"resourceType": "Procedure", "id": i, "status": "completed",
+                            "subject": {"reference": "Patient/scenario"}, "performedDateTime": c.measured,
+                            "code": {"coding": [{"system": system, "code": code}], "text": text}})
 
 
 @step("Given", "the record has the {system} procedure {code} from {days:d} days ago",
-      "Given the record has the CPT procedure 29881 from 60 days ago", system=["CPT", "SNOMED CT"])
+      "Given the record has the CPT procedure 29881 from 60 days ago", system=PROCEDURE_SYSTEMS)
 def coded_procedure(chart: Chart, system: str, code: str, days: int) -> None:
-    """A completed Procedure coded by CPT or SNOMED CT, with no body site (billing systems rarely send one)."""
-    url = choose("code system", system, {k: CODE_SYSTEMS[k] for k in ("CPT", "SNOMED CT")})
+    """A completed Procedure coded by CPT, ICD-10-PCS, OPCS-4 or SNOMED CT, with no body site (billing systems rarely
+    send one)."""
+    url = choose("code system", system, {k: CODE_SYSTEMS[k] for k in PROCEDURE_SYSTEMS})
     when = (EXAMPLE_DATE - dt.timedelta(days=days)).isoformat()
     chart.add(lambda c, i: {"resourceType": "Procedure", "id": i, "status": "completed",
                             "subject": {"reference": "Patient/scenario"}, "performedDateTime": when,

@@ -52,7 +52,8 @@ def test_discovery_lists_the_three_hooks_without_empty_values(base_url: str) -> 
     for service in body["services"]:
         assert service["id"]
         assert service["description"]
-        assert set(service["prefetch"]) == {"patient", "observations", "conditions", "procedures", "serviceRequests"}
+        assert set(service["prefetch"]) == {"patient", "observations", "conditions", "procedures", "serviceRequests",
+                                            "findings", "medications", "medicationStatements"}
         assert "{{context.patientId}}" in service["prefetch"]["observations"]
 
 
@@ -162,7 +163,7 @@ def test_without_prefetch_the_data_are_fetched_from_the_fhir_server(tmp_path: Pa
         response = httpx.post(f"{url}{PATIENT_VIEW}", json=request)
     assert response.status_code == 200
     assert kinds(response.json()) == P01_CARDS
-    assert len(fhir_stub.seen) == 5
+    assert len(fhir_stub.seen) == 8
     assert {s.authorization for s in fhir_stub.seen} == {"Bearer ehr-access-token-42"}
 
 

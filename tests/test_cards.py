@@ -78,7 +78,7 @@ def test_detail_states_advice_findings_evidence_and_limits(pipeline: Pipeline) -
     findings = "**Findings (19 Nov 2026):** right peripatellar pain; right seated hip flexion above 90°: 4/5 (MMT)."
     assert findings in detail
     assert "psoas emphasis expert opinion (F)" in detail
-    assert "No red flag in the coded records (ICD-10-CM, SNOMED CT, CPT, local)" in detail
+    assert "No red flag in the record (no conditions, procedures or medicines)." in detail
     explanation = Explanation.of(card)
     assert ("R3", 1) in [(r.id, r.version) for r in explanation.rules]
     assert "Observation/p01-mmt-2" in [f.source for f in explanation.facts]

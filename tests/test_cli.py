@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +38,7 @@ def test_evaluate_for_people_names_cards_rules_and_date() -> None:
     assert run.returncode == 0
     assert "as of 2026-11-24 (Bundle.timestamp)" in run.stdout
     assert "  info     Right knee: anterior knee pain with weak hip flexion above 90°" in run.stdout
-    assert "Findings: right anterior knee pain; right weak hip flexion above 90°;" in run.stdout
+    assert "Findings: right anterior knee pain; a knee complaint; right weak hip flexion above 90°;" in run.stdout
     assert "\x1b[" not in run.stdout  # piped: no colour codes
     assert "rules: R3 v1" in run.stdout
 
@@ -88,6 +89,7 @@ def test_broken_rule_file_stops_with_file_and_line(tmp_path: Path) -> None:
     source = EXAMPLES.parent / "rules"
     for name in ("terminology.yaml", "cards.yaml"):
         (rules / name).write_text((source / name).read_text())
+    shutil.copytree(source / "valuesets", rules / "valuesets")
     text = (source / "knee-hip-v1.yaml").read_text().replace("status: active", "status: enabled", 1)
     (rules / "knee-hip-v1.yaml").write_text(text)
     line = next(i for i, x in enumerate(text.splitlines(), 1) if "status: enabled" in x)

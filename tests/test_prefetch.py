@@ -74,7 +74,8 @@ def test_missing_keys_are_fetched_with_the_bearer_token(fhir_stub: FhirStub, tem
     data = serve_example(fhir_stub, templates, request)
     gathered = collect(request, templates, reader, fhir_stub)
     assert gathered.origin == dict.fromkeys(templates, "fetched")
-    assert sorted(fhir_stub.paths()) == ["Condition", "Observation", "Patient/p01", "Procedure", "ServiceRequest"]
+    assert sorted(fhir_stub.paths()) == ["Condition", "MedicationRequest", "MedicationStatement", "Observation",
+                                         "Observation", "Patient/p01", "Procedure", "ServiceRequest"]
     assert {s.authorization for s in fhir_stub.seen} == {f"Bearer {TOKEN}"}
     assert len([r for r in gathered.resources if r["resourceType"] == "Observation"]) == len(
         data["observations"]["entry"])

@@ -33,6 +33,14 @@ CASES: dict[str, tuple[Case, Case]] = {
     "D4-site": (lambda: [F.pain("right", "retropatellar")], lambda: [F.pain("right", "hip")]),
     "D4-condition": (lambda: [F.pfp("left")], lambda: [F.pain("left", "knee")]),
     "D5": (lambda: [F.red_flag()], lambda: [F.pain("left")]),
+    "D5-fever": (lambda: [F.temperature(38.0), F.pain("right")], lambda: [F.temperature(37.9), F.pain("right")]),
+    "D5-anticoagulated-swelling": (lambda: [F.anticoagulated(), F.swelling()], lambda: [F.swelling()]),
+    "D5-anticoagulated-effusion": (lambda: [F.anticoagulated(), F.red_flag()],
+                                   lambda: [F.anticoagulated(), F.red_flag("recent-knee-trauma")]),
+    "D10-pain": (lambda: [F.pain("left", "knee")], lambda: [F.pain("left", "hip")]),
+    "D10-unsided": (lambda: [F.unsided_pain()], lambda: [F.pain("left", "hip")]),
+    "D10-condition": (lambda: [F.pfp("left")], lambda: [F.pain("left", "hip")]),
+    "D10-swelling": (lambda: [F.swelling()], lambda: [F.anticoagulated()]),
     "D6-symmetric": (lambda: [F.mmt("right", "4"), F.asymmetry("left", 9.9)],
                      lambda: [F.mmt("right", "4"), F.asymmetry("left", 10)]),
     "D6-opposite": (lambda: [F.mmt("right", "4"), F.asymmetry("left", 12)],
@@ -48,6 +56,11 @@ CASES: dict[str, tuple[Case, Case]] = {
                 lambda: [*F.adult(), F.red_flag()]),
     "R2-impairment": (lambda: [*F.adult(), F.red_flag(), F.hyperextension("left", 6)],
                       lambda: [*F.adult(12), F.red_flag(), F.hyperextension("left", 6)]),
+    "R2-complaint": (lambda: [*F.adult(), F.red_flag(), F.pain("left", "knee")], lambda: [*F.adult(), F.red_flag()]),
+    "R14-complaint": (lambda: [*F.adult(), F.unclassified(), F.pain("left", "knee")],
+                      lambda: [*F.adult(), F.unclassified(), F.pain("left", "knee"), F.red_flag()]),
+    "R14-impairment": (lambda: [*F.adult(), F.unclassified(), F.hyperextension("left", 6)],
+                       lambda: [*F.adult(), F.hyperextension("left", 6)]),
     "R3": (lambda: [*F.adult(), F.pain("right"), F.mmt("right", "4")],
            lambda: [*F.adult(), F.pain("right"), F.mmt("right", "4"), F.asymmetry("left", 2)]),
     "R4": (lambda: [*F.adult(), F.pain("right"), F.mmt("right", "4"), F.gait("right")],
@@ -178,7 +191,7 @@ def test_broken_rule_file_names_file_line_and_reason(
 
 
 def test_cycle_through_not_is_refused(tmp_path: Path, terminology: Terminology) -> None:
-    path = broken(tmp_path, "      - {finding: red-flag-present, not: true}\n    then:\n      - derive: in-scope",
+    path = broken(tmp_path, "      - {fact: unclassified-knee-records, not: true}\n    then:\n      - derive: in-scope",
                   "      - {finding: in-scope, not: true}\n    then:\n      - derive: in-scope")
     with pytest.raises(ContentError, match="cycle") as caught:
         load_rules(path, terminology)

@@ -14,6 +14,7 @@ from typing import Any
 
 from cds.clinical.context import Validated
 from cds.content.facts import (
+    BodyTemperatureFact,
     GaitFact,
     HhdAsymmetryFact,
     HhdFact,
@@ -54,8 +55,9 @@ FACTS: dict[str, Callable[[Reading], InputFact]] = {
     "knee-hyperextension-gait": lambda r: GaitFact(**_base(r), side=r.side, observed="yes" if r.value else "no"),
     "pain-severity": lambda r: PainScoreFact(**_base(r), score=r.value),
     "pain-location": lambda r: PainSiteFact(**_base(r), side=r.side, site=r.value),
+    "body-temperature": lambda r: BodyTemperatureFact(**_base(r), celsius=r.value),
 }
-UNSIDED = {"pain-severity"}  # kinds that describe the whole patient, not one side
+UNSIDED = {"pain-severity", "body-temperature"}  # kinds that describe the whole patient, not one side
 
 
 def assemble(readings: list[Reading], out: Validated) -> None:

@@ -9,6 +9,7 @@ extension for machines. It names no finding, rule or card: those choices are dat
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -32,7 +33,10 @@ from cds.content.facts import DataIssue, InputFact, date_words
 from cds.content.rules import RuleSet
 from cds.content.terminology import Terminology
 
-UNIT_WORDS = {"mrc-grade": "/5", "a": " years", "deg": "°", "%": " %"}
+UNIT_WORDS = {"mrc-grade": "/5", "a": " years", "deg": "°", "%": " %", "Cel": " °C"}
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>~&])")  # inline markup; data never starts a line
+# Issues a note already names (the records to check, the records that cannot be read): not listed twice.
+NOTED_ISSUES = {"unknown-knee-record", "unreadable-record"}
 MAX_ISSUE_NOTES = 5  # a panel shows a few; the explanation extension keeps the first MAX_EXPLAINED_ISSUES
 MAX_EXPLAINED_ISSUES = 50
 
@@ -66,11 +70,12 @@ class CardBuilder:
             thresholds=self._thresholds([r.id for r in rules]),
             issues=reported[:MAX_EXPLAINED_ISSUES],
             ruleset=RulesetRef(id=self.ruleset.source.ruleset, version=self.ruleset.source.version))
+        listed = [i for i in reported if i.code not in NOTED_ISSUES]
         notes = list(self._notes(rec, evaluation)) + [
-            f"{'Not available' if i.code == 'unavailable' else 'Not used'}: {_kind_of(i.resource)} — {i.message}."
-            for i in reported[:MAX_ISSUE_NOTES]]
-        if len(reported) > MAX_ISSUE_NOTES:
-            notes.append(f"{len(reported) - MAX_ISSUE_NOTES} more records were not used; see the data issues.")
+            f"{'Not available' if i.code == 'unavailable' else 'Not used'}: {_kind_of(i.resource)} — "
+            f"{plain(i.message)}." for i in listed[:MAX_ISSUE_NOTES]]
+        if len(listed) > MAX_ISSUE_NOTES:
+            notes.append(f"{len(listed) - MAX_ISSUE_NOTES} more records were not used; see the data issues.")
         page = f"{self.rules_url}/{rec.rules[0].id}" if self.rules_url and rec.rules else None
         return Card(
             summary=text.summary.format(**words),
@@ -201,7 +206,8 @@ def _holds(when: NoteCondition, evaluation: Evaluation, side: str | None) -> Inp
         if not derived or any({r.id for r in f.rules} != set(when.only_by_rules) for f in derived):
             return None
     facts = [f for f in evaluation.facts if side is None or getattr(f, "side", side) == side]
-    if when.no_fact is not None and any(f.kind == when.no_fact for f in facts):
+    missing = when.no_fact if isinstance(when.no_fact, list) else [when.no_fact]
+    if any(f.kind in missing for f in facts):
         return None
     if when.fact is not None:
         return next((f for f in facts if f.kind == when.fact), None)
@@ -215,4 +221,13 @@ def _kind_of(reference: str) -> str:
 
 
 def _fields(fact: InputFact | Literal[True]) -> dict[str, Any]:
-    return fact.model_dump() if not isinstance(fact, bool) else {}
+    """A fact's fields as note placeholders; text (which may come from the record) made inert for markdown."""
+    fields = fact.model_dump() if not isinstance(fact, bool) else {}
+    return {k: plain(v) if isinstance(v, str) else v for k, v in fields.items()}
+
+
+def plain(text: str) -> str:
+    """Text from a record as literal markdown: one line (no new paragraph, heading, list or table can start), and
+    every character that could open emphasis, a link, an image, code or HTML escaped, so no value in the data
+    shapes what the clinician reads."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))

@@ -17,6 +17,8 @@ class Context:
     user_id: str | None = None
     lookback_days: int = 90
     selected_orders: frozenset[str] = frozenset()  # ServiceRequest ids being ordered now (order-select)
+    memberships: frozenset[tuple[str, str, str]] = frozenset()  # (system, code, ValueSet url) a terminology server
+    # answered for this call's codes (SNOMED CT descendants of the shipped concepts)
 
 
 @dataclass

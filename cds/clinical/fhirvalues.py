@@ -97,7 +97,10 @@ def laterality(resource: dict[str, Any], t: Terminology) -> tuple[Side | None, s
         for system, code in _raw_codings(concept):
             qualifier = EXPRESSION_LATERALITY.search(code) if system == SNOMED else None
             value = qualifier.group(1) if qualifier else code
-            if system == lat.system and value in lat.codes:
+            site = t.site_by_code.get((system, code))
+            if site is not None and site.side is not None:
+                found.append((path, site.side, False))
+            elif system == lat.system and value in lat.codes:
                 found.append((path, lat.codes[value], False))
             elif system == lat.system and value in lat.legacy:
                 found.append((path, lat.legacy[value], True))
@@ -116,7 +119,7 @@ def observation_value(resource: dict[str, Any], binding: ObservationBinding, t: 
     """The Observation's value, normalised for the kind of value its code carries."""
     readers: dict[str, Callable[[dict[str, Any], Terminology], Any]] = {
         "mrc-grade": grade, "force": force, "angle": angle, "boolean": boolean, "pain-score": pain_score,
-        "body-site": body_site}
+        "body-site": body_site, "temperature": temperature}
     return readers[binding.value](resource, t)
 
 
@@ -205,3 +208,21 @@ def body_site(resource: dict[str, Any], t: Terminology) -> str:
         if site is not None:
             return site.site
     raise Reject("Observation.valueCodeableConcept", "unknown-site", "pain location is not a recognised body site")
+
+
+def temperature(resource: dict[str, Any], t: Terminology) -> float:
+    """Body temperature in degrees Celsius (UCUM Cel or [degF]); implausible values are refused."""
+    quantity = resource.get("valueQuantity")
+    if not isinstance(quantity, dict):
+        raise Reject("Observation.valueQuantity", "no-value", "no temperature recorded")
+    raw, unit = quantity.get("value"), quantity.get("code") or quantity.get("unit")
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise Reject("Observation.valueQuantity.value", "invalid-value", "the temperature is not a number")
+    conversion = t.temperature_units.get(str(unit))
+    if conversion is None:
+        raise Reject("Observation.valueQuantity.code", "invalid-unit",
+                     f"temperature unit is not one of {', '.join(t.temperature_units)}")
+    celsius = raw * conversion[0] + conversion[1]
+    if not 25 <= celsius <= 45:
+        raise Reject("Observation.valueQuantity.value", "out-of-range", "temperature outside 25 to 45 °C")
+    return round(celsius, 1)

@@ -12,18 +12,18 @@ import datetime as dt
 from typing import Any
 
 from cds.clinical.assemble import Reading
+from cds.clinical.chart import ChartCheck
 from cds.clinical.context import Context, Validated
 from cds.clinical.fhirvalues import Reject, codings, effective, laterality, observation_value, to_date
 from cds.content.facts import (
     AgeFact,
     AudienceFact,
     KneeConditionFact,
-    RedFlagFact,
     ReferralFact,
     RejectedInputFact,
-    UnclassifiedKneeRecordsFact,
+    UnsidedPainSiteFact,
 )
-from cds.content.terminology import ObservationBinding, RedFlag, Side, Terminology
+from cds.content.terminology import ObservationBinding, Side, Terminology
 
 USABLE_STATUS = {"final", "amended", "corrected"}
 USER_ROLES = {"Practitioner": "practitioner", "PractitionerRole": "practitioner-role",
@@ -37,11 +37,12 @@ class Profiles:
         self.t, self.ctx, self.out = terminology, context, out
         self.readings: list[Reading] = []
         self.patients: list[dict[str, Any]] = []
-        self.unclassified = 0  # knee records neither red flag nor benign
+        self.chart = ChartCheck(terminology, context, out)
 
     def check(self, resource: dict[str, Any]) -> None:
         handler = {"Observation": self.observation, "Condition": self.condition, "Procedure": self.procedure,
-                   "ServiceRequest": self.service_request}.get(resource["resourceType"])
+                   "ServiceRequest": self.service_request, "MedicationRequest": self.medicine,
+                   "MedicationStatement": self.medicine}.get(resource["resourceType"])
         if handler is not None:
             handler(resource)
 
@@ -75,9 +76,8 @@ class Profiles:
         self.out.facts.append(AgeFact(id="age", source=ref, years=years))
 
     def knee_records(self) -> None:
-        """One fact for the cards: how many knee records could not be classified (none: no fact)."""
-        if self.unclassified:
-            self.out.facts.append(UnclassifiedKneeRecordsFact(id="unclassified-knee-records", count=self.unclassified))
+        """The chart's classification as facts: records to check, what was read, what could not be."""
+        self.chart.finish()
 
     def audience(self) -> None:
         if not self.ctx.user_id:
@@ -127,9 +127,15 @@ class Profiles:
         if resource.get("status") == "entered-in-error":
             self.out.issue(ref, "Observation.status", "information", "entered-in-error", "entered in error: ignored")
             return
-        status_ok = self._status_ok(resource, ref)
         binding = self._binding(resource, ref)
-        if binding is None or not status_ok or not self._subject_ok(resource, ref):
+        if binding is None:
+            codes = codings(resource.get("code"))
+            if not codes:
+                self._status_ok(resource, ref)  # say everything that is wrong with it
+            elif self.t.unsupported_by_code.keys().isdisjoint(codes) and self._subject_ok(resource, ref):
+                self.chart.observation(resource, ref)
+            return
+        if not self._status_ok(resource, ref) or not self._subject_ok(resource, ref):
             return
         path, when = effective(resource, "effective")
         if not self._date_ok(ref, f"Observation.{path}", when, window=self.ctx.lookback_days) or when is None:
@@ -162,8 +168,6 @@ class Profiles:
             if key in self.t.unsupported_by_code:
                 self.out.issue(ref, "Observation.code", "warning", "unsupported-code", self.t.unsupported_by_code[key])
                 return None
-        self.out.issue(ref, "Observation.code", "information", "not-used",
-                       "observation code is not one these rules use")
         return None
 
     def _status_ok(self, resource: dict[str, Any], ref: str) -> bool:
@@ -194,80 +198,48 @@ class Profiles:
     # ---- Condition / Procedure / ServiceRequest ----------------------------------------------------
     def condition(self, resource: dict[str, Any]) -> None:
         ref = f"Condition/{resource.get('id')}"
+        if not self._subject_ok(resource, ref):
+            return
+        self.chart.condition(resource, ref)
         clinical = {c for _, c in codings(resource.get("clinicalStatus"))}
         verification = {c for _, c in codings(resource.get("verificationStatus"))}
-        if verification & {"entered-in-error", "refuted"}:
+        if verification & {"entered-in-error", "refuted"} or (clinical and not clinical & {"active", "recurrence",
+                                                                                            "relapse"}):
             return
-        if not clinical & {"active", "recurrence", "relapse"} or not self._subject_ok(resource, ref):
-            return
-        codes = codings(resource.get("code"))
-        classified = False
-        for system, code in codes:
-            flag = self.t.red_flag(system, code)
-            if flag is not None:
-                self._red_flag(resource, ref, flag, "onset")
-                classified = True
+        for system, code in codings(resource.get("code")):
             pfp = self.t.patellofemoral_by_code.get((system, code))
             if pfp is not None:
-                self._knee_condition(resource, ref, pfp.side)
-            classified = classified or self.t.benign_knee(system, code)
-        self._classify(resource, ref, codes, classified)
+                self._knee_condition(resource, ref, pfp.side, (system, code))
 
-    def _classify(self, resource: dict[str, Any], ref: str, codes: list[tuple[str, str]], classified: bool) -> None:
-        """A record about the knee that is neither a red flag nor known to be benign: ask the clinician to check it,
-        so that no card ever says "no red flag" while such a record exists."""
-        about_knee = any(self.t.about_knee(s, c) for s, c in codes) or bool(
-            {k for site in _listed(resource.get("bodySite")) for k in codings(site)} & self.t.knee_structure_codes)
-        if about_knee and not classified:
-            shown = ", ".join(c for _, c in codes[:3]) or "no code"
-            self.out.issue(ref, f"{resource['resourceType']}.code", "warning", "unclassified-knee-record",
-                           f"a knee record ({shown}) that is neither a known red flag nor known to be benign: "
-                           "check it before acting on a suggestion")
-            self.unclassified += 1
-
-    def _knee_condition(self, resource: dict[str, Any], ref: str, side_rule: str) -> None:
+    def _knee_condition(self, resource: dict[str, Any], ref: str, side_rule: str, code: tuple[str, str]) -> None:
+        """A patellofemoral pain diagnosis on its side (from the code, else the body site); without a readable
+        side it still says there is anterior knee pain, so that no card says none is recorded."""
+        when = effective(resource, "onset")[1] or to_date(resource.get("recordedDate"))
         try:
             side = self._side(resource, ref) if side_rule == "from-body-site" else side_rule
         except Reject as exc:
             self.out.issue(ref, exc.path, "error", exc.code, exc.message)
             return
+        side = side or self.t.side_in_code(*code)
         if side is None:
             self.out.issue(ref, "Condition.bodySite", "warning", "no-side",
                            "patellofemoral pain recorded without a side: not used for side-specific rules")
+            self.out.facts.append(UnsidedPainSiteFact(id=f"pain-site-unsided:{ref}", source=ref, date=when,
+                                                      site="patellofemoral-joint"))
             return
-        when = effective(resource, "onset")[1] or to_date(resource.get("recordedDate"))
         for one in ("left", "right") if side == "bilateral" else (side,):
             self.out.facts.append(KneeConditionFact(id=f"knee-condition:{ref}:{one}", source=ref, date=when,
                                                     side=one, condition="patellofemoral-pain"))
 
-    def _red_flag(self, resource: dict[str, Any], ref: str, flag: RedFlag, prefix: str) -> None:
-        path, when = effective(resource, prefix)
-        when = when or to_date(resource.get("recordedDate"))
-        rtype = resource["resourceType"]
-        window = self.t.window_days(flag)
-        if when is not None and window is not None and (self.ctx.today - when).days > window:
-            return
-        if when is None and window is not None:
-            self.out.issue(ref, f"{rtype}.{path}", "warning", "no-date",
-                           "red flag without a date: treated as recent, to be safe")
-        display = flag.display + (f" (counted within {window} days)" if window else "")
-        ident = f"red-flag:{ref}:{flag.flag}"
-        if all(f.id != ident for f in self.out.facts):
-            self.out.facts.append(RedFlagFact(id=ident, source=ref, date=when, flag=flag.flag, display=display))
-
     def procedure(self, resource: dict[str, Any]) -> None:
         ref = f"Procedure/{resource.get('id')}"
-        if resource.get("status") not in ("completed", "in-progress") or not self._subject_ok(resource, ref):
-            return
-        codes = codings(resource.get("code"))
-        flags = [f for f in (self.t.red_flag(s, c) for s, c in codes) if f is not None]
-        sites = {k for site in _listed(resource.get("bodySite")) for k in codings(site)}
-        knee = self.t.knee_procedure_flag
-        if knee is not None and sites & self.t.knee_structure_codes:
-            flags.append(knee)
-        for flag in {f.flag: f for f in flags}.values():
-            self._red_flag(resource, ref, flag, "performed")
-        self._classify(resource, ref, codes, bool(flags) or any(self.t.benign_knee(s, c) for s, c in codes))
+        if self._subject_ok(resource, ref):
+            self.chart.procedure(resource, ref)
+
+    def medicine(self, resource: dict[str, Any]) -> None:
+        ref = f"{resource['resourceType']}/{resource.get('id')}"
+        if self._subject_ok(resource, ref):
+            self.chart.medicine(resource, ref)
 
     def service_request(self, resource: dict[str, Any]) -> None:
         ref = f"ServiceRequest/{resource.get('id')}"
@@ -278,7 +250,3 @@ class Profiles:
             self.out.facts.append(ReferralFact(id=f"referral:{ref}", source=ref,
                                                date=to_date(resource.get("authoredOn"))))
 
-
-def _listed(value: Any) -> list[Any]:
-    """A FHIR array element as a list (a lone object or a string where an array belongs counts as nothing)."""
-    return value if isinstance(value, list) else []

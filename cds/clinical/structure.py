@@ -1,7 +1,8 @@
 """Structure checks: is a resource valid FHIR R4 at all? (fhir.resources R4B, identical to R4 for these types.)
 
-Only resources that carry a code the rules read are checked: the check costs about 0.5 ms a
-resource, and a chart's vital signs and labs are recognised and skipped instead.
+Observations are checked only when they carry a code the bindings read as a measurement: the check costs about
+0.5 ms a resource, and a chart's other observations are classified for red flags without it. Every Condition,
+Procedure and medicine is checked.
 """
 
 from __future__ import annotations
@@ -64,9 +65,6 @@ def may_be_used(resource: dict[str, Any], t: Terminology) -> bool:
     if rtype == "Observation":
         codes = codings(resource.get("code"))
         return not codes or any(k in t.observation_by_code or k in t.unsupported_by_code for k in codes)
-    if rtype == "Condition":
-        return any(t.red_flag(*k) is not None or k in t.patellofemoral_by_code or t.about_knee(*k)
-                   for k in codings(resource.get("code"))) or resource.get("bodySite") is not None
     if rtype == "ServiceRequest":
         return bool(set(codings(resource.get("code"))) & t.physiotherapy_codes)
     return True

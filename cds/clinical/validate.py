@@ -18,7 +18,9 @@ from cds.clinical.context import Context, Validated
 from cds.clinical.profiles import Profiles
 from cds.content.terminology import Terminology
 
-SUPPORTED = ("Patient", "Observation", "Condition", "Procedure", "ServiceRequest")
+SUPPORTED = ("Patient", "Observation", "Condition", "Procedure", "ServiceRequest", "MedicationRequest",
+             "MedicationStatement")
+CLASSIFIED_EVEN_IF_MALFORMED = {"Condition", "Procedure", "MedicationRequest", "MedicationStatement"}
 
 
 def validate(resources: Iterable[Any], terminology: Terminology, context: Context) -> Validated:
@@ -59,7 +61,8 @@ def _usable(index: int, resource: Any, t: Terminology, out: Validated) -> dict[s
     for path, message in errors:
         out.issue(ref, path, "error", "structure", f"not valid FHIR R4: {message}")
     if errors:
-        return None
+        # a malformed record may still hold a red flag: it is classified (the reading is defensive), never dropped
+        return resource if rtype in CLASSIFIED_EVEN_IF_MALFORMED else None
     if not resource.get("id"):
         out.issue(ref, f"{rtype}.id", "warning", "no-id", "resource has no id")
     return resource

@@ -44,7 +44,7 @@ class NoteCondition(_Strict):
     finding: str | None = None
     no_finding: str | list[str] | None = Field(default=None, description="None of these findings")
     fact: str | None = Field(default=None, description="Its fields become placeholders, e.g. {grade}")
-    no_fact: str | None = None
+    no_fact: str | list[str] | None = Field(default=None, description="None of these facts")
     only_by_rules: list[str] | None = Field(default=None, description="`finding` was derived by these rules alone")
 
 
@@ -149,7 +149,8 @@ class _Known:
         for name in [when.finding, *absent]:
             if name is not None:
                 self.check(loc, name, self.findings, "finding")
-        for name in (when.fact, when.no_fact):
+        missing = when.no_fact if isinstance(when.no_fact, list) else [when.no_fact]
+        for name in (when.fact, *missing):
             if name is not None:
                 self.check(loc, name, self.facts, "fact")
         for rule_id in when.only_by_rules or []:

@@ -68,21 +68,19 @@ def _value(value: Any, unit: str) -> str:
     return f"{value}{UNIT_WORDS.get(unit, f' {unit}')}"
 
 
-SYSTEM_NAMES = {"http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM", "http://snomed.info/sct": "SNOMED CT",
-                "http://www.ama-assn.org/go/cpt": "CPT"}
-
-
 def _flag(flag: RedFlag, terminology: Terminology) -> str:
-    """'recent knee trauma (within 42 days): ICD-10-CM S80.0-, …; SNOMED CT 125601008; local recent-knee-trauma'."""
+    """'recent knee trauma (within 42 days): ICD-10-CM: S80.0 and below, … — source: …; SNOMED CT: 125601008 …'."""
     window = terminology.window_days(flag)
-    codes = [f"{SYSTEM_NAMES.get(f.system, f.system)} {f.prefix}-" if f.prefix
-             else f"{SYSTEM_NAMES.get(f.system, f.system)} {f.range[0]} to {f.range[1]}" if f.range else ""
-             for f in flag.families]
-    codes += [f"{SYSTEM_NAMES.get(terminology.system(c.system), 'local')} {c.code}" for c in flag.codes]
+    codes = [i.describe(_system_name(i.system, terminology)) for i in terminology.sets[flag.value_set].includes]
     if flag.procedure_on_knee:
         codes.append("any procedure on a knee structure")
     head = f"{flag.display} (within {window} days)" if window else flag.display
     return f"{head}: {'; '.join(c for c in codes if c)}"
+
+
+def _system_name(system: str, terminology: Terminology) -> str:
+    named = terminology.code_system(system)
+    return named.name if named is not None else system
 
 
 def _condition(condition: Condition, ruleset: RuleSet) -> str:

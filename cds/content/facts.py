@@ -172,14 +172,68 @@ class ReferralFact(_Fact):
         return "active physiotherapy referral"
 
 
-class UnclassifiedKneeRecordsFact(_Fact):
-    """Knee conditions or procedures that are neither a known red flag nor known to be benign."""
+class _Described(_Fact):
+    """A fact whose `display` is words for the clinician, never compared by the engine."""
+
+    display: str
+
+    def engine_fields(self) -> dict[str, EngineValue]:
+        data = super().engine_fields()
+        data.pop("display")
+        return data
+
+
+class UnclassifiedKneeRecordsFact(_Described):
+    """Knee records (or records that cannot be read at all) that are neither a red flag nor known to be compatible
+    with these suggestions: no treatment is suggested until a clinician has checked them. `display` names each."""
 
     kind: Literal["unclassified-knee-records"] = "unclassified-knee-records"
     count: int = Field(ge=1)
 
     def what(self) -> str:
-        return f"{self.count} knee record{'s' if self.count > 1 else ''} not classified"
+        return f"{self.count} knee record{'s' if self.count > 1 else ''} to check"
+
+
+class RecordsCheckedFact(_Described):
+    """What the red-flag check read: `display` says it in words ("3 conditions, 1 procedure")."""
+
+    kind: Literal["records-checked"] = "records-checked"
+    records: int = Field(ge=0)
+
+    def what(self) -> str:
+        return f"checked {self.display}"
+
+
+class UnreadRecordsFact(_Described):
+    """Records in code systems this service cannot read (named in `display`): never 'no red flag' over them."""
+
+    kind: Literal["unread-records"] = "unread-records"
+    count: int = Field(ge=1)
+
+    def what(self) -> str:
+        return f"not readable: {self.display}"
+
+
+class AnticoagulationFact(_Fact):
+    kind: Literal["anticoagulation"] = "anticoagulation"
+
+    def what(self) -> str:
+        return "on an anticoagulant"
+
+
+class KneeSwellingFact(_Fact):
+    kind: Literal["knee-swelling"] = "knee-swelling"
+
+    def what(self) -> str:
+        return "knee swelling"
+
+
+class BodyTemperatureFact(_Fact):
+    kind: Literal["body-temperature"] = "body-temperature"
+    celsius: float = Field(ge=25, le=45)
+
+    def what(self) -> str:
+        return f"temperature {self.celsius:.1f} °C"
 
 
 class RejectedInputFact(_Fact):
@@ -205,6 +259,11 @@ InputFact = Annotated[
     | RedFlagFact
     | ReferralFact
     | UnclassifiedKneeRecordsFact
+    | RecordsCheckedFact
+    | UnreadRecordsFact
+    | AnticoagulationFact
+    | KneeSwellingFact
+    | BodyTemperatureFact
     | RejectedInputFact,
     Field(discriminator="kind"),
 ]
@@ -212,7 +271,8 @@ InputFact = Annotated[
 FACT_MODELS: tuple[type[_Fact], ...] = (
     AgeFact, AudienceFact, MmtFact, HhdFact, HhdAsymmetryFact, HyperextensionFact, GaitFact,
     PainSiteFact, UnsidedPainSiteFact, PainScoreFact, KneeConditionFact, RedFlagFact, ReferralFact,
-    UnclassifiedKneeRecordsFact, RejectedInputFact,
+    UnclassifiedKneeRecordsFact, RecordsCheckedFact, UnreadRecordsFact, AnticoagulationFact, KneeSwellingFact,
+    BodyTemperatureFact, RejectedInputFact,
 )
 
 

@@ -6,17 +6,20 @@ loads the file and answers look-ups.
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cds.content.files import load_model
+from cds.content.files import ContentError, line_of, load_model
+from cds.content.valuesets import CodeSet, load_value_sets
 
 Side = Literal["left", "right", "bilateral"]
-ValueKind = Literal["mrc-grade", "force", "angle", "boolean", "pain-score", "body-site"]
+ValueKind = Literal["mrc-grade", "force", "angle", "boolean", "pain-score", "body-site", "temperature"]
 InputKind = Literal[
+    "body-temperature",
     "end-range-mmt",
     "standard-mmt",
     "end-range-hhd",
@@ -55,6 +58,7 @@ class BodySite(_Strict):
     site: str
     anterior: bool
     codes: list[Code]
+    side: Side | None = Field(default=None, description="A lateralised structure's own side (e.g. right knee)")
 
 
 class Laterality(_Strict):
@@ -77,35 +81,50 @@ class PatellofemoralCondition(_Strict):
     side: Literal["left", "right", "from-body-site"]
 
 
-class CodeFamily(_Strict):
-    """Codes matched by family: `prefix` for a hierarchical system (ICD-10-CM, dots ignored, `?` any one
-    character), or an inclusive numeric `range` (CPT). `confidence` and `source` say how it was verified."""
+class CodeSystemName(_Strict):
+    """A code system the service reads: its canonical URL, the other URLs EHRs send for it, and whether its codes
+    nest by prefix (so that `is-a` can be answered without a terminology server)."""
 
+    name: str
     system: str
-    prefix: str | None = None
-    range: tuple[int, int] | None = None
-    display: str = ""
-    confidence: Literal["H", "M", "L"] = "H"
-    source: str = ""
-
-    def matches(self, system: str, code: str) -> bool:
-        if system != self.system:
-            return False
-        if self.prefix is not None:
-            wanted, given = self.prefix.replace(".", "").upper(), code.replace(".", "").upper()
-            return len(given) >= len(wanted) and all(w in ("?", g) for w, g in zip(wanted, given, strict=False))
-        if self.range is not None and code.isdigit():
-            return self.range[0] <= int(code) <= self.range[1]
-        return False
+    aliases: list[str] = Field(default_factory=list)
+    hierarchical: bool = False
+    server: bool = Field(default=False, description="Ask a site's terminology server about its codes (SNOMED CT)")
 
 
 class RedFlag(_Strict):
     flag: str
     display: str
+    value_set: str = Field(description="Canonical URL of the ValueSet in rules/valuesets/ that names its codes")
     window: str | None = Field(default=None, description="A name in `windows`: older records are not red flags")
-    codes: list[Code] = Field(default_factory=list, description="Exact codes (SNOMED CT, local)")
-    families: list[CodeFamily] = Field(default_factory=list, description="Code families (ICD-10-CM, CPT)")
+    codes: list[Code] = Field(default_factory=list, description="Project codes (ConceptMap targets, scenarios)")
     procedure_on_knee: bool = Field(default=False, description="Also raised by a Procedure on a knee structure")
+
+
+class CodedSide(_Strict):
+    """Laterality carried inside a code (ICD-10-CM sixth characters, OPCS-4 Z94), as a regular expression."""
+
+    system: str
+    pattern: str
+    side: Side
+
+
+class ValueSetRoles(_Strict):
+    """Which ValueSet plays which part in classifying a chart."""
+
+    compatible: str
+    knee_related: str
+    knee_sites: str
+    unrelated: str
+    anticoagulants: str
+    knee_swelling: str
+
+
+class AbsentValues(_Strict):
+    """How an examination finding says 'not present' (anything else counts as present, to be safe)."""
+
+    codes: list[Code]
+    words: list[str]
 
 
 class Range(_Strict):
@@ -154,15 +173,25 @@ class Terminology(_Strict):
     current_pain_from: int = Field(ge=0, le=10, description="A pain score below this is not current pain")
     windows: dict[str, int] = Field(description="Named look-back windows in days (trauma, surgery)")
     red_flags: list[RedFlag]
-    knee_records: list[CodeFamily] = Field(description="Conditions/procedures about the knee (to classify)")
-    benign_knee_codes: list[CodeFamily] = Field(description="Knee records known not to be red flags")
+    code_systems: list[CodeSystemName]
+    value_sets: ValueSetRoles
+    knee_words: list[str] = Field(min_length=1, description="Words that put a record at the knee (regex, any case)")
+    absent: AbsentValues
+    coded_sides: list[CodedSide] = Field(default_factory=list)
+    temperature_units: dict[str, list[float]] = Field(description="UCUM unit -> [factor, offset] to degrees Celsius")
+    condition_lookback_days: int = Field(ge=1, description="A Condition without clinicalStatus counts this long "
+                                                          "when its red flag has no window of its own")
     physiotherapy_requests: list[Code]
     laterality_extension: str
     aliases: dict[tuple[str, str], tuple[str, str]] = Field(
         default_factory=dict, description="A site's own codes -> this file's, from its ConceptMaps (not in YAML)")
+    sets: dict[str, CodeSet] = Field(default_factory=dict, description="rules/valuesets/ by URL (not in YAML)")
 
     @model_validator(mode="after")
     def _windows_exist(self) -> Terminology:
+        for name in ("knee_words",):
+            for word in getattr(self, name):
+                re.compile(word)
         for flag in self.red_flags:
             if flag.window is not None and flag.window not in self.windows:
                 raise ValueError(f"red flag {flag.flag} names window {flag.window!r}, which `windows` lacks")
@@ -207,23 +236,42 @@ class Terminology(_Strict):
     def red_flag_by_code(self) -> dict[tuple[str, str], RedFlag]:
         return self._aliased({self._key(c): f for f in self.red_flags for c in f.codes})
 
-    def red_flag(self, system: str, code: str) -> RedFlag | None:
-        """The red flag a coding names: an exact code, else a code family (ICD-10-CM prefix, CPT range)."""
-        exact = self.red_flag_by_code.get((system, code))
-        if exact is not None:
-            return exact
-        system, code = self.canonical(system, code)
-        return next((f for f in self.red_flags for family in f.families if family.matches(system, code)), None)
+    @cached_property
+    def _system_by_uri(self) -> dict[str, CodeSystemName]:
+        return {uri: s for s in self.code_systems for uri in (s.system, *s.aliases)} | {
+            self.local_system: CodeSystemName(name="local", system=self.local_system)}
+
+    def code_system(self, uri: str) -> CodeSystemName | None:
+        """The code system an EHR's URI names (any of its aliases), or None when this service cannot read it."""
+        return self._system_by_uri.get(uri)
+
+    @cached_property
+    def _hierarchical(self) -> frozenset[str]:
+        return frozenset(s.system for s in self.code_systems if s.hierarchical)
+
+    def in_set(self, url: str, system: str, code: str, known: frozenset[tuple[str, str, str]] = frozenset()) -> bool:
+        """Whether a coding is in a ValueSet: by the shipped set (the site's codes through its ConceptMaps), or by
+        what a terminology server answered for this call (`known`: (system, code, url) triples)."""
+        named = self.code_system(system)
+        system = named.system if named is not None else system
+        if (system, code, url) in known:
+            return True
+        canonical = self.canonical(system, code)
+        code_set = self.sets[url]
+        return any(code_set.contains(s, c, self._hierarchical) for s, c in {(system, code), canonical})
+
+    def red_flag(self, system: str, code: str, known: frozenset[tuple[str, str, str]] = frozenset()) -> RedFlag | None:
+        """The red flag a coding names, by the red-flag ValueSets."""
+        return next((f for f in self.red_flags if self.in_set(f.value_set, system, code, known)), None)
 
     def window_days(self, flag: RedFlag) -> int | None:
         return self.windows[flag.window] if flag.window else None
 
-    def about_knee(self, system: str, code: str) -> bool:
-        return any(f.matches(*self.canonical(system, code)) for f in self.knee_records)
-
-    def benign_knee(self, system: str, code: str) -> bool:
-        return (system, code) in self.patellofemoral_by_code or any(
-            f.matches(*self.canonical(system, code)) for f in self.benign_knee_codes)
+    def side_in_code(self, system: str, code: str) -> Side | None:
+        """The side a code carries in itself (e.g. ICD-10-CM M22.2X2: left), by `coded_sides`."""
+        named = self.code_system(system)
+        system = named.system if named is not None else system
+        return next((c.side for c in self.coded_sides if c.system == system and re.fullmatch(c.pattern, code)), None)
 
     @cached_property
     def red_flag_by_name(self) -> dict[str, RedFlag]:
@@ -254,6 +302,15 @@ class Terminology(_Strict):
 
 
 def load_terminology(path: Path) -> Terminology:
-    """Load and check `rules/terminology.yaml`; a mistake raises ContentError with file and line."""
-    model, _ = load_model(path, Terminology)
-    return model
+    """Load and check `rules/terminology.yaml` and the ValueSets of `valuesets/` beside it; a mistake raises
+    ContentError with file and line (a red flag or role naming a ValueSet that is not there included)."""
+    model, lines = load_model(path, Terminology)
+    sets = load_value_sets(path.parent / "valuesets")
+    named: list[tuple[tuple[str | int, ...], str]] = [
+        (("red_flags", i, "value_set"), f.value_set) for i, f in enumerate(model.red_flags)]
+    named += [(("value_sets", role), str(url)) for role, url in model.value_sets.model_dump().items()]
+    for loc, url in named:
+        if url not in sets:
+            raise ContentError(path, line_of(lines, loc), f"{'.'.join(map(str, loc))}: no ValueSet with url {url} in "
+                                                          f"{path.parent / 'valuesets'}")
+    return model.model_copy(update={"sets": sets})

@@ -115,28 +115,32 @@ def _public(address: str) -> bool:
                 or ip.is_unspecified)
 
 
+CONNECTIONS_PER_ORIGIN = 20  # one slow server can hold at most these; every other origin has its own pool
+
+
 class FhirReader:
-    """GETs JSON resources from allow-listed FHIR servers; one instance per process (one client per event loop)."""
+    """GETs JSON resources from allow-listed FHIR servers; one instance per process, one client per event loop and
+    origin, so that one slow EHR can fill only its own pool, never another EHR's."""
 
     def __init__(self, limits: FetchLimits, transport: httpx.AsyncBaseTransport | None = None) -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs each URL, and ours carry patient ids
         self.limits, self.transport = limits, transport
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, httpx.AsyncClient]] = (
             weakref.WeakKeyDictionary())
 
-    def _client(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
+    def _client(self, origin: str) -> httpx.AsyncClient:
+        clients = self._clients.setdefault(asyncio.get_running_loop(), {})
+        client = clients.get(origin)
         if client is None:
             timeout = httpx.Timeout(self.limits.read_seconds, connect=self.limits.connect_seconds)
-            client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False,
+            limits = httpx.Limits(max_connections=CONNECTIONS_PER_ORIGIN, max_keepalive_connections=5)
+            client = httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False, trust_env=False,
                                        transport=self.transport)
-            self._clients[loop] = client
+            clients[origin] = client
         return client
 
     async def aclose(self) -> None:
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
+        for client in self._clients.pop(asyncio.get_running_loop(), {}).values():
             await client.aclose()
 
     async def target(self, url: str, allowed: Sequence[str]) -> Target:
@@ -170,10 +174,11 @@ class FhirReader:
             headers["Authorization"] = f"Bearer {token}"
         extensions = {"sni_hostname": target.tls_name} if target.tls_name else {}
         timeout = httpx.Timeout(min(self.limits.read_seconds, remaining),
-                                connect=min(self.limits.connect_seconds, remaining))
+                                connect=min(self.limits.connect_seconds, remaining), pool=remaining)
+        client = self._client(urlsplit(target.connect_url).netloc)
         try:
-            async with self._client().stream("GET", target.connect_url, headers=headers, timeout=timeout,
-                                             extensions=extensions) as response:
+            async with client.stream("GET", target.connect_url, headers=headers, timeout=timeout,
+                                      extensions=extensions) as response:
                 if response.status_code in (404, 410) and "?" not in url:
                     return None  # a read of something that is not there; a search never 404s on no match
                 if response.status_code != 200:

@@ -42,6 +42,10 @@ def prefetch_templates(terminology: Terminology) -> dict[str, str]:
         "conditions": "Condition?patient={{context.patientId}}",
         "procedures": "Procedure?patient={{context.patientId}}",
         "serviceRequests": "ServiceRequest?patient={{context.patientId}}&status=active",
+        # read for red flags: examination findings and vital signs, and the medicines (anticoagulants)
+        "findings": "Observation?patient={{context.patientId}}&category=exam,vital-signs&_sort=-date&_count=100",
+        "medications": "MedicationRequest?patient={{context.patientId}}&status=active",
+        "medicationStatements": "MedicationStatement?patient={{context.patientId}}&status=active",
     }
 
 
@@ -125,6 +129,20 @@ async def gather(request: HookRequest, templates: dict[str, str], reader: FhirRe
             _unavailable(out, key, templates[key], str(result))
         else:
             out.resources += result
+    out.resources = _distinct(out.resources)
+    return out
+
+
+def _distinct(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each resource once: two templates (observations and findings) may both return the same Observation. Only
+    identical copies are merged; two different resources with one id both stay, for validation to judge."""
+    seen: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    out = []
+    for resource in resources:
+        copies = seen.setdefault((str(resource.get("resourceType")), str(resource.get("id"))), [])
+        if not any(copy == resource for copy in copies):
+            copies.append(resource)
+            out.append(resource)
     return out
 
 
@@ -134,9 +152,13 @@ async def _all_within(jobs: dict[str, Any], deadline: float, seconds: float) -> 
     if tasks:
         await asyncio.wait(tasks.values(), timeout=max(0.0, deadline - time.monotonic()))
     results: dict[str, Any] = {}
+    late = [task for task in tasks.values() if not task.done()]
+    for task in late:
+        task.cancel()
+    # a cancelled read is awaited, so its connection is closed and its pool slot given back, not leaked
+    await asyncio.gather(*late, return_exceptions=True)
     for key, task in tasks.items():
-        if not task.done():
-            task.cancel()
+        if task.cancelled():
             results[key] = FetchFailed(f"the FHIR server did not answer within {seconds:g} s")
         elif isinstance(task.exception(), FetchFailed):
             results[key] = task.exception()
