@@ -10,12 +10,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 import yaml
 
 import cds.hooks
 from cds.content.files import ContentError
-from cds.hooks.auth import Authenticator, AuthError, TrustedIssuer, load_issuers
+from cds.hooks.auth import PUBLIC_KEY_TENANT, Authenticator, AuthError, TrustedIssuer, load_issuers
 from cds.hooks.store import Store
 from tests.servers import FhirStub
 from tests.signing import ISSUER, SANDBOX_ISSUER, SANDBOX_KID, Signer, sandbox_issuers, sandbox_token
@@ -154,8 +155,22 @@ def test_a_sandbox_shaped_token_is_accepted_and_its_jku_never_fetched(tmp_path: 
     jku = f"{fhir_stub.base}/.well-known/jwks.json"  # a listener: any request to it fails the test below
     fhir_stub.serve(".well-known/jwks.json", {"keys": []})
     caller = auth.verify("Bearer " + sandbox_token(signer, AUD, jku), AUD)
-    assert (caller.issuer, caller.tenant) == (SANDBOX_ISSUER, None)
+    assert (caller.issuer, caller.tenant) == (SANDBOX_ISSUER, PUBLIC_KEY_TENANT)
     assert fhir_stub.seen == []
+
+
+def test_the_sandbox_is_marked_as_signing_with_a_published_key_and_its_tenant_claim_binds_nothing(
+        tmp_path: Path, signer: Signer, store: Store) -> None:
+    """Anyone can sign as the sandbox (its private key is public), so a forged `tenant` must not let a caller land
+    feedback on another sandbox caller's tenant: every caller of such an issuer gets the same fixed tenant."""
+    [issuer] = load_issuers(Path(cds.hooks.__file__).with_name("issuers") / "cds-hooks-sandbox.yaml")
+    assert issuer.public_signing_key
+    auth = Authenticator(load_issuers(sandbox_issuers(tmp_path, signer)), store.first_use_of_token)
+    now = int(time.time())
+    forged = jwt.encode({"iss": SANDBOX_ISSUER, "aud": AUD, "exp": now + 300, "iat": now, "jti": "forged-1",
+                         "tenant": "clinic-of-someone-else"}, signer.ec, algorithm="ES384",
+                        headers={"kid": SANDBOX_KID})
+    assert auth.verify("Bearer " + forged, AUD).tenant == PUBLIC_KEY_TENANT
 
 
 def test_an_unlisted_jku_is_refused_only_for_an_issuer_without_pinned_keys(signer: Signer, store: Store,

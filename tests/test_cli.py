@@ -200,3 +200,18 @@ def test_arbitrary_json_never_makes_validate_or_evaluate_crash(tmp_path: Path, d
     path.write_text(json.dumps(bundle))
     for command in ("validate", "evaluate"):
         assert main([command, str(path), "--json"]) in (0, 1, 2)
+
+
+def test_serve_with_an_issuer_whose_private_key_is_public_listens_on_loopback_only(tmp_path: Path) -> None:
+    """The sandbox's signing key is published: with its issuers file the service refuses any address but loopback,
+    naming the issuer, before it listens."""
+    import cds.hooks
+
+    sandbox = Path(cds.hooks.__file__).with_name("issuers") / "cds-hooks-sandbox.yaml"
+    env = {"HIPFLEX_ISSUERS_FILE": str(sandbox), "HIPFLEX_PUBLIC_URL": "https://cds.example.org",
+           "HIPFLEX_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    run = subprocess.run([sys.executable, "-m", "cds.cli", "serve", "--host", "0.0.0.0", "--port", "1"],
+                         capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert run.returncode == 2
+    assert "refusing to listen on 0.0.0.0: issuer https://sandbox.cds-hooks.org signs with a published private key" \
+        in run.stderr + run.stdout

@@ -46,6 +46,9 @@ class AuthError(Exception):
         return self
 
 
+PUBLIC_KEY_TENANT = "(public signing key: no tenant)"
+
+
 class TrustedIssuer(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -56,6 +59,10 @@ class TrustedIssuer(BaseModel):
     fhir_servers: list[str] = Field(default_factory=list,
                                     description="fhirServer base URLs this issuer's calls may name (read with the "
                                                 "caller's token); none listed = none read")
+    public_signing_key: bool = Field(default=False,
+                                     description="Its private signing key is published (the CDS Hooks sandbox): "
+                                                 "anyone can sign as it, so the service then listens on loopback "
+                                                 "only and no claim of its tokens binds a tenant")
 
     @model_validator(mode="after")
     def _has_keys(self) -> TrustedIssuer:
@@ -153,7 +160,9 @@ class Authenticator:
                 raise AuthError("replayed", "this token was used before (jti replay)")
         except AuthError as exc:
             raise exc.about(claimed, kid) from None
-        return Caller(issuer=issuer.iss, jti=jti, tenant=payload.get("tenant"), fhir_servers=tuple(issuer.fhir_servers))
+        # a tenant claim anyone can forge binds nothing: all callers of a public-key issuer share one tenant
+        tenant = PUBLIC_KEY_TENANT if issuer.public_signing_key else payload.get("tenant")
+        return Caller(issuer=issuer.iss, jti=jti, tenant=tenant, fhir_servers=tuple(issuer.fhir_servers))
 
     def _issuer(self, header: dict[str, Any], claims: dict[str, Any]) -> TrustedIssuer:
         if header.get("alg") not in ALGORITHMS:

@@ -388,6 +388,15 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> int:
     from cds.web.observability import configure_logging
 
     configure_logging()
+    public = [i.iss for i in load_issuers(settings.issuers_file) if i.public_signing_key] \
+        if settings.issuers_file is not None else []
+    if public and host not in LOOPBACK:
+        log.error("refusing to listen on %s: issuer %s signs with a published private key, so anyone can sign as "
+                  "it; listen on 127.0.0.1 (development only) or drop it from HIPFLEX_ISSUERS_FILE", host, public[0])
+        return 2
+    if public:
+        log.warning("issuer %s signs with a published private key: anyone on this machine can sign as it; for "
+                    "development only", public[0])
     if settings.issuers_file is None:
         if host not in LOOPBACK:
             log.error("refusing to listen on %s without trusted JWT issuers: set HIPFLEX_ISSUERS_FILE and "
