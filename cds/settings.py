@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     max_feedback_items: int = Field(default=100, ge=1, description="Feedback items in one call")
     decision_cache_size: int = Field(default=256, ge=0, description="Evaluations kept by content (0: off)")
     max_resources: int = Field(default=5000, ge=10, description="FHIR resources one hook call may carry or fetch")
+    terminology_server: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
+                                           description="A FHIR terminology server holding SNOMED CT and the "
+                                                       "ValueSets of rules/valuesets/ ($validate-code answers "
+                                                       "descendants); unset = the shipped sets only")
+    terminology_deadline_seconds: float = Field(default=2.0, gt=0, le=30,
+                                                description="All terminology look-ups of one call end by then")
 
     @model_validator(mode="after")
     def _data_dir_defaults(self) -> Settings:

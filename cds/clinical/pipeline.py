@@ -89,7 +89,8 @@ class DecisionCache:
         if not self.size:
             return b""
         parts = [resources, [context.today.isoformat(), context.patient_id, context.user_id, context.lookback_days,
-                             sorted(context.selected_orders)], [i.model_dump() for i in unavailable], ruleset]
+                             sorted(context.selected_orders), sorted(context.memberships)],
+                 [i.model_dump() for i in unavailable], ruleset]
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).digest()
 
     def get(self, key: bytes) -> tuple[Validated, Evaluation] | None:
