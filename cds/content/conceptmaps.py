@@ -9,14 +9,12 @@ naming the file and the element.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from fhir.resources.R4B.conceptmap import ConceptMap
-from pydantic import ValidationError
 
-from cds.content.files import ContentError
+from cds.content.files import ContentError, read_fhir_json
 from cds.content.terminology import Terminology
 
 EQUIVALENT = ("equivalent", "equal")  # the only mappings safe to act on: wider or narrower codes mean other things
@@ -29,7 +27,7 @@ def load_concept_maps(folder: Path, terminology: Terminology) -> dict[Alias, Ali
         raise ContentError(folder, None, "HIPFLEX_CONCEPT_MAPS_DIR is not a folder")
     aliases: dict[Alias, Alias] = {}
     for path in sorted(folder.glob("*.json")):
-        aliases |= _aliases(path, _read(path), terminology)
+        aliases |= _aliases(path, read_fhir_json(path, "ConceptMap", ConceptMap), terminology)
     return aliases
 
 
@@ -37,22 +35,6 @@ def known_codes(t: Terminology) -> set[Alias]:
     """The project codes a map may point at: everything the bindings recognise by exact code."""
     return (set(t.observation_by_code) | set(t.site_by_code) | set(t.red_flag_by_code) | set(t.knee_structure_codes)
             | set(t.patellofemoral_by_code) | set(t.physiotherapy_codes) | set(t.unsupported_by_code))
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ContentError(path, None, f"not a readable JSON file ({exc})") from None
-    if not isinstance(data, dict) or data.get("resourceType") != "ConceptMap":
-        raise ContentError(path, None, "resourceType must be ConceptMap")
-    try:
-        ConceptMap.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function"))
-        raise ContentError(path, None, f"ConceptMap.{where}: not valid FHIR R4 ({first['msg']})") from None
-    return data
 
 
 def _aliases(path: Path, data: dict[str, Any], terminology: Terminology) -> dict[Alias, Alias]:

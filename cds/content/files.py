@@ -6,6 +6,7 @@ message that names the file, the line and the reason, not a pydantic traceback.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -78,3 +79,23 @@ def load_model(path: Path, model: type[Model]) -> tuple[Model, dict[Location, in
         loc = tuple(part for part in first["loc"] if isinstance(part, str | int))
         field = ".".join(str(part) for part in loc) or "(top level)"
         raise ContentError(path, line_of(lines, loc), f"{field}: {first['msg']}") from None
+
+
+def read_fhir_json(path: Path, resource_type: str, model: type[BaseModel]) -> dict[str, Any]:
+    """A FHIR R4 resource file (ValueSet, ConceptMap) as parsed JSON, checked by fhir.resources' `model`; a
+    mistake is a ContentError naming the file, the element (and the line, for a JSON syntax error)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ContentError(path, exc.lineno, f"not valid JSON ({exc.msg})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ContentError(path, None, f"not a readable JSON file ({exc})") from None
+    if not isinstance(data, dict) or data.get("resourceType") != resource_type:
+        raise ContentError(path, None, f"resourceType must be {resource_type}")
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function"))
+        raise ContentError(path, None, f"{resource_type}.{where}: not valid FHIR R4 ({first['msg']})") from None
+    return data

@@ -10,7 +10,6 @@ Every include says where its codes came from (an extension), and the rule pages 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from functools import cached_property
@@ -18,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from fhir.resources.R4B.valueset import ValueSet as FhirValueSet
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from cds.content.files import ContentError
+from cds.content.files import ContentError, read_fhir_json
 
 SOURCE_EXTENSION = "urn:hipflex-cds:fhir:StructureDefinition:code-source"
 FILTER_OPS = {"is-a", "regex"}
@@ -86,29 +85,11 @@ def load_value_sets(folder: Path) -> dict[str, CodeSet]:
         raise ContentError(folder, None, "the value set folder does not exist")
     sets: dict[str, CodeSet] = {}
     for path in sorted(folder.glob("*.json")):
-        code_set = _compile(path, _read(path))
+        code_set = _compile(path, read_fhir_json(path, "ValueSet", FhirValueSet))
         if code_set.url in sets:
             raise ContentError(path, None, f"ValueSet.url {code_set.url} is also the URL of {sets[code_set.url].file}")
         sets[code_set.url] = code_set
     return sets
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ContentError(path, exc.lineno, f"not valid JSON ({exc.msg})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ContentError(path, None, f"not a readable file ({exc})") from None
-    if not isinstance(data, dict) or data.get("resourceType") != "ValueSet":
-        raise ContentError(path, None, "resourceType must be ValueSet")
-    try:
-        FhirValueSet.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function"))
-        raise ContentError(path, None, f"ValueSet.{where}: not valid FHIR R4 ({first['msg']})") from None
-    return data
 
 
 def _compile(path: Path, data: dict[str, Any]) -> CodeSet:
