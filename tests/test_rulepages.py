@@ -66,6 +66,7 @@ def test_the_red_flag_rule_lists_the_red_flags_it_checks(open_service: str) -> N
     assert "any procedure on a knee structure" in surgery
     trauma = next(f for f in body["red_flags"] if f.startswith("recent knee trauma (within 42 days): "))
     assert "ICD-10-CM: S80.0 and below" in trauma
+    assert any(f.startswith("Which records count: a Condition without clinicalStatus") for f in body["red_flags"])
     assert httpx.get(f"{open_service}/rules/D1-mmt", headers={"Accept": "application/json"}).json()["red_flags"] == []
 
 

@@ -19,6 +19,10 @@ OPERATOR_WORDS = {"equals": "is", "at_least": "at least", "at_most": "at most", 
 SIDE_WORDS = {"same": "on the side being checked", "other": "on the other side", "left": "on the left",
               "right": "on the right", "bilateral": "on both sides"}
 RED_FLAG_FINDING = "red-flag-present"
+STATUS_RULE = ("Which records count: a Condition without clinicalStatus (an encounter diagnosis) counts as current "
+               "within its red flag's window, else {days} days from its onset (else recordedDate); refuted and "
+               "entered-in-error never count; inactive, remission and resolved do not; a record with no date counts. "
+               "SNOMED CT concepts count as listed; their descendants only where a terminology server is set.")
 
 
 class Threshold(BaseModel):
@@ -54,7 +58,8 @@ def rule_page(rule: Rule, ruleset: RuleSet, terminology: Terminology,
     history = [f"v{c.version} ({c.date}): {c.change}" for c in rule.history] or [f"v{rule.version}: current version"]
     about_flags = any(c.finding == RED_FLAG_FINDING for c in rule.when) or any(
         a.derive == RED_FLAG_FINDING for a in rule.then)
-    red_flags = [_flag(f, terminology) for f in terminology.red_flags] if about_flags else []
+    red_flags = [_flag(f, terminology) for f in terminology.red_flags] + [STATUS_RULE.format(
+        days=terminology.condition_lookback_days)] if about_flags else []
     label = f"{rule.id} v{rule.version}"
     return RulePage(id=rule.id, version=rule.version, status=rule.status, title=rule.title,
                     evidence_grade=rule.evidence.grade, evidence=rule.evidence.source,
