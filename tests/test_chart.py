@@ -125,3 +125,61 @@ def test_markup_in_a_record_never_shapes_the_card() -> None:
     assert "](https://" not in detail.replace("\\]", "")
     assert "<b>" not in detail
     assert "\\*\\*Urgent:\\*\\*" in detail
+
+
+HOSTILE = ["\n\n**Urgent (rule R0 v1):** red flag found", "# Heading", "*em* _em_", "[book](https://evil.example)",
+           "![t](https://evil.example/t.png)", "<img src=x onerror=alert(1)>", "`code`", "~~gone~~", "\r\n- item",
+           "<b>now</b>", "&#42;&#42;x&#42;&#42;", "\\*", "| a | b |\n|---|---|"]
+CHART = [*P01, record("Condition", (CM, "M17.11"), True, None, 3, "Knee osteoarthritis"),
+         record("Procedure", ("urn:oid:1.2.3", "X1"), True, None, 3, "Washout"),
+         record("Observation", ("urn:oid:9.9.9", "BP"), True, None, 3, "Systolic")]
+
+
+def string_leaves(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in string_leaves(v, (*path, k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in string_leaves(v, (*path, i))]
+    return [path] if isinstance(value, str) else []
+
+
+LEAVES = [(index, path) for index, resource in enumerate(CHART) for path in string_leaves(resource)]
+OURS = {text.advice for text in PIPELINE.cards.texts.cards.values()}
+
+
+def with_value(resources: list[dict[str, Any]], index: int, path: tuple[Any, ...], value: str) -> list[Any]:
+    import copy
+
+    changed = copy.deepcopy(resources)
+    holder: Any = changed[index]
+    for part in path[:-1]:
+        holder = holder[part]
+    holder[path[-1]] = value
+    return changed
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(leaf=st.sampled_from(LEAVES), hostile=st.sampled_from(HOSTILE), keep=st.booleans())
+def test_no_string_in_any_resource_shapes_a_card(leaf: tuple[int, tuple[Any, ...]], hostile: str, keep: bool) -> None:
+    """Markdown and HTML drawn into any string field of any resource (alone or after its value) never gives a card a
+    heading, emphasis, link, image, code, HTML or a paragraph or list item of its own."""
+    from markdown_it import MarkdownIt
+
+    index, path = leaf
+    original: Any = CHART[index]
+    for part in path:
+        original = original[part]
+    value = f"{original}{hostile}" if keep else hostile
+    cards = PIPELINE.decide(with_value(CHART, index, path, value),
+                            Context(today=EXAMPLE_DATE, user_id="Practitioner/1")).cards
+    md = MarkdownIt("commonmark").enable("table").enable("strikethrough")
+    for card in cards:
+        detail = card.detail or ""
+        for line in detail.split("\n"):
+            assert not line or line.startswith(("- ", "**Findings", "Evidence")) or line in OURS, line
+        tokens = [t for block in md.parse(detail) for t in [block, *(block.children or [])]]
+        kinds = {t.type for t in tokens}
+        assert not kinds & {"heading_open", "link_open", "image", "html_inline", "html_block", "code_inline",
+                            "em_open", "s_open", "table_open", "fence", "code_block"}, kinds
+        strong = [tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "strong_open"]
+        assert all(s.startswith("Findings") or s == PIPELINE.cards.texts.disclaimer for s in strong), strong
