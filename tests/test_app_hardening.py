@@ -55,6 +55,8 @@ def serve_p01(stub: FhirStub) -> None:
     for key, path in (("observations", "Observation"), ("conditions", "Condition"), ("procedures", "Procedure"),
                       ("serviceRequests", "ServiceRequest")):
         stub.serve(path, data[key])
+    for path in ("MedicationRequest", "MedicationStatement"):
+        stub.serve(path, searchset([]))
 
 
 def test_a_trickling_fhir_server_ends_the_call_at_the_deadline(guarded: str, fhir_stub: FhirStub) -> None:
@@ -101,6 +103,48 @@ def test_a_hundred_slow_calls_leave_health_and_prefetch_calls_answering(tmp_path
         trickle.wait(10)
     assert (health, quick) == (200, 200)
     assert set(slow) == {412}
+
+
+def test_a_burst_on_one_slow_server_leaves_another_servers_reads_as_fast_as_before(tmp_path: Path,
+                                                                                  fhir_stub: FhirStub) -> None:
+    """64 calls at once against a trickling server fill only that origin's pool: afterwards, and again 10 s later,
+    a call reading from another server answers with cards within its normal time (it once got 412 until restart)."""
+    import subprocess
+    import sys
+
+    from tests.servers import free_port
+
+    serve_p01(fhir_stub)
+    port = free_port()
+    trickle = subprocess.Popen([sys.executable, "-m", "tests.trickle_server", str(port)])
+    slow_base = f"http://127.0.0.1:{port}/fhir"
+    settings = service_settings(tmp_path, fhir_servers=[slow_base, fhir_stub.base], fhir_deadline_seconds=2,
+                                max_calls_in_flight=200)
+    slow_body, good_body = hook_request(fhirServer=slow_base), hook_request(fhirServer=fhir_stub.base)
+    del slow_body["prefetch"], good_body["prefetch"]
+
+    async def burst_then_reads(url: str) -> tuple[set[int], list[tuple[int, float]]]:
+        limits = httpx.Limits(max_connections=None)
+        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+            slow = await asyncio.gather(*(client.post(f"{url}{PATIENT_VIEW}", json=slow_body) for _ in range(64)))
+            reads = []
+            for pause in (0.0, 10.0):
+                await asyncio.sleep(pause)
+                started = time.monotonic()
+                good = await client.post(f"{url}{PATIENT_VIEW}", json=good_body)
+                reads.append((good.status_code, time.monotonic() - started))
+            return {r.status_code for r in slow}, reads
+
+    try:
+        time.sleep(0.5)
+        with running(create_app(settings)) as url:
+            slow, reads = asyncio.run(burst_then_reads(url))
+    finally:
+        trickle.kill()
+        trickle.wait(10)
+    assert slow == {412}
+    assert [status for status, _ in reads] == [200, 200]
+    assert all(took < 2.0 for _, took in reads), reads  # well inside the 2 s deadline: no queue behind the burst
 
 
 def test_beyond_the_bound_on_calls_in_flight_the_answer_is_503_with_retry_after(tmp_path: Path,
