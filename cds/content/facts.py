@@ -151,15 +151,20 @@ class KneeConditionFact(_Fact):
         return f"{self.side} patellofemoral pain diagnosis"
 
 
-class RedFlagFact(_Fact):
-    kind: Literal["red-flag"] = "red-flag"
-    flag: str
+class _Described(_Fact):
+    """A fact whose `display` is words for the clinician, never compared by the engine."""
+
     display: str
 
     def engine_fields(self) -> dict[str, EngineValue]:
         data = super().engine_fields()
         data.pop("display")
         return data
+
+
+class RedFlagFact(_Described):
+    kind: Literal["red-flag"] = "red-flag"
+    flag: str
 
     def what(self) -> str:
         return f"red flag: {self.display}"
@@ -170,17 +175,6 @@ class ReferralFact(_Fact):
 
     def what(self) -> str:
         return "active physiotherapy referral"
-
-
-class _Described(_Fact):
-    """A fact whose `display` is words for the clinician, never compared by the engine."""
-
-    display: str
-
-    def engine_fields(self) -> dict[str, EngineValue]:
-        data = super().engine_fields()
-        data.pop("display")
-        return data
 
 
 class UnclassifiedKneeRecordsFact(_Described):
