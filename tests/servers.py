@@ -91,6 +91,13 @@ class FhirStub:
 
 
 
+class Backlogged(http.server.ThreadingHTTPServer):
+    """A listen backlog of 128, not socketserver's 5: a hook call opens 8 reads at once, and a dropped SYN is
+    retried only after a second, which made calls miss their deadline at random."""
+
+    request_queue_size = 128
+
+
 @contextlib.contextmanager
 def fhir_server() -> Iterator[FhirStub]:
     stub = FhirStub(base="")
@@ -120,7 +127,7 @@ def fhir_server() -> Iterator[FhirStub]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = Backlogged(("127.0.0.1", 0), Handler)
     stub.base = f"http://127.0.0.1:{server.server_address[1]}/fhir"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -34,6 +34,7 @@ class Trickle(http.server.BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
+    http.server.ThreadingHTTPServer.request_queue_size = 256  # many slow calls connect at once
     server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Trickle)
     server.daemon_threads = True
     server.serve_forever()
