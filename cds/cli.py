@@ -288,9 +288,8 @@ def terminology_rows(pipeline: Pipeline) -> list[dict[str, str]]:
              for (s, c), target in t.aliases.items()]
     for code_set in t.sets.values():
         for include in code_set.includes:
-            named = t.code_system(include.system)
             rows.append({"input": f"ValueSet {code_set.name}", "system": include.system,
-                         "code": include.describe(named.name if named else include.system),
+                         "code": include.describe(t.system_name(include.system)),
                          "via": f"rules/valuesets/{code_set.file}: {code_set.title}"})
     return rows
 

@@ -72,3 +72,12 @@ def test_a_red_flag_naming_a_missing_value_set_stops_start_up_at_its_line(tmp_pa
         load_terminology(rules / "terminology.yaml")
     text = (rules / "terminology.yaml").read_text().splitlines()
     assert "red-flag-knee-effusion" in text[(caught.value.line or 0) - 1]
+
+
+def test_a_knee_word_that_is_not_a_regular_expression_stops_start_up_at_its_line(tmp_path: Path) -> None:
+    rules = copy_rules(tmp_path)
+    path = rules / "terminology.yaml"
+    path.write_text(path.read_text().replace("'patell'", "'patell('"))
+    with pytest.raises(ContentError, match=r"knee_words: .*not a regular expression") as caught:
+        load_terminology(path)
+    assert "patell(" in path.read_text().splitlines()[(caught.value.line or 0) - 1]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cds.clinical.context import Context, Validated
-from cds.clinical.fhirvalues import codings, effective, to_date
+from cds.clinical.fhirvalues import codings, effective, listed, to_date
 from cds.content.facts import (
     AnticoagulationFact,
     KneeSwellingFact,
@@ -30,7 +30,6 @@ from cds.content.facts import (
 from cds.content.terminology import RedFlag, Terminology
 
 Kind = Literal["condition", "procedure", "observation", "medicine"]
-Verdict = Literal["red-flag", "compatible", "unknown", "unreadable", "unrelated"]
 CURRENT_CLINICAL = {"active", "recurrence", "relapse"}
 RESOLVED_CLINICAL = {"inactive", "remission", "resolved"}
 NEVER_VERIFIED = {"entered-in-error", "refuted"}
@@ -101,10 +100,10 @@ class ChartCheck:
         codes = codings(concept)
         known = self.ctx.memberships
         flags = [f for f in (self.t.red_flag(s, c, known) for s, c in codes) if f is not None]
-        sites = [k for site in _listed(resource.get("bodySite")) for k in codings(site)]
+        sites = [k for site in listed(resource.get("bodySite")) for k in codings(site)]
         knee_site = any(self.t.in_set(self.t.value_sets.knee_sites, s, c, known) for s, c in sites) or bool(
             set(sites) & self.t.knee_structure_codes) or any(self._knee_words(_all_words(s))
-                                                              for s in _listed(resource.get("bodySite")))
+                                                              for s in listed(resource.get("bodySite")))
         surgery = self.t.knee_procedure_flag
         if kind == "procedure" and knee_site and surgery is not None:
             flags.append(surgery)
@@ -157,7 +156,7 @@ class ChartCheck:
     def _unknown(self, resource: dict[str, Any], ref: str, rtype: str, codes: list[tuple[str, str]],
                  when: dt.date | None, readable: bool) -> None:
         words = _words(resource.get("code")) or "no text"
-        coded = ", ".join(f"{self._system_name(s)} {c}" for s, c in codes[:2]) or "no code"
+        coded = ", ".join(f"{self.t.system_name(s)} {c}" for s, c in codes[:2]) or "no code"
         dated = date_words(when) if when else "no date"
         described = f"{rtype} “{words}” ({coded}; {dated})"
         why = "about the knee, but these rules cannot tell whether it stands against exercise" if readable else \
@@ -171,10 +170,6 @@ class ChartCheck:
         self.out.issue(ref, path, "information", "unreadable-record",
                        f"“{words or 'no text'}” is coded in {system}, which these rules cannot read: "
                        "not checked for red flags")
-
-    def _system_name(self, system: str) -> str:
-        named = self.t.code_system(system)
-        return named.name if named is not None else system
 
     def _knee_words(self, text: str) -> bool:
         return any(re.search(word, text, re.IGNORECASE) for word in self.t.knee_words)
@@ -226,7 +221,7 @@ def _words(concept: Any) -> str:
     text = concept.get("text")
     if isinstance(text, str) and text.strip():
         return text.strip()
-    return next((str(c["display"]).strip() for c in _listed(concept.get("coding"))
+    return next((str(c["display"]).strip() for c in listed(concept.get("coding"))
                  if isinstance(c, dict) and isinstance(c.get("display"), str) and c["display"].strip()), "")
 
 
@@ -234,9 +229,6 @@ def _all_words(concept: Any) -> str:
     """Every word a CodeableConcept carries (text and all displays), for the knee-word safety net."""
     if not isinstance(concept, dict):
         return ""
-    parts = [concept.get("text")] + [c.get("display") for c in _listed(concept.get("coding")) if isinstance(c, dict)]
+    parts = [concept.get("text")] + [c.get("display") for c in listed(concept.get("coding")) if isinstance(c, dict)]
     return " ".join(p for p in parts if isinstance(p, str))
 
-
-def _listed(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []

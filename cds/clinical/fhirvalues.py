@@ -85,11 +85,11 @@ def laterality(resource: dict[str, Any], t: Terminology) -> tuple[Side | None, s
     given = resource.get("bodySite")
     sites = [s for s in (given if isinstance(given, list) else [given]) if isinstance(s, dict)]
     concepts = [(f"{rtype}.bodySite.extension", ext.get("valueCodeableConcept"))
-                for site in sites for ext in _list(site.get("extension")) if isinstance(ext, dict)]
+                for site in sites for ext in listed(site.get("extension")) if isinstance(ext, dict)]
     concepts += [(f"{rtype}.bodySite", site) for site in sites]
     concepts += [(f"{rtype}.valueCodeableConcept", resource.get("valueCodeableConcept"))]
     concepts += [(f"{rtype}.component", comp.get("valueCodeableConcept"))
-                 for comp in _list(resource.get("component"))
+                 for comp in listed(resource.get("component"))
                  if isinstance(comp, dict) and LATERALITY_ATTRIBUTE in codings(comp.get("code"))]
     lat = t.laterality
     found: list[tuple[str, Side, bool]] = []
@@ -111,7 +111,8 @@ def laterality(resource: dict[str, Any], t: Terminology) -> tuple[Side | None, s
     return next(iter(sides), None), legacy
 
 
-def _list(value: Any) -> list[Any]:
+def listed(value: Any) -> list[Any]:
+    """A FHIR array element as a list (a lone object or a string where an array belongs counts as nothing)."""
     return value if isinstance(value, list) else []
 
 

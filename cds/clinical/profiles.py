@@ -12,7 +12,7 @@ import datetime as dt
 from typing import Any
 
 from cds.clinical.assemble import Reading
-from cds.clinical.chart import ChartCheck
+from cds.clinical.chart import CURRENT_CLINICAL, NEVER_VERIFIED, ChartCheck
 from cds.clinical.context import Context, Validated
 from cds.clinical.fhirvalues import Reject, codings, effective, laterality, observation_value, to_date
 from cds.content.facts import (
@@ -203,8 +203,7 @@ class Profiles:
         self.chart.condition(resource, ref)
         clinical = {c for _, c in codings(resource.get("clinicalStatus"))}
         verification = {c for _, c in codings(resource.get("verificationStatus"))}
-        if verification & {"entered-in-error", "refuted"} or (clinical and not clinical & {"active", "recurrence",
-                                                                                            "relapse"}):
+        if verification & NEVER_VERIFIED or (clinical and not clinical & CURRENT_CLINICAL):
             return
         for system, code in codings(resource.get("code")):
             pfp = self.t.patellofemoral_by_code.get((system, code))

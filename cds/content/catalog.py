@@ -76,16 +76,11 @@ def _value(value: Any, unit: str) -> str:
 def _flag(flag: RedFlag, terminology: Terminology) -> str:
     """'recent knee trauma (within 42 days): ICD-10-CM: S80.0 and below, … — source: …; SNOMED CT: 125601008 …'."""
     window = terminology.window_days(flag)
-    codes = [i.describe(_system_name(i.system, terminology)) for i in terminology.sets[flag.value_set].includes]
+    codes = [i.describe(terminology.system_name(i.system)) for i in terminology.sets[flag.value_set].includes]
     if flag.procedure_on_knee:
         codes.append("any procedure on a knee structure")
     head = f"{flag.display} (within {window} days)" if window else flag.display
     return f"{head}: {'; '.join(c for c in codes if c)}"
-
-
-def _system_name(system: str, terminology: Terminology) -> str:
-    named = terminology.code_system(system)
-    return named.name if named is not None else system
 
 
 def _condition(condition: Condition, ruleset: RuleSet) -> str:

@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cds.content.files import ContentError, line_of, load_model
 from cds.content.valuesets import CodeSet, load_value_sets
@@ -108,6 +108,11 @@ class CodedSide(_Strict):
     pattern: str
     side: Side
 
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_compiles(cls, pattern: str) -> str:
+        return _regex(pattern)
+
 
 class ValueSetRoles(_Strict):
     """Which ValueSet plays which part in classifying a chart."""
@@ -187,11 +192,13 @@ class Terminology(_Strict):
         default_factory=dict, description="A site's own codes -> this file's, from its ConceptMaps (not in YAML)")
     sets: dict[str, CodeSet] = Field(default_factory=dict, description="rules/valuesets/ by URL (not in YAML)")
 
+    @field_validator("knee_words")
+    @classmethod
+    def _words_compile(cls, words: list[str]) -> list[str]:
+        return [_regex(word) for word in words]
+
     @model_validator(mode="after")
     def _windows_exist(self) -> Terminology:
-        for name in ("knee_words",):
-            for word in getattr(self, name):
-                re.compile(word)
         for flag in self.red_flags:
             if flag.window is not None and flag.window not in self.windows:
                 raise ValueError(f"red flag {flag.flag} names window {flag.window!r}, which `windows` lacks")
@@ -245,6 +252,16 @@ class Terminology(_Strict):
         """The code system an EHR's URI names (any of its aliases), or None when this service cannot read it."""
         return self._system_by_uri.get(uri)
 
+    def canonical_system(self, uri: str) -> str:
+        """The canonical URL for any alias of a system read here; an unknown URI is itself."""
+        named = self.code_system(uri)
+        return named.system if named is not None else uri
+
+    def system_name(self, uri: str) -> str:
+        """'OPCS-4' for any of its URIs; an unknown URI is shown as itself."""
+        named = self.code_system(uri)
+        return named.name if named is not None else uri
+
     @cached_property
     def _hierarchical(self) -> frozenset[str]:
         return frozenset(s.system for s in self.code_systems if s.hierarchical)
@@ -252,8 +269,7 @@ class Terminology(_Strict):
     def in_set(self, url: str, system: str, code: str, known: frozenset[tuple[str, str, str]] = frozenset()) -> bool:
         """Whether a coding is in a ValueSet: by the shipped set (the site's codes through its ConceptMaps), or by
         what a terminology server answered for this call (`known`: (system, code, url) triples)."""
-        named = self.code_system(system)
-        system = named.system if named is not None else system
+        system = self.canonical_system(system)
         if (system, code, url) in known:
             return True
         canonical = self.canonical(system, code)
@@ -269,8 +285,7 @@ class Terminology(_Strict):
 
     def side_in_code(self, system: str, code: str) -> Side | None:
         """The side a code carries in itself (e.g. ICD-10-CM M22.2X2: left), by `coded_sides`."""
-        named = self.code_system(system)
-        system = named.system if named is not None else system
+        system = self.canonical_system(system)
         return next((c.side for c in self.coded_sides if c.system == system and re.fullmatch(c.pattern, code)), None)
 
     @cached_property
@@ -299,6 +314,15 @@ class Terminology(_Strict):
     def local_code(self, code: str, display: str) -> dict[str, str]:
         """A FHIR Coding in the local CodeSystem."""
         return {"system": self.local_system, "code": code, "display": display}
+
+
+def _regex(pattern: str) -> str:
+    """A regular expression from the file, refused at load (with its line) when it does not compile."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression: {exc}") from None
+    return pattern
 
 
 def load_terminology(path: Path) -> Terminology:

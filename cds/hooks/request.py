@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cds.clinical.fhirvalues import codings
+from cds.clinical.fhirvalues import codings, listed
 from cds.content.terminology import Terminology
 from cds.hooks import fhirclient
 from cds.hooks.errors import InvalidRequest
@@ -170,10 +170,6 @@ def entry_resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
         if isinstance(entries, list) else []
 
 
-def _listed(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
 def selected_knee_physiotherapy(request: HookRequest, terminology: Terminology) -> list[dict[str, Any]]:
     """Selected draft orders that are physiotherapy for the knee: what order-select reacts to.
 
@@ -192,7 +188,7 @@ def selected_knee_physiotherapy(request: HookRequest, terminology: Terminology) 
 
 
 def _about_knee(resource: dict[str, Any], terminology: Terminology) -> bool:
-    concepts = [c for name in ("bodySite", "reasonCode") for c in _listed(resource.get(name))]
+    concepts = [c for name in ("bodySite", "reasonCode") for c in listed(resource.get(name))]
     named = {code for concept in concepts for code in codings(concept)}
     knee = terminology.knee_structure_codes | set(terminology.site_by_code) | set(terminology.patellofemoral_by_code)
     return not named or bool(named & knee)
