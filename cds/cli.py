@@ -30,6 +30,7 @@ from cds.hooks.errors import HookError
 from cds.hooks.fhirclient import FetchLimits, FhirReader, parse_json
 from cds.hooks.prefetch import prefetch_templates, request_for
 from cds.hooks.request import HOOKS, parse_request
+from cds.population.bulkexport import ExportLimits
 from cds.settings import Settings
 
 ISSUES_KEY = "urn:hipflex-cds:data-issues"
@@ -117,6 +118,19 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
+def _positive(kind: type[int] | type[float]) -> Any:
+    """An argparse type: a number above zero, else a usage error naming the value."""
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be above 0")
+        return value
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hipflex-cds", description=__doc__.splitlines()[0], epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -178,6 +192,20 @@ def _parser() -> argparse.ArgumentParser:
                         help="first download this FHIR server's Bulk Data $export into EXPORT_DIR")
     impact.add_argument("--token-file", type=Path, default=None, metavar="FILE",
                         help="a file holding the bearer token for --from-server (never on the command line)")
+    limits = ExportLimits()
+    for option, default, what in (("--max-file-bytes", limits.max_file_bytes, "one file as sent"),
+                                  ("--max-expanded-bytes", limits.max_expanded_bytes, "one file once decompressed"),
+                                  ("--max-total-bytes", limits.max_total_bytes, "all files together")):
+        impact.add_argument(option, type=_positive(int), default=default, metavar="BYTES",
+                            help=f"--from-server: the cap on {what} (default %(default)s)")
+    impact.add_argument("--min-poll-seconds", type=_positive(float), default=limits.min_poll_seconds,
+                        metavar="S", help="--from-server: the shortest wait between status polls, whatever "
+                                          "Retry-After says (default %(default)s)")
+    impact.add_argument("--max-polls", type=_positive(int), default=limits.max_polls, metavar="N",
+                        help="--from-server: give up after this many status polls (default %(default)s)")
+    impact.add_argument("--allow-host", action="append", default=[], metavar="HOST[:PORT]",
+                        help="--from-server: another host output files may come from when the manifest needs no "
+                             "token, even a private address (repeatable; otherwise only public addresses)")
     serve = sub.add_parser("serve", help="run the CDS Hooks service")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default %(default)s; others need HIPFLEX_ISSUERS_FILE)")
@@ -337,17 +365,10 @@ def cmd_synth(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_impact(settings: Settings, args: argparse.Namespace) -> int:
     from cds.hooks.store import patient_key
-    from cds.population.impact import Run, run_impact
+    from cds.population.impact import NothingToRead, Run, run_impact
 
     if args.from_server:
-        from cds.population.bulkexport import ExportFailed, download
-
-        token = args.token_file.read_text().strip() if args.token_file else None
-        try:
-            files = download(args.from_server, token, args.export)
-        except ExportFailed as exc:
-            raise UsageError(str(exc)) from None
-        print(f"downloaded {len(files)} files into {args.export}", file=sys.stderr)
+        _download(args)
     if not args.export.is_dir():
         raise UsageError(f"{args.export}: not a folder of NDJSON files")
     for rule_file in (args.rules, args.baseline_rules):
@@ -357,12 +378,39 @@ def cmd_impact(settings: Settings, args: argparse.Namespace) -> int:
               patient_key=patient_key(settings.patient_hash_key, settings.key_file),
               rules=str(args.rules.resolve()) if args.rules else None,
               baseline=str(args.baseline_rules.resolve()) if args.baseline_rules else None, out=str(args.out))
-    summary = run_impact(args.export, args.out, run, scheduler=args.scheduler, workers=args.workers)
+    try:
+        summary = run_impact(args.export, args.out, run, scheduler=args.scheduler, workers=args.workers)
+    except NothingToRead as exc:
+        raise UsageError(str(exc)) from None
+    unreadable = sum(p["count"] for p in summary["unreadable"]) + len(summary["download_problems"])
+    if unreadable:
+        print(f"{unreadable:,} lines or files could not be read: see 'unreadable' and 'download_problems' in "
+              "summary.json", file=sys.stderr)
     print(f"{summary['patients_evaluated']:,} patients in {summary['seconds']} s; cards: "
           + (", ".join(f"{k} {v:,}" for k, v in summary["cards"].items()) or "none")
           + (f"; {summary['patients_whose_cards_change']:,} patients' cards change" if args.baseline_rules else ""))
     print(f"wrote {args.out / 'summary.json'}, {args.out / 'patients.parquet'}, {args.out / 'report.html'}")
     return 0
+
+
+def _download(args: argparse.Namespace) -> None:
+    from cds.population.bulkexport import ExportFailed, ExportLimits, download
+
+    try:
+        token = args.token_file.read_text(encoding="utf-8").strip() if args.token_file else None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--token-file {args.token_file}: cannot read it ({getattr(exc, 'strerror', None) or exc})"
+                         ) from None
+    limits = ExportLimits(max_file_bytes=args.max_file_bytes, max_expanded_bytes=args.max_expanded_bytes,
+                          max_total_bytes=args.max_total_bytes, min_poll_seconds=args.min_poll_seconds,
+                          max_polls=args.max_polls, allowed_hosts=tuple(h.lower() for h in args.allow_host))
+    try:
+        result = download(args.from_server, token, args.export, limits)
+    except ExportFailed as exc:
+        raise UsageError(str(exc)) from None
+    print(f"downloaded {len(result.files)} files into {args.export}", file=sys.stderr)
+    for problem in result.problems:
+        print(f"not downloaded: {problem}", file=sys.stderr)
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:

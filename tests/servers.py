@@ -134,3 +134,52 @@ def fhir_server() -> Iterator[FhirStub]:
     yield stub
     server.shutdown()
     server.server_close()
+
+
+@dataclass
+class ExportStub:
+    """A real HTTP server for Bulk Data `$export`: routes by path to (status, headers, body), recording each
+    request's path and Authorization header. `base` is its FHIR base URL."""
+
+    base: str
+    origin: str
+    routes: dict[str, tuple[int, dict[str, str], bytes]] = field(default_factory=dict)
+    seen: list[tuple[str, str | None]] = field(default_factory=list)
+
+    def serve(self, path: str, body: bytes | Any = b"", status: int = 200, **headers: str) -> None:
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.routes[path] = (status, {k.replace("_", "-"): v for k, v in headers.items()}, payload)
+
+    def kick_off(self, status_url: str) -> None:
+        self.serve("/fhir/$export", status=202, Content_Location=status_url)
+
+    def auth_for(self, prefix: str) -> set[str | None]:
+        return {auth for path, auth in self.seen if path.startswith(prefix)}
+
+
+@contextlib.contextmanager
+def export_server() -> Iterator[ExportStub]:
+    stub = ExportStub(base="", origin="")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            stub.seen.append((self.path, self.headers.get("Authorization")))
+            status, headers, body = stub.routes.get(self.path, (404, {}, b"{}"))
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            with contextlib.suppress(OSError):  # the client may stop reading at a cap
+                self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = Backlogged(("127.0.0.1", 0), Handler)
+    stub.origin = f"http://127.0.0.1:{server.server_address[1]}"
+    stub.base = f"{stub.origin}/fhir"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield stub
+    server.shutdown()
+    server.server_close()

@@ -3,6 +3,7 @@ worker processes), the per-patient answers checked against the HTTP service, and
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import hmac
 import json
@@ -224,3 +225,56 @@ def test_an_export_is_downloaded_from_a_fhir_server_with_the_asynchronous_patter
     assert "export-token-9" not in done.stdout + done.stderr
     downloaded = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert stable(downloaded) == stable(run(export, tmp_path / "direct"))
+
+
+def test_bad_lines_and_files_are_counted_and_named_in_the_summary_not_a_crash(export: Path, tmp_path: Path) -> None:
+    """Each kind of unreadable line or file found by the attack run, beside one good file of the export."""
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    good = next(p for p in export_files(export) if p.name.startswith("Patient"))
+    (folder / good.name).write_bytes(good.read_bytes())
+    patient = b'{"resourceType": "Patient", "id": "bad-1"}'
+    other = b'{"resourceType": "Patient", "id": "bad-2"}'
+    (folder / "Observation.lines.ndjson").write_bytes(b"\n".join([
+        b'{"resourceType": "Observation", "id": "o\xff"}', b"[" * 3000 + b"]" * 3000,
+        b'{"resourceType": "Observation", "id": "\\ud800"}', b"{not json", b'"just a string"', b""]))
+    (folder / "Patient.gzipped.ndjson").write_bytes(gzip.compress(patient))
+    (folder / "Patient.truncated.ndjson.gz").write_bytes(gzip.compress(patient + b"\n" + other)[:-12])
+    (folder / "Patient.long.ndjson").write_bytes(b'{"resourceType": "Patient", "id": "' + b"x" * 6_000_000 + b'"}\n'
+                                                 + other + b"\n")
+    done = subprocess.run([sys.executable, "-m", "cds.cli", "impact", str(folder), "--out", str(tmp_path / "out"),
+                           "--as-of", EXAMPLE_DATE.isoformat(), "--workers", "1"], capture_output=True, text=True,
+                          timeout=300, check=False, env={"PATH": "/usr/bin:/bin", "HIPFLEX_PATIENT_HASH_KEY": "k"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    found = {p["problem"]: (p["count"], p["first"]) for p in summary["unreadable"]}
+    assert found["not UTF-8 (a compressed file without .gz?)"][1][:2] == ["Observation.lines.ndjson:1",
+                                                                         "Patient.gzipped.ndjson:1"]
+    assert found["JSON nested deeper than 100 levels"] == (1, ["Observation.lines.ndjson:2"])
+    assert found["a lone surrogate escape (\\ud800...) that is no character"] == (1, ["Observation.lines.ndjson:3"])
+    assert found["not JSON"] == (1, ["Observation.lines.ndjson:4"])
+    assert found["not a FHIR resource (no resourceType)"] == (1, ["Observation.lines.ndjson:5"])
+    assert found["a line over 5,000,000 bytes"] == (1, ["Patient.long.ndjson:1"])
+    assert found["a file that ends early or is not gzip (the rest of it was not read)"][1] == [
+        "Patient.truncated.ndjson.gz:2"]
+    good_patients = sum(b'"resourceType": "Patient"' in line or b'"resourceType":"Patient"' in line
+                        for line in good.read_bytes().splitlines())
+    assert summary["patients_read"] == good_patients + 2  # and bad-1 before the truncation, bad-2 after the long line
+    assert "lines or files could not be read" in done.stderr
+    assert "could not be read" in (tmp_path / "out" / "report.html").read_text()
+
+
+@pytest.mark.parametrize("content", [None, "notes.txt", "junk.ndjson"])
+def test_an_export_with_nothing_readable_is_refused_in_one_line(tmp_path: Path, content: str | None) -> None:
+    folder = tmp_path / "export"
+    folder.mkdir()
+    if content:
+        (folder / content).write_text("this is no FHIR\n{also not}\n")
+    done = subprocess.run([sys.executable, "-m", "cds.cli", "impact", str(folder), "--out", str(tmp_path / "out"),
+                           "--workers", "1"], capture_output=True, text=True, timeout=120, check=False,
+                          env={"PATH": "/usr/bin:/bin", "HIPFLEX_PATIENT_HASH_KEY": "k"})
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert ("not one readable FHIR resource" if content == "junk.ndjson" else "no .ndjson or .ndjson.gz files") \
+        in lines[0]

@@ -107,7 +107,8 @@ def _listed_literally(host: str) -> bool:
     return True
 
 
-def _public(address: str) -> bool:
+def is_public_address(address: str) -> bool:
+    """Whether an address may be connected to unlisted (an IPv4-mapped IPv6 address counts as its IPv4 one)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
@@ -157,7 +158,7 @@ class FhirReader:
         except (OSError, UnicodeError):
             raise FetchFailed("the FHIR server could not be read") from None
         addresses = sorted({str(info[4][0]) for info in infos})
-        if not addresses or not all(_public(a) for a in addresses):
+        if not addresses or not all(is_public_address(a) for a in addresses):
             raise FetchFailed("the request's fhirServer resolves to an address this service does not read from")
         literal = f"[{addresses[0]}]" if ":" in addresses[0] else addresses[0]
         connect = parts._replace(netloc=f"{literal}:{port}").geturl()

@@ -20,14 +20,17 @@ import sys
 import time
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from cds.clinical.context import Context
 from cds.clinical.explanation import Explanation
 from cds.clinical.pipeline import Pipeline
 from cds.content.facts import AgeFact
+from cds.hooks.fhirclient import JSON_DEPTH_LIMIT, parse_json
+from cds.population.bulkexport import PROBLEMS_FILE
 from cds.population.synth import export_files
 from cds.settings import Settings
 
@@ -82,38 +85,102 @@ def patient_of(resource: dict[str, Any]) -> str | None:
     return None
 
 
-def _lines(path: Path) -> TextIO:
-    return gzip.open(path, "rt", encoding="utf-8") if path.name.endswith(".gz") else path.open(encoding="utf-8")
+MAX_LINE_BYTES = 5_000_000  # one resource; the service refuses hook bodies over the same size
 
 
-def bucket(export: Path, work: Path, buckets: int) -> tuple[list[Path], list[int], int]:
-    """Spread the export over `buckets` files by patient; (bucket files, patients per bucket, unattributed)."""
+class Problems:
+    """Lines and files that could not be read, counted by what was wrong, with the first few places named."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.where: dict[str, list[str]] = {}
+
+    def add(self, what: str, place: str) -> None:
+        self.counts[what] += 1
+        if len(self.where.setdefault(what, [])) < EXAMPLES:
+            self.where[what].append(place)
+
+    def summary(self) -> list[dict[str, Any]]:
+        return [{"problem": what, "count": n, "first": self.where[what]} for what, n in sorted(self.counts.items())]
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, the line's bytes) of an NDJSON file, gzipped or not; None for a line over MAX_LINE_BYTES
+    (the rest of it is skipped without being held)."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as file:
+        number = 0
+        while line := file.readline(MAX_LINE_BYTES + 1):
+            number += 1
+            if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                while (rest := file.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                    pass
+                yield number, None
+            else:
+                yield number, line
+
+
+def parse_line(line: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
+    """(the resource, None) or (None, what is wrong with the line)."""
+    if line is None:
+        return None, f"a line over {MAX_LINE_BYTES:,} bytes"
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "not UTF-8 (a compressed file without .gz?)"
+    try:
+        resource = parse_json(text, "the line")
+    except json.JSONDecodeError:
+        return None, "not JSON"
+    except ValueError:
+        return None, f"JSON nested deeper than {JSON_DEPTH_LIMIT} levels"
+    if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+        return None, "not a FHIR resource (no resourceType)"
+    if "\\u" in text and not _encodable(text, resource):
+        return None, "a lone surrogate escape (\\ud800...) that is no character"
+    return resource, None
+
+
+def _encodable(text: str, resource: dict[str, Any]) -> bool:
+    try:
+        json.dumps(resource, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def bucket(export: Path, work: Path, buckets: int) -> tuple[list[Path], list[int], int, Problems]:
+    """Spread the export over `buckets` files by patient; (bucket files, patients per bucket, unattributed,
+    the lines and files that could not be read)."""
     work.mkdir(parents=True, exist_ok=True)
     paths = [work / f"bucket-{i:04d}.ndjson" for i in range(buckets)]
     handles = [p.open("w", encoding="utf-8") for p in paths]
-    patients, unattributed = [0] * buckets, 0
+    patients, unattributed, problems = [0] * buckets, 0, Problems()
     try:
         for path in export_files(export):
-            with _lines(path) as lines:
-                for line in lines:
-                    if not line.strip():
+            number = 0
+            try:
+                for number, line in _lines(path):
+                    if line is not None and not line.strip():
                         continue
-                    try:
-                        resource = json.loads(line)
-                    except json.JSONDecodeError:
-                        unattributed += 1
+                    resource, wrong = parse_line(line)
+                    if resource is None or line is None:
+                        problems.add(str(wrong), f"{path.name}:{number}")
                         continue
-                    pid = patient_of(resource) if isinstance(resource, dict) else None
+                    pid = patient_of(resource)
                     if pid is None:
                         unattributed += 1
                         continue
                     index = zlib.crc32(pid.encode()) % buckets
-                    handles[index].write(line if line.endswith("\n") else line + "\n")
+                    handles[index].write(line.decode("utf-8").rstrip("\r\n") + "\n")
                     patients[index] += resource.get("resourceType") == "Patient"
+            except (OSError, EOFError, zlib.error):
+                problems.add("a file that ends early or is not gzip (the rest of it was not read)",
+                             f"{path.name}:{number + 1}")
     finally:
         for handle in handles:
             handle.close()
-    return paths, patients, unattributed
+    return paths, patients, unattributed, problems
 
 
 BUCKET_BYTES = 4_000_000  # NDJSON per bucket: what one task holds in memory, whatever the export's size
@@ -223,8 +290,14 @@ def run_impact(export: Path, out: Path, run: Run, *, scheduler: str | None, work
 
     started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
-    paths, per_bucket, unattributed = bucket(export, out / "buckets", buckets_for(export, workers))
+    if next(export_files(export), None) is None:
+        raise NothingToRead(f"{export}: no .ndjson or .ndjson.gz files")
+    paths, per_bucket, unattributed, problems = bucket(export, out / "buckets", buckets_for(export, workers))
     total = sum(per_bucket)
+    if not total and not unattributed:
+        _remove(paths, out / "buckets")
+        raise NothingToRead(f"{export}: not one readable FHIR resource in its NDJSON files "
+                            f"({sum(problems.counts.values()):,} lines could not be read)")
     cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                                   dashboard_address=None)
     tally = Tally(orphans=unattributed)
@@ -242,14 +315,34 @@ def run_impact(export: Path, out: Path, run: Run, *, scheduler: str | None, work
     print(file=sys.stderr)
     if cluster is not None:
         cluster.close()
-    for path in paths:
-        path.unlink()
-    (out / "buckets").rmdir()
+    _remove(paths, out / "buckets")
     seconds = time.monotonic() - started
-    summary = summarise(tally, run, seconds, total) | {"worker_peak_rss_mb": sorted(peaks.values())}
+    summary = summarise(tally, run, seconds, total) | {"worker_peak_rss_mb": sorted(peaks.values()),
+                                                       "unreadable": problems.summary(),
+                                                       "download_problems": download_problems(export)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_report(summary, out / "report.html")
     return summary
+
+
+class NothingToRead(Exception):
+    """The export holds nothing to evaluate; the message says what was found instead."""
+
+
+def _remove(paths: list[Path], folder: Path) -> None:
+    for path in paths:
+        path.unlink()
+    folder.rmdir()
+
+
+def download_problems(export: Path) -> list[str]:
+    """What `--from-server` could not fetch into this folder (bulkexport writes them beside the files)."""
+    path = export / PROBLEMS_FILE
+    try:
+        problems = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+    except (OSError, ValueError):
+        return [f"{PROBLEMS_FILE}: unreadable"]
+    return [str(p) for p in problems] if isinstance(problems, list) else [f"{PROBLEMS_FILE}: not a list"]
 
 
 def peak_rss_mb() -> float:
