@@ -4,11 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-# The tests run the store against a real PostgreSQL server too: `make postgres` installs and starts one.
-PG_URL := postgresql://hipflex:hipflex@127.0.0.1:5432/hipflex_test
-PSQL := su postgres -c
+.PHONY: help run test lint bench bench-long clean debian-packages
+.DEFAULT_GOAL := help
 
-.PHONY: run test lint bench bench-long clean postgres debian-packages
+help:  ## list the targets
+	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  (variables: HOST, PORT, WORKERS for run; PYTHON for the venv)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,45 +23,41 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 WORKERS ?= 1
 
-run: $(STAMP)
+run: $(STAMP)  ## start the service on 127.0.0.1:8080 (SQLite, the example rules)
 	$(BIN)/hipflex-cds serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
-test: $(STAMP) postgres
+# The tests start their own throwaway PostgreSQL cluster (tests/pgcluster.py: a temporary folder, a free port)
+# from Debian's server binaries; HIPFLEX_TEST_POSTGRES=required makes its absence a failure, not a skip.
+test: $(STAMP) debian-packages  ## install what the tests need, lint, type-check and run every test
 	$(BIN)/ruff check cds tests
 	$(BIN)/mypy cds
-	HIPFLEX_TEST_DATABASE_URL=$(PG_URL) $(BIN)/python -m pytest --cucumber-json=test-artifacts/features/cucumber.json
+	HIPFLEX_TEST_POSTGRES=required $(BIN)/python -m pytest --cucumber-json=test-artifacts/features/cucumber.json
 	@test -s test-artifacts/features/cucumber.json && test -s test-artifacts/features/report.md && \
 		echo "feature reports: test-artifacts/features/report.md, cucumber.json"
 
-# Debian packages the tests use: PostgreSQL (the store's second backend), curl (the README tour) and
-# chromium (the review page's browser tests; Playwright's own browser download does not work here).
-debian-packages:
-	@missing=""; for pair in pg_lsclusters:postgresql curl:curl chromium:chromium; do \
+# Debian packages the tests use: PostgreSQL's server binaries (the store's second backend; no cluster of the
+# system's is used), curl (the README tour) and chromium (the review page's browser tests; Playwright's own
+# browser download does not work here).
+debian-packages:  ## apt-get install what the tests use, if missing (run as root)
+	@missing=""; ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=postgresql; \
+	for pair in curl:curl chromium:chromium; do \
 		command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi
 
-postgres: debian-packages
-	@pg_lsclusters -h | grep -q . || pg_createcluster --start 15 main
-	@pg_lsclusters -h | awk '$$4 != "online" {print $$1, $$2}' | while read v c; do pg_ctlcluster $$v $$c start; done
-	@$(PSQL) "psql -tAc \"SELECT 1 FROM pg_roles WHERE rolname='hipflex'\"" | grep -q 1 || \
-		$(PSQL) "psql -qc \"CREATE ROLE hipflex LOGIN PASSWORD 'hipflex'\""
-	@$(PSQL) "psql -tAc \"SELECT 1 FROM pg_database WHERE datname='hipflex_test'\"" | grep -q 1 || \
-		$(PSQL) "createdb -O hipflex hipflex_test"
-
 # Load tests with wrk (Debian): the service beside a bare FastAPI endpoint and HealthChain (installed into its
 # own .venv-healthchain, not a project dependency), plus the engine figures. bench-long adds 100,000 calls.
-bench: $(STAMP)
+bench: $(STAMP)  ## load and engine benchmarks, as ratios to baselines of the same run
 	@command -v wrk >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk)
 	$(BIN)/python -m tests.bench_service
 
-bench-long: $(STAMP)
+bench-long: $(STAMP)  ## bench plus 100,000 calls and the population runs
 	@command -v wrk >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk)
 	$(BIN)/python -m tests.bench_service --long
 	$(BIN)/python -m tests.bench_population
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff and mypy --strict
 	$(BIN)/ruff check cds tests
 	$(BIN)/mypy cds
 
-clean:
+clean:  ## remove the virtual environment
 	rm -rf $(VENV)

@@ -22,6 +22,7 @@ from cds.hooks.store import metadata as store_tables
 from cds.settings import Settings
 from tests.builders import Facts
 from tests.paths import RULES
+from tests.pgcluster import server_binaries, throwaway_cluster
 from tests.servers import FhirStub, fhir_server, running, service_settings
 from tests.signing import ISSUER, Signer
 
@@ -67,15 +68,30 @@ def store(tmp_path: Path) -> Iterator[Store]:
     store.close()
 
 
-# ---- the store's two backends: a SQLite file and the PostgreSQL server `make test` starts -----------
+# ---- the store's two backends: a SQLite file and a PostgreSQL cluster started for the session ------------
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str | None]:
+    """HIPFLEX_TEST_DATABASE_URL if set, else a throwaway cluster of this session; with neither, PostgreSQL tests
+    skip, unless HIPFLEX_TEST_POSTGRES=required (as `make test` sets): then they fail."""
+    url = os.environ.get("HIPFLEX_TEST_DATABASE_URL")
+    binaries = server_binaries()
+    if url or binaries is None:
+        yield url
+        return
+    with throwaway_cluster(binaries) as started:
+        yield started
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.sqlite3'}"
-    url = os.environ.get("HIPFLEX_TEST_DATABASE_URL")
+    url: str | None = request.getfixturevalue("postgres_url")
     if not url:
-        pytest.skip("HIPFLEX_TEST_DATABASE_URL is not set; `make test` starts PostgreSQL and sets it")
+        if os.environ.get("HIPFLEX_TEST_POSTGRES") == "required":
+            pytest.fail("PostgreSQL's server binaries are not installed (apt-get install postgresql)")
+        pytest.skip("no PostgreSQL: install Debian's postgresql (make test does) or set HIPFLEX_TEST_DATABASE_URL")
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     store_tables.drop_all(engine)
     engine.dispose()

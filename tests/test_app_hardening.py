@@ -386,6 +386,27 @@ def test_feedback_comes_only_from_the_issuer_and_tenant_that_got_the_card(tmp_pa
     assert from_b.json()["error"] == "unknown-card"
 
 
+CLAIM_TEXT = "claim must be a string of 1 to 255 printable ASCII characters"
+
+
+@pytest.mark.parametrize(("claims", "says"), [
+    ({"tenant": {"id": "clinic-a"}}, f"the tenant {CLAIM_TEXT}"), ({"tenant": ["a"]}, f"the tenant {CLAIM_TEXT}"),
+    ({"tenant": "a\u0000b"}, f"the tenant {CLAIM_TEXT}"), ({"jti": "j\u0000k"}, f"the jti {CLAIM_TEXT}"),
+    ({"jti": "j\u00e9"}, f"the jti {CLAIM_TEXT}"), ({"jti": 12345}, "the token could not be verified")])
+def test_a_tenant_or_jti_the_store_cannot_key_on_is_a_401_on_every_store(tmp_path: Path, signer: Signer,
+                                                                         database_url: str, claims: dict[str, Any],
+                                                                         says: str) -> None:
+    (tmp_path / "a.json").write_text(json.dumps(signer.jwks()))
+    (tmp_path / "issuers.yaml").write_text(yaml.safe_dump({"issuers": [{"iss": ISSUER, "jwks_file": "a.json"}]}))
+    settings = service_settings(tmp_path, issuers_file=tmp_path / "issuers.yaml", public_url=PUBLIC,
+                                database_url=database_url)
+    with running(create_app(settings)) as url:
+        response = httpx.post(f"{url}{PATIENT_VIEW}", json=hook_request(), headers={
+            "Authorization": f"Bearer {signer.token(f'{PUBLIC}{PATIENT_VIEW}', **claims)}"})
+    assert response.status_code == 401, response.text
+    assert says in response.json()["message"]
+
+
 def rss_mb(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) / 1024

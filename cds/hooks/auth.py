@@ -15,6 +15,7 @@ never fetched. The CDS Hooks sandbox puts `jku` on every token, so refusing it w
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -211,9 +212,19 @@ class Authenticator:
         for claim in ("exp", "iat", "nbf"):
             if claim in payload and (isinstance(payload[claim], bool) or not isinstance(payload[claim], int | float)):
                 raise AuthError("invalid", f"the {claim} claim must be a number (NumericDate)")
-        jti = payload["jti"]
-        if not isinstance(jti, str) or not jti.strip() or len(jti) > 255:
-            raise AuthError("invalid", "the jti claim must be a non-empty string of at most 255 characters")
+        for claim, required in (("jti", True), ("tenant", False)):
+            if claim in payload or required:
+                _check_text_claim(claim, payload[claim])
         if int(payload["exp"]) - int(payload["iat"]) > self.max_lifetime:
             raise AuthError("lifetime", f"the token lives longer than {self.max_lifetime} s")
         return payload
+
+
+CLAIM_TEXT = re.compile(r"[\x21-\x7e]([\x20-\x7e]{0,253}[\x21-\x7e])?")
+
+
+def _check_text_claim(name: str, value: Any) -> None:
+    """`jti` and `tenant` are stored and compared as keys: printable ASCII, 1 to 255 characters, no padding (a NUL
+    or an object there once reached the database as a 500)."""
+    if not isinstance(value, str) or not CLAIM_TEXT.fullmatch(value):
+        raise AuthError("invalid", f"the {name} claim must be a string of 1 to 255 printable ASCII characters")
