@@ -48,15 +48,16 @@ def guarded(tmp_path: Path, fhir_stub: FhirStub) -> Iterator[str]:
 
 # ---- deadlines -----------------------------------------------------------------------------------------
 
-def serve_p01(stub: FhirStub) -> None:
-    """P01 at the paths the discovery templates give, so that reads succeed (slowly, if the stub trickles)."""
+def serve_p01(stub: FhirStub, under: str = "") -> None:
+    """P01 at the paths the discovery templates give (below `under`), so that reads succeed (slowly, if the stub
+    trickles)."""
     data = example_prefetch()
-    stub.serve("Patient/p01", data["patient"])
+    stub.serve(f"{under}Patient/p01", data["patient"])
     for key, path in (("observations", "Observation"), ("conditions", "Condition"), ("procedures", "Procedure"),
                       ("serviceRequests", "ServiceRequest")):
-        stub.serve(path, data[key])
+        stub.serve(under + path, data[key])
     for path in ("MedicationRequest", "MedicationStatement"):
-        stub.serve(path, searchset([]))
+        stub.serve(under + path, searchset([]))
 
 
 def test_a_trickling_fhir_server_ends_the_call_at_the_deadline(guarded: str, fhir_stub: FhirStub) -> None:
@@ -187,6 +188,25 @@ def test_an_unlisted_fhir_server_is_refused_without_a_connection(tmp_path: Path,
     assert response.status_code == 412
     assert "not one this service may read from" in response.json()["message"]
     assert fhir_stub.seen == []
+
+
+@pytest.mark.parametrize("escape", ["/ok/../admin", "/ok/./../admin", "/ok/%2e%2e/admin", "/ok/%2E%2E%2Fadmin",
+                                    "/ok/..%5Cadmin", "/ok/.."])
+def test_dot_segments_cannot_leave_a_listed_path(tmp_path: Path, fhir_stub: FhirStub, escape: str) -> None:
+    """Listed: {stub}/ok. The path is refused before any connection, so no server can resolve it to /admin."""
+    body = fetching(fhir_stub)
+    body["fhirServer"] = fhir_stub.base + escape
+    listed = service_settings(tmp_path, fhir_servers=[fhir_stub.base + "/ok"])
+    with running(create_app(listed)) as url:
+        response = httpx.post(f"{url}{PATIENT_VIEW}", json=body)
+        body["fhirServer"] = fhir_stub.base + "/ok"
+        serve_p01(fhir_stub, under="ok/")
+        inside = httpx.post(f"{url}{PATIENT_VIEW}", json=body)
+    assert response.status_code == 412
+    assert "not one this service may read from" in response.json()["message"]
+    assert inside.status_code == 200
+    assert inside.json()["cards"]
+    assert all(seen.path.startswith("ok/") for seen in fhir_stub.seen)
 
 
 def test_with_nothing_listed_no_fhir_server_is_read(tmp_path: Path, fhir_stub: FhirStub) -> None:

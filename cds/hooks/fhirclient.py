@@ -14,6 +14,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import re
 import socket
 import time
 import weakref
@@ -80,11 +81,18 @@ def _origin(url: str) -> tuple[str, str, int, str]:
     return parts.scheme, parts.hostname.lower(), port, parts.path.rstrip("/")
 
 
+AMBIGUOUS_PATH = re.compile(r"(^|/)\.{1,2}(/|$)|%2e|%2f|%5c|\\", re.IGNORECASE)
+
+
 def allowed_base(url: str, allowed: Sequence[str]) -> str | None:
-    """The allow-list entry `url` falls under (same scheme, host, port, and path at or below it), or None."""
+    """The allow-list entry `url` falls under (same scheme, host, port, and path at or below it), or None. A path a
+    server could read differently from this comparison (dot segments, encoded dots or slashes, backslashes:
+    `.../ok/../admin`) is under no entry: a FHIR server's URLs never need them."""
     try:
         scheme, host, port, path = _origin(url)
     except ValueError:
+        return None
+    if AMBIGUOUS_PATH.search(urlsplit(url).path):
         return None
     for entry in allowed:
         try:
