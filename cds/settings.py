@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     issuers_file: Path | None = Field(default=None, description="Trusted JWT issuers (YAML); unset = auth off")
     jwt_max_lifetime_seconds: int = Field(default=3600, ge=60, description="Longer-lived JWTs are refused")
     cors_origins: list[str] = Field(default_factory=list, description='Browser origins allowed, e.g. ["*"]')
+    allowed_hosts: list[str] = Field(default_factory=list,
+                                     description='Host names answered besides loopback, the bind address and the '
+                                                 'public URL\'s host, e.g. ["cds.internal"] (["*"]: any)')
     fhir_connect_seconds: float = Field(default=2.0, gt=0, le=30)
     fhir_read_seconds: float = Field(default=5.0, gt=0, le=60)
     fhir_max_bytes: int = Field(default=5_000_000, ge=1024)

@@ -74,10 +74,11 @@ class HookCaller:
         return asyncio.run(self.call_async(service, request, today))
 
     async def call_async(self, service: Service, request: HookRequest, today: dt.date | None = None,
-                         caller: Caller | None = None) -> Answer:
+                         caller: Caller | None = None, record: bool = True) -> Answer:
         """Gather (concurrently, within one deadline, only from the FHIR servers the caller's issuer lists, or
         HIPFLEX_FHIR_SERVERS without authentication), decide in a worker thread, remember the cards with who
-        asked. `today` replays a date (review page, CLI, scenarios)."""
+        asked (unless `record` is false: a preview that nobody can give feedback on). `today` replays a date (review
+        page, CLI, scenarios)."""
         allowed = caller.fhir_servers if caller is not None else tuple(self.pipeline.settings.fhir_servers)
         drafts = []
         if service.hook == "order-select":
@@ -98,13 +99,13 @@ class HookCaller:
                           lookback_days=self.pipeline.settings.lookback_days,
                           selected_orders=frozenset(str(d.get("id")) for d in drafts), memberships=memberships)
         return await asyncio.to_thread(self._decide, service, request, gathered.resources + drafts, context,
-                                       gathered.issues, caller)
+                                       gathered.issues, caller, record)
 
     def _decide(self, service: Service, request: HookRequest, resources: list[dict[str, Any]], context: Context,
-                unavailable: list[DataIssue], caller: Caller | None) -> Answer:
+                unavailable: list[DataIssue], caller: Caller | None, record: bool) -> Answer:
         with self.deciding:
             decision = self.pipeline.decide(resources, context, unavailable)
         issued = issued_cards(decision.cards, service.id, request.hookInstance, caller)
-        if self.store is not None:
+        if self.store is not None and record:
             self.store.record_cards(issued, request.patient_id)
         return Answer(decision.response(), decision, issued)

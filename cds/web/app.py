@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,6 +33,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from cds import __version__
 from cds.clinical.engine import EngineBusy
@@ -46,6 +49,7 @@ from cds.hooks.fhirclient import FetchLimits, FhirReader
 from cds.hooks.request import HookRequest, parse_request
 from cds.hooks.store import Store, patient_key
 from cds.settings import Settings
+from cds.web.guards import BodyTooLarge, CrossSite, HostAllowList, host_names, read_body
 from cds.web.html import STATIC
 from cds.web.observability import Metrics
 from cds.web.review import review_router
@@ -58,10 +62,6 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 INLINE_PARSE_BYTES = 64_000
 STATUS: dict[type[HookError], int] = {InvalidRequest: 400, UnknownService: 404, UnknownCard: 404, UnknownRule: 404,
                                       DataUnavailable: 412}
-
-
-class BodyTooLarge(Exception):
-    """The request body is over HIPFLEX_MAX_BODY_BYTES (413)."""
 
 
 class NotJson(Exception):
@@ -107,19 +107,6 @@ def error_body(status: int, error: str, message: str, field: str | None = None) 
         body["field"] = field
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(status_code=status, content=body, headers=headers)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes the limit (not after reading it all)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"body is {declared} bytes; the limit is {limit}")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise BodyTooLarge(f"body is over the limit of {limit} bytes")
-    return bytes(body)
 
 
 class CdsService:
@@ -202,6 +189,8 @@ def failure(exc: Exception) -> JSONResponse | None:
         return error_body(401, "unauthorized", str(exc))
     if isinstance(exc, BodyTooLarge):
         return error_body(413, "too-large", str(exc))
+    if isinstance(exc, CrossSite):
+        return error_body(403, "cross-site", str(exc))
     if isinstance(exc, NotJson):
         return error_body(415, "unsupported-media-type", str(exc))
     if isinstance(exc, EngineBusy | Busy):
@@ -250,8 +239,22 @@ def _openapi(app: FastAPI, service_ids: list[str]) -> Callable[[], dict[str, Any
     return build
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The ASGI app; content files, issuers and the store are loaded now, so mistakes stop start-up."""
+def _without_slash(app: FastAPI, request: Request, public_url: str | None) -> str | None:
+    """Where a path with a trailing slash lives without it (`/cds-services/` -> `/cds-services`), or None. The
+    Location is the public URL's, or a path alone: never built from the request's Host header."""
+    path = request.url.path
+    if path == "/" or not path.endswith("/"):
+        return None
+    scope = {"type": "http", "path": path.rstrip("/"), "method": request.method}
+    if not any(route.matches(scope)[0] == Match.FULL for route in app.router.routes):
+        return None
+    query = f"?{request.url.query}" if request.url.query else ""
+    return f"{(public_url or '').rstrip('/')}{path.rstrip('/')}{query}"
+
+
+def create_app(settings: Settings, bind: str | None = None) -> FastAPI:
+    """The ASGI app; content files, issuers and the store are loaded now, so mistakes stop start-up. `bind` is
+    the address served on (a Host naming it is answered)."""
     cds = CdsService(settings)
 
     @asynccontextmanager
@@ -262,13 +265,14 @@ def create_app(settings: Settings) -> FastAPI:
         cds.health_pool.shutdown(wait=False)
 
     app = FastAPI(title="hipflex-cds", version=__version__, description=__doc__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, redirect_slashes=False)  # Starlette's follow the Host header
     app.openapi = _openapi(app, list(cds.catalog))  # type: ignore[method-assign]
     app.add_middleware(HeadAsGet)
     app.state.cds = cds
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"], max_age=600)
+    app.add_middleware(HostAllowList, names=host_names(bind, settings.public_url, settings.allowed_hosts))
 
     if cds.auth is None:  # its buttons send feedback without a JWT, so it exists only where auth is off
         app.include_router(review_router(cds.caller, cds.catalog, cds.store))
@@ -281,7 +285,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.mount("/docs/static", StaticFiles(directory=Path(swagger_ui.__file__).with_name("static")), name="docs-static")
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        moved = _without_slash(app, request, settings.public_url) if exc.status_code == 404 else None
+        if moved is not None:
+            return RedirectResponse(moved, status_code=307)
         name = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         return error_body(exc.status_code, name, f"{request.method} {request.url.path}: {exc.detail}")
 
@@ -410,9 +417,10 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> int:
         # Load everything once here first: a content error stops start-up before any worker starts, and the
         # store's tables and patient-hash key are created by one process, not raced by several.
         CdsService(settings).store.close()
+        os.environ["HIPFLEX_ALLOWED_HOSTS"] = json.dumps([*settings.allowed_hosts, host])  # for every worker
         uvicorn.run("cds.web.app:app_from_environment", factory=True, workers=workers, **options)
         return 0
-    app = create_app(settings)
+    app = create_app(settings, bind=host)
     gc.collect()
     gc.freeze()  # the loaded content never dies: keep it out of every later full collection (shorter pauses)
     uvicorn.run(app, **options)

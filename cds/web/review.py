@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 from pydantic import ValidationError
+from starlette.datastructures import FormData
 
 from cds.clinical.explanation import Explanation, rule_label
 from cds.clinical.fhirvalues import Reject, codings, effective, laterality, to_date
@@ -35,6 +36,7 @@ from cds.hooks.errors import HookError
 from cds.hooks.prefetch import request_for
 from cds.hooks.request import HOOKS, HookRequest, first_error
 from cds.hooks.store import CardUse, Store, card_use, rule_use, wilson
+from cds.web.guards import BodyTooLarge, CrossSite, read_body, refuse_cross_site
 from cds.web.html import HEADERS, templates
 
 INDICATORS = {"info": ("\u2139", "Info"), "warning": ("⚠", "Warning"), "critical": ("⛔", "Critical")}
@@ -188,7 +190,8 @@ class Review:
         return templates.get_template("review.html").render(examples=self.examples, hooks=HOOKS, users=USERS,
                                                              **({"user": "clinician"} | values))
 
-    async def run(self, bundle: dict[str, Any], hook: str, as_of: dt.date | None, user: str) -> dict[str, Any]:
+    async def run(self, bundle: dict[str, Any], hook: str, as_of: dt.date | None, user: str,
+                  record: bool) -> dict[str, Any]:
         if hook not in HOOKS:
             raise ReviewInputError(f"Unknown hook {hook!r}; choose one of {', '.join(HOOKS)}.")
         if user not in USERS:
@@ -196,7 +199,7 @@ class Review:
         service = self.catalog[service_id(hook)]
         resources = [r for r in bundle_resources(bundle) if isinstance(r, dict)]
         request = hook_request(resources, hook, service.prefetch, user)
-        answer = await self.caller.call_async(service, request, today=as_of)
+        answer = await self.caller.call_async(service, request, today=as_of, record=record)
         decision = answer.decision
         pipeline = self.caller.pipeline
         day = as_of or self.caller.today()
@@ -208,7 +211,7 @@ class Review:
                 "issues": decision.validated.issues if decision else [],
                 "rows": resource_rows(resources, decision, pipeline.terminology),
                 "patient": patient_header(resources, day), "hook": hook, "user_label": USERS[user],
-                "as_of_words": date_words(day)}
+                "as_of_words": date_words(day), "recorded": record}
 
     def rules_page(self) -> str:
         report = self.settings.coverage_report
@@ -243,11 +246,15 @@ def review_router(caller: HookCaller, catalog: dict[str, Service], store: Store)
         if example is None:
             return HTMLResponse(review.page(), headers=headers)
         return await respond(lambda: (example_bundle(review, example), example_date(review, example)), hook, None,
-                             example, user)
+                             example, user, record=False)
 
     @router.post("", response_class=HTMLResponse, summary="Review page: run a pasted or uploaded bundle")
     async def run(request: Request) -> HTMLResponse:
-        form = await request.form()
+        try:
+            form = await capped_form(request, review.settings.max_body_bytes)
+        except (BodyTooLarge, CrossSite) as exc:
+            return HTMLResponse(review.page(error=str(exc)), status_code=413 if isinstance(exc, BodyTooLarge) else 403,
+                                headers=headers)
         upload = form.get("upload")
         text = (await upload.read()).decode("utf-8", "replace") if upload is not None and not isinstance(
             upload, str) and upload.filename else str(form.get("bundle") or "")
@@ -260,12 +267,15 @@ def review_router(caller: HookCaller, catalog: dict[str, Service], store: Store)
             def source() -> tuple[dict[str, Any], dt.date | None]:
                 return example_bundle(review, example), parse_date(as_of) or example_date(review, example)
         return await respond(source, str(form.get("hook") or "patient-view"), text, example,
-                             str(form.get("user") or "clinician"))
+                             str(form.get("user") or "clinician"), record=True)
 
-    async def respond(source: Any, hook: str, pasted: str | None, example: str | None, user: str) -> HTMLResponse:
+    async def respond(source: Any, hook: str, pasted: str | None, example: str | None, user: str, *,
+                      record: bool) -> HTMLResponse:
+        """The page for one run; only a run sent from the page's own form (POST) records its cards, so a link
+        (GET ?example=) changes nothing, whoever makes the browser open it."""
         try:
             bundle, as_of = source()
-            result = await review.run(bundle, hook, as_of, user)
+            result = await review.run(bundle, hook, as_of, user, record)
         except (ReviewInputError, HookError) as exc:
             message = exc.message if isinstance(exc, HookError) else str(exc)
             return HTMLResponse(review.page(error=message, pasted=pasted, example=example, hook=hook, user=user),
@@ -278,6 +288,23 @@ def review_router(caller: HookCaller, catalog: dict[str, Service], store: Store)
         return HTMLResponse(review.rules_page(), headers=headers)
 
     return router
+
+
+async def capped_form(request: Request, limit: int) -> FormData:
+    """The form, from the service's own page only, read within the body limit (a form upload needs no CORS
+    preflight, so without these checks any web page could push a large body at a clinician's local service)."""
+    refuse_cross_site(request)
+    body = await read_body(request, limit)
+    replayed = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal replayed
+        if replayed:
+            return {"type": "http.disconnect"}
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return await Request(request.scope, receive).form()
 
 
 def example_bundle(review: Review, name: str) -> dict[str, Any]:

@@ -20,6 +20,10 @@ async function send(element, item) {
     status.textContent = response.ok
       ? (item.outcome === "accepted" ? "Accepted" : "Overridden") + ": feedback stored."
       : "Not stored: " + body.message;
+    if (response.ok) {  // one answer per card: the buttons stop once it is stored
+      element.closest("article").querySelectorAll("button.accept, form.override button, form.override select, "
+        + "form.override textarea").forEach((control) => { control.disabled = true; });
+    }
   } catch (error) {
     status.textContent = "Not stored: the service could not be reached.";
   }
