@@ -266,7 +266,8 @@ def test_metrics_count_requests_cards_by_rule_and_feedback(tmp_path: Path) -> No
     assert 'hipflex_requests_total{endpoint="hook",service="hipflex-patient-view",status="200"} 1.0' in text
     assert 'hipflex_requests_total{endpoint="hook",service="hipflex-patient-view",status="400"} 1.0' in text
     assert 'hipflex_requests_total{endpoint="hook",service="(unknown)",status="404"} 1.0' in text
-    assert f'hipflex_cards_total{{card="{kind}",rule="{rule.id} v{rule.version}"}} 1.0' in text
+    assert f'hipflex_cards_total{{card="{kind}"}} 1.0' in text
+    assert f'hipflex_card_rules_total{{card="{kind}",rule="{rule.id} v{rule.version}"}} 1.0' in text
     assert f'hipflex_feedback_total{{card="{kind}",outcome="accepted"}} 1.0' in text
     assert 'hipflex_request_seconds_count{endpoint="hook",service="hipflex-patient-view"} 2.0' in text
     assert "no-such-service" not in text
@@ -443,9 +444,10 @@ def test_a_cached_decision_gives_the_same_cards_with_fresh_uuids(tmp_path: Path)
     assert "hipflex_decision_cache_hits_total 1.0" in cds
 
 
-def test_two_worker_processes_share_replay_protection_and_feedback(tmp_path: Path, issuers_file: Path,
-                                                                   signer: Signer) -> None:
-    """`serve --workers 2`: a token used on one worker is refused when replayed, whichever worker gets it."""
+def test_two_worker_processes_share_replay_protection_feedback_and_metrics(tmp_path: Path, issuers_file: Path,
+                                                                           signer: Signer) -> None:
+    """`serve --workers 2`: a token used on one worker is refused when replayed, whichever worker gets it; every
+    scrape of /metrics, whichever worker answers it, counts the calls of both."""
     port = free_port()
     env = {"PATH": "/usr/bin:/bin", "HIPFLEX_DATA_DIR": str(tmp_path / "var"), "HIPFLEX_AS_OF": "2026-11-24",
            "HIPFLEX_ISSUERS_FILE": str(issuers_file), "HIPFLEX_PUBLIC_URL": PUBLIC}
@@ -469,6 +471,10 @@ def test_two_worker_processes_share_replay_protection_and_feedback(tmp_path: Pat
         with httpx.Client() as client:
             stored = client.post(f"{url}{PATIENT_VIEW}/feedback", json=feedback_for(card),
                                  headers=bearer(signer.token(f"{PUBLIC}{PATIENT_VIEW}/feedback")))
+        scrapes = []
+        for _ in range(8):
+            with httpx.Client() as client:
+                scrapes.append(client.get(f"{url}/metrics").text)
     finally:
         server.terminate()
         server.wait(20)
@@ -476,3 +482,7 @@ def test_two_worker_processes_share_replay_protection_and_feedback(tmp_path: Pat
     assert set(firsts) == {200}
     assert set(replays) == {401}
     assert stored.status_code == 200
+    for text in scrapes:
+        assert 'hipflex_requests_total{endpoint="hook",service="hipflex-patient-view",status="200"} 13.0' in text
+        assert 'hipflex_requests_total{endpoint="hook",service="hipflex-patient-view",status="401"} 12.0' in text
+        assert 'hipflex_cards_total{card="hip-strengthening"} 13.0' in text

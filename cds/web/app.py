@@ -14,6 +14,7 @@ import gc
 import json
 import logging
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -51,7 +52,7 @@ from cds.hooks.store import Store, patient_key
 from cds.settings import Settings
 from cds.web.guards import BodyTooLarge, CrossSite, HostAllowList, host_names, read_body
 from cds.web.html import STATIC
-from cds.web.observability import Metrics
+from cds.web.observability import MULTIPROCESS_DIR, Metrics
 from cds.web.review import review_router
 from cds.web.rulepages import rule_router
 
@@ -156,8 +157,9 @@ class CdsService:
         finally:
             self.in_flight -= 1
         for card in answer.issued:
+            self.metrics.cards.labels(card.card_kind).inc()
             for rule in card.rules:
-                self.metrics.cards.labels(card.card_kind, rule_label(rule["id"], rule["version"])).inc()
+                self.metrics.card_rules.labels(card.card_kind, rule_label(rule["id"], rule["version"])).inc()
         return Response(answer.response.json(), media_type="application/json")
 
     async def feedback(self, service: Service, raw: bytes, caller: Caller | None) -> dict[str, Any]:
@@ -418,7 +420,9 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> int:
         # store's tables and patient-hash key are created by one process, not raced by several.
         CdsService(settings).store.close()
         os.environ["HIPFLEX_ALLOWED_HOSTS"] = json.dumps([*settings.allowed_hosts, host])  # for every worker
-        uvicorn.run("cds.web.app:app_from_environment", factory=True, workers=workers, **options)
+        with tempfile.TemporaryDirectory(prefix="hipflex-metrics-") as shared:
+            os.environ[MULTIPROCESS_DIR] = shared  # /metrics then adds up every worker's values
+            uvicorn.run("cds.web.app:app_from_environment", factory=True, workers=workers, **options)
         return 0
     app = create_app(settings, bind=host)
     gc.collect()
