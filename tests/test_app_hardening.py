@@ -123,11 +123,16 @@ def test_a_burst_on_one_slow_server_leaves_another_servers_reads_as_fast_as_befo
                                 max_calls_in_flight=200)
     slow_body, good_body = hook_request(fhirServer=slow_base), hook_request(fhirServer=fhir_stub.base)
     del slow_body["prefetch"], good_body["prefetch"]
+    health: list[dict[str, Any]] = []
 
     async def burst_then_reads(url: str) -> tuple[set[int], list[tuple[int, float]]]:
         limits = httpx.Limits(max_connections=None)
         async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-            slow = await asyncio.gather(*(client.post(f"{url}{PATIENT_VIEW}", json=slow_body) for _ in range(64)))
+            health.append((await client.get(f"{url}/health")).json())
+            calls = [asyncio.ensure_future(client.post(f"{url}{PATIENT_VIEW}", json=slow_body)) for _ in range(64)]
+            await asyncio.sleep(1.0)
+            health.append((await client.get(f"{url}/health")).json())
+            slow = await asyncio.gather(*calls)
             reads = []
             for pause in (0.0, 10.0):
                 await asyncio.sleep(pause)
@@ -146,6 +151,10 @@ def test_a_burst_on_one_slow_server_leaves_another_servers_reads_as_fast_as_befo
     assert slow == {412}
     assert [status for status, _ in reads] == [200, 200]
     assert all(took < 2.0 for _, took in reads), reads  # well inside the 2 s deadline: no queue behind the burst
+    before, during = health
+    assert (before["status"], before["fhir_client"]["status"]) == ("ok", "ok")
+    assert (during["status"], during["fhir_client"]["origins_with_a_full_pool"]) == ("degraded", 1)
+    assert during["fhir_client"]["reads_in_flight"] >= 20
 
 
 def test_beyond_the_bound_on_calls_in_flight_the_answer_is_503_with_retry_after(tmp_path: Path,

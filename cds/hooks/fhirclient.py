@@ -11,6 +11,7 @@ caller learns that a read failed, not which network error it was.
 from __future__ import annotations
 
 import asyncio
+import collections
 import ipaddress
 import json
 import logging
@@ -30,6 +31,10 @@ JSON_DEPTH_LIMIT = 100
 
 class FetchFailed(Exception):
     """Why a FHIR read failed, in words safe to show the caller (no token, no patient data, no network detail)."""
+
+
+class OutOfTime(FetchFailed):
+    """A read stopped at the call's deadline (counted for /health)."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,7 @@ def is_public_address(address: str) -> bool:
 
 
 CONNECTIONS_PER_ORIGIN = 20  # one slow server can hold at most these; every other origin has its own pool
+SLOW_READS, SLOW_WINDOW_SECONDS = 3, 60.0  # this many reads out of time within the window: /health says degraded
 
 
 class FhirReader:
@@ -136,6 +142,22 @@ class FhirReader:
         self.limits, self.transport = limits, transport
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, httpx.AsyncClient]] = (
             weakref.WeakKeyDictionary())
+        self.in_flight: dict[str, int] = {}  # reads under way, by origin
+        self.slow: dict[str, collections.deque[float]] = {}  # when reads of an origin last ran out of time
+
+    def health(self, now: float | None = None) -> dict[str, Any]:
+        """'degraded' while some origin has its pool full or ran out of time on SLOW_READS reads in the last
+        SLOW_WINDOW_SECONDS; counts only (an origin's name is the caller's business, not /health's)."""
+        now = time.monotonic() if now is None else now
+        full = sum(n >= CONNECTIONS_PER_ORIGIN for n in list(self.in_flight.values()))
+        slow = sum(sum(t > now - SLOW_WINDOW_SECONDS for t in list(times)) >= SLOW_READS
+                   for times in list(self.slow.values()))
+        status = "degraded" if full or slow else "ok"
+        return {"status": status, "origins_with_a_full_pool": full, "origins_timing_out": slow,
+                "reads_in_flight": sum(self.in_flight.values())}
+
+    def _ran_out_of_time(self, origin: str) -> None:
+        self.slow.setdefault(origin, collections.deque(maxlen=SLOW_READS)).append(time.monotonic())
 
     def _client(self, origin: str) -> httpx.AsyncClient:
         clients = self._clients.setdefault(asyncio.get_running_loop(), {})
@@ -184,7 +206,9 @@ class FhirReader:
         extensions = {"sni_hostname": target.tls_name} if target.tls_name else {}
         timeout = httpx.Timeout(min(self.limits.read_seconds, remaining),
                                 connect=min(self.limits.connect_seconds, remaining), pool=remaining)
-        client = self._client(urlsplit(target.connect_url).netloc)
+        origin = urlsplit(target.connect_url).netloc
+        client = self._client(origin)
+        self.in_flight[origin] = self.in_flight.get(origin, 0) + 1
         try:
             async with client.stream("GET", target.connect_url, headers=headers, timeout=timeout,
                                       extensions=extensions) as response:
@@ -193,8 +217,16 @@ class FhirReader:
                 if response.status_code != 200:
                     raise FetchFailed("the FHIR server could not be read")
                 body = await self._read_capped(response, deadline)
+        except httpx.TimeoutException:
+            self._ran_out_of_time(origin)
+            raise FetchFailed("the FHIR server could not be read") from None
+        except (OutOfTime, asyncio.CancelledError):  # cancelled: the call's deadline passed
+            self._ran_out_of_time(origin)
+            raise
         except httpx.HTTPError:
             raise FetchFailed("the FHIR server could not be read") from None
+        finally:
+            self.in_flight[origin] -= 1
         try:
             data = parse_json(body, "the FHIR server's answer")
         except (ValueError, UnicodeDecodeError, RecursionError):
@@ -210,6 +242,6 @@ class FhirReader:
             if size > self.limits.max_bytes:
                 raise FetchFailed(f"the FHIR server's answer is over {self.limits.max_bytes} bytes")
             if time.monotonic() > deadline:
-                raise FetchFailed(f"the FHIR server did not answer within {self.limits.deadline_seconds:g} s")
+                raise OutOfTime(f"the FHIR server did not answer within {self.limits.deadline_seconds:g} s")
             chunks.append(chunk)
         return b"".join(chunks)

@@ -175,9 +175,14 @@ class CdsService:
         return FeedbackStored(stored=sum(stored), duplicates=len(stored) - sum(stored)).model_dump()
 
     def health(self) -> tuple[int, dict[str, Any]]:
+        """Ready (200) while the store answers; 'degraded' (still 200: other EHRs are served) while some FHIR
+        server fills its pool or keeps running out of time; 503 without the store."""
         store_ok = self.store.reachable()
-        body = {"status": "ok" if store_ok else "unavailable", "rules": len(self.pipeline.ruleset.compiled),
-                "ruleset": self.pipeline.ruleset.source.version, "store": "ok" if store_ok else "unreachable",
+        fhir = self.reader.health()
+        status = "unavailable" if not store_ok else fhir["status"]
+        body = {"status": status, "rules": len(self.pipeline.ruleset.source.rules),
+                "compiled_rules": len(self.pipeline.ruleset.compiled), "ruleset": self.pipeline.ruleset.source.version,
+                "store": "ok" if store_ok else "unreachable", "fhir_client": fhir,
                 "authentication": "on" if self.auth else "off"}
         return (200 if store_ok else 503), body
 
