@@ -56,6 +56,14 @@ class Settings(BaseSettings):
     fhir_servers: list[str] = Field(default_factory=list,
                                     description="fhirServer base URLs the service may read from while authentication "
                                                 "is off (with issuers: each issuer's fhir_servers)")
+    max_connections: int = Field(default=1000, ge=10, description="Open connections (and tasks) per worker; beyond "
+                                                                  "them new requests get 503")
+    keep_alive_seconds: float = Field(default=5.0, gt=0, le=300, description="An idle keep-alive connection is "
+                                                                              "closed after this")
+    request_head_seconds: float = Field(default=10.0, gt=0, le=300,
+                                        description="A connection's request line and headers must arrive within this")
+    request_body_seconds: float = Field(default=30.0, gt=0, le=3600,
+                                        description="A request body must arrive within this of its headers (408)")
     max_calls_in_flight: int = Field(default=64, ge=1, description="More hook calls at once get 503 + Retry-After")
     max_feedback_items: int = Field(default=100, ge=1, description="Feedback items in one call")
     decision_cache_size: int = Field(default=256, ge=0, description="Evaluations kept by content (0: off)")

@@ -10,6 +10,7 @@ fault a generic 500 with a correlation id (details only in the log).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -34,6 +35,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from cds import __version__
@@ -50,6 +52,7 @@ from cds.hooks.fhirclient import FetchLimits, FhirReader
 from cds.hooks.request import HookRequest, parse_request
 from cds.hooks.store import Store, patient_key
 from cds.settings import Settings
+from cds.web.connections import TimedHttpProtocol
 from cds.web.guards import BodyTooLarge, CrossSite, HostAllowList, host_names, read_body
 from cds.web.html import STATIC
 from cds.web.observability import MULTIPROCESS_DIR, Metrics
@@ -196,6 +199,8 @@ def failure(exc: Exception) -> JSONResponse | None:
         return error_body(401, "unauthorized", str(exc))
     if isinstance(exc, BodyTooLarge):
         return error_body(413, "too-large", str(exc))
+    if isinstance(exc, ClientDisconnect):  # the body's time ran out (408 already sent) or the client left
+        return error_body(400, "client-disconnected", "the connection closed before the request body arrived")
     if isinstance(exc, CrossSite):
         return error_body(403, "cross-site", str(exc))
     if isinstance(exc, NotJson):
@@ -383,12 +388,24 @@ def create_app(settings: Settings, bind: str | None = None) -> FastAPI:
     return app
 
 
+def _raise_open_file_limit() -> None:
+    """Up to the hard limit: each connection is a file, and the connection limit should bind before this one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):  # an unlimited hard limit cannot always be taken
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def app_from_environment() -> FastAPI:
     """The app of one worker process, configured like its parent from HIPFLEX_* variables."""
     from cds.web.observability import configure_logging
 
     configure_logging()
-    app = create_app(Settings())
+    settings = Settings()
+    TimedHttpProtocol.configure(settings.request_head_seconds, settings.request_body_seconds)
+    app = create_app(settings)
     gc.collect()
     gc.freeze()  # the loaded content never dies: keep it out of every later full collection (shorter pauses)
     return app
@@ -418,8 +435,12 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> int:
             return 2
         log.warning("AUTHENTICATION IS OFF: listening on %s:%d for local development only; anyone on this "
                     "machine can call the service", host, port)
+    _raise_open_file_limit()
+    TimedHttpProtocol.configure(settings.request_head_seconds, settings.request_body_seconds)
     options: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "access_log": False,
-                               "log_config": None}
+                               "log_config": None, "http": "cds.web.connections:TimedHttpProtocol",
+                               "limit_concurrency": settings.max_connections,
+                               "timeout_keep_alive": settings.keep_alive_seconds}
     if workers > 1:
         # Load everything once here first: a content error stops start-up before any worker starts, and the
         # store's tables and patient-hash key are created by one process, not raced by several.
