@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     fhir_max_pages: int = Field(default=5, ge=1, le=100)
     fhir_deadline_seconds: float = Field(default=5.0, gt=0, le=60,
                                          description="All reads of one hook call together end by then")
+    fhir_call_bytes: int = Field(default=8_000_000, ge=1024,
+                                 description="All reads of one hook call together may take this many bytes")
     fhir_servers: list[str] = Field(default_factory=list,
                                     description="fhirServer base URLs the service may read from while authentication "
                                                 "is off (with issuers: each issuer's fhir_servers)")
@@ -67,7 +69,15 @@ class Settings(BaseSettings):
     max_calls_in_flight: int = Field(default=64, ge=1, description="More hook calls at once get 503 + Retry-After")
     max_feedback_items: int = Field(default=100, ge=1, description="Feedback items in one call")
     decision_cache_size: int = Field(default=256, ge=0, description="Evaluations kept by content (0: off)")
-    max_resources: int = Field(default=5000, ge=10, description="FHIR resources one hook call may carry or fetch")
+    decision_cache_bytes: int = Field(default=64_000_000, ge=0,
+                                      description="The decision cache's memory bound (estimated); one evaluation "
+                                                  "over a quarter of it is not kept")
+    max_resources: int = Field(default=2000, ge=10, description="FHIR resources one hook call may carry or fetch")
+    large_call_resources: int = Field(default=300, ge=1,
+                                      description="A call with more resources is large: large calls are decided "
+                                                  "one at a time, beside the ordinary ones")
+    max_large_calls_waiting: int = Field(default=4, ge=0,
+                                         description="Large calls waiting their turn; more get 503 + Retry-After")
     terminology_server: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
                                            description="A FHIR terminology server holding SNOMED CT and the "
                                                        "ValueSets of rules/valuesets/ ($validate-code answers "

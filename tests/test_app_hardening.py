@@ -368,6 +368,62 @@ def test_too_many_resources_or_feedback_items_are_refused(tmp_path: Path) -> Non
     assert (feedback.status_code, feedback.json()["field"]) == (400, "feedback")
 
 
+def distinct_observations(count: int) -> list[dict[str, Any]]:
+    """P01's known-code Observations again and again, each with its own id and day (what the attack sent)."""
+    source = [e["resource"] for e in example_prefetch()["observations"]["entry"]]
+    copies = []
+    for index in range(count):
+        copy_ = copy.deepcopy(source[index % len(source)])
+        copy_["id"] = f"copy-{index}"
+        copy_["effectiveDateTime"] = f"2026-11-{1 + index % 24:02d}"
+        copies.append(copy_)
+    return copies
+
+
+def test_reads_of_one_call_together_are_capped_in_bytes(tmp_path: Path, fhir_stub: FhirStub) -> None:
+    serve_p01(fhir_stub)
+    fhir_stub.serve("Observation", searchset(distinct_observations(200)))  # about 170 kB, each read under its cap
+    settings = service_settings(tmp_path, fhir_servers=[fhir_stub.base], fhir_call_bytes=100_000)
+    with running(create_app(settings)) as url:
+        response = httpx.post(f"{url}{PATIENT_VIEW}", json=fetching(fhir_stub))
+    assert response.status_code == 412
+    assert "over 100000 bytes together (HIPFLEX_FHIR_CALL_BYTES)" in response.json()["message"]
+
+
+def test_large_calls_take_turns_beside_ordinary_ones_and_too_many_are_refused(tmp_path: Path) -> None:
+    """Eight large calls (1,500 resources each) at once, then an ordinary one: beyond the one being decided and the
+    two allowed to wait, large calls get 503; the ordinary call waits for at most the large call being decided,
+    so it finishes before the last accepted large one."""
+    large = hook_request(prefetch=example_prefetch() | {"observations": searchset(distinct_observations(1500))})
+    settings = service_settings(tmp_path, large_call_resources=100, max_large_calls_waiting=2,
+                                decision_cache_size=0)
+    finished: list[str] = []
+
+    async def call(client: httpx.AsyncClient, url: str, name: str, body: dict[str, Any]) -> httpx.Response:
+        response = await client.post(f"{url}{PATIENT_VIEW}", json=body)
+        finished.append(name)
+        return response
+
+    async def scenario(url: str) -> dict[str, httpx.Response]:
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=None)) as client:
+            tasks = {f"large-{i}": asyncio.ensure_future(call(client, url, f"large-{i}", large)) for i in range(8)}
+            await asyncio.sleep(0.3)
+            tasks["ordinary"] = asyncio.ensure_future(call(client, url, "ordinary", hook_request()))
+            return {name: await task for name, task in tasks.items()}
+
+    with running(create_app(settings)) as url:
+        answers = asyncio.run(scenario(url))
+    accepted = [name for name, r in answers.items() if name != "ordinary" and r.status_code == 200]
+    refused = [r for r in answers.values() if r.status_code == 503]
+    assert answers["ordinary"].status_code == 200
+    assert len(accepted) >= 3
+    assert refused
+    assert len(accepted) + len(refused) == 8
+    assert all(r.headers["retry-after"] == "1" for r in refused)
+    assert "HIPFLEX_MAX_LARGE_CALLS_WAITING" in refused[0].json()["message"]
+    assert finished.index("ordinary") < max(finished.index(name) for name in accepted), finished
+
+
 @pytest.mark.parametrize(("item", "field"), [
     ({"overrideReason": {"userComment": "nul \u0000 byte"}}, "feedback.0.overrideReason.userComment"),
     ({"overrideReason": {"reason": {"system": "urn:x", "code": "c\u0000"}}}, "feedback.0.overrideReason.reason.code"),

@@ -53,7 +53,7 @@ class Pipeline:
         rules_url = f"{settings.public_url.rstrip('/')}/rules" if settings.public_url else None
         self.cards = CardBuilder(texts, self.ruleset, self.terminology, rules_url=rules_url)
         self.engine = DurableEngine(self.ruleset)
-        self.cache = DecisionCache(settings.decision_cache_size)
+        self.cache = DecisionCache(settings.decision_cache_size, settings.decision_cache_bytes)
 
     def decide(self, resources: list[Any], context: Context, unavailable: Sequence[DataIssue] = ()) -> Decision:
         """Validate, evaluate and build cards; invalid data never reaches the engine.
@@ -62,39 +62,48 @@ class Pipeline:
         evaluation is cached by content (the hooks of one visit send the same data); the cards are built anew
         each time, so every response has its own card and suggestion uuids.
         """
-        key = self.cache.key(resources, context, unavailable, self.ruleset.source.version)
+        key, size = self.cache.key(resources, context, unavailable, self.ruleset.source.version)
         found = self.cache.get(key)
         if found is None:
             validated = validate(resources, self.terminology, context)
             validated.issues.extend(unavailable)
             found = (validated, self.engine.evaluate(validated.facts))
-            self.cache.put(key, found)
+            self.cache.put(key, found, size)
         validated, evaluation = found
         cards = self.cards.build(evaluation, validated.issues, validated.patient_id)
         return Decision(validated, evaluation, cards)
 
 
+ENTRY_BYTES_PER_INPUT_BYTE = 2  # an upper bound: the attack run saw about 8.5 MB held for a 4.5 MB call
+
+
 class DecisionCache:
     """Evaluations by a digest of everything they depend on: the resources' content, the context fields
-    validation reads, the data issues passed in, the ruleset version. Bounded (least recently used out);
-    size 0 turns it off. Keys are digests, so the cache holds no patient data beyond the evaluations."""
+    validation reads, the data issues passed in, the ruleset version. Bounded in entries and in (estimated)
+    bytes, least recently used out; one evaluation over a quarter of the bytes is not kept, so a large call
+    cannot flush the ordinary ones. Size 0 turns it off. Keys are digests, so the cache holds no patient data
+    beyond the evaluations."""
 
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.entries: OrderedDict[bytes, tuple[Validated, Evaluation]] = OrderedDict()
+    def __init__(self, size: int, max_bytes: int = 64_000_000) -> None:
+        self.size, self.max_bytes = size, max_bytes
+        self.entries: OrderedDict[bytes, tuple[tuple[Validated, Evaluation], int]] = OrderedDict()
+        self.bytes = 0
         self.lock = threading.Lock()
         self.hits = self.misses = 0
 
-    def key(self, resources: list[Any], context: Context, unavailable: Sequence[DataIssue], ruleset: str) -> bytes:
-        if not self.size:
-            return b""
+    def key(self, resources: list[Any], context: Context, unavailable: Sequence[DataIssue],
+            ruleset: str) -> tuple[bytes, int]:
+        """(the digest, the entry's estimated bytes)."""
+        if not self.size or not self.max_bytes:
+            return b"", 0
         parts = [resources, [context.today.isoformat(), context.patient_id, context.user_id, context.lookback_days,
                              sorted(context.selected_orders), sorted(context.memberships)],
                  [i.model_dump() for i in unavailable], ruleset]
-        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).digest()
+        text = json.dumps(parts, sort_keys=True, default=str).encode()
+        return hashlib.sha256(text).digest(), len(text) * ENTRY_BYTES_PER_INPUT_BYTE
 
     def get(self, key: bytes) -> tuple[Validated, Evaluation] | None:
-        if not self.size:
+        if not key:
             return None
         with self.lock:
             found = self.entries.get(key)
@@ -103,12 +112,15 @@ class DecisionCache:
                 return None
             self.entries.move_to_end(key)
             self.hits += 1
-            return found
+            return found[0]
 
-    def put(self, key: bytes, value: tuple[Validated, Evaluation]) -> None:
-        if not self.size:
+    def put(self, key: bytes, value: tuple[Validated, Evaluation], size: int) -> None:
+        if not key or size > self.max_bytes // 4:
             return
         with self.lock:
-            self.entries[key] = value
-            while len(self.entries) > self.size:
-                self.entries.popitem(last=False)
+            if key in self.entries:
+                self.bytes -= self.entries.pop(key)[1]
+            self.entries[key] = (value, size)
+            self.bytes += size
+            while len(self.entries) > self.size or self.bytes > self.max_bytes:
+                self.bytes -= self.entries.popitem(last=False)[1][1]

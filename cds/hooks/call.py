@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import threading
-from collections.abc import Callable
+import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ from cds.clinical.response import Card, CDSResponse
 from cds.content.facts import DataIssue
 from cds.hooks.auth import Caller
 from cds.hooks.discovery import Service
-from cds.hooks.errors import InvalidRequest
+from cds.hooks.errors import InvalidRequest, LargeCallsQueued
 from cds.hooks.fhirclient import FhirReader
 from cds.hooks.prefetch import gather
 from cds.hooks.request import HookRequest, selected_knee_physiotherapy
@@ -68,6 +69,11 @@ class HookCaller:
         # connections: 149 req/s and p99 858 ms, against 212 req/s with one). Waiting threads sleep on this
         # lock while FHIR fetches, in other threads, go on. Scale with worker processes instead.
         self.deciding = threading.Lock()
+        # Large calls (by resources) take turns on their own lock before the shared one, so at most one of them
+        # is ever ahead of an ordinary call; a few waiting is fine, more are refused (503) rather than queued.
+        self._large_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary())  # one per event loop: the CLI and the scenarios run one loop per call
+        self.large_waiting = 0
 
     def call(self, service: Service, request: HookRequest, today: dt.date | None = None) -> Answer:
         """One call from synchronous code (CLI, review page, scenarios): prefetch, or servers listed in settings."""
@@ -98,8 +104,25 @@ class HookCaller:
         context = Context(today=today or self.today(), patient_id=request.patient_id, user_id=request.user_id,
                           lookback_days=self.pipeline.settings.lookback_days,
                           selected_orders=frozenset(str(d.get("id")) for d in drafts), memberships=memberships)
-        return await asyncio.to_thread(self._decide, service, request, gathered.resources + drafts, context,
-                                       gathered.issues, caller, record)
+        def decide() -> Awaitable[Answer]:
+            return asyncio.to_thread(self._decide, service, request, gathered.resources + drafts, context,
+                                     gathered.issues, caller, record)
+
+        if len(gathered.resources) <= self.pipeline.settings.large_call_resources:
+            return await decide()
+        return await self._in_turn(decide)
+
+    async def _in_turn(self, decide: Callable[[], Awaitable[Answer]]) -> Answer:
+        if self.large_waiting >= self.pipeline.settings.max_large_calls_waiting + 1:
+            raise LargeCallsQueued(f"{self.large_waiting} calls carrying more than "
+                                   f"{self.pipeline.settings.large_call_resources} resources are already being "
+                                   "answered; try again (HIPFLEX_MAX_LARGE_CALLS_WAITING)")
+        self.large_waiting += 1
+        try:
+            async with self._large_turns.setdefault(asyncio.get_running_loop(), asyncio.Lock()):
+                return await decide()
+        finally:
+            self.large_waiting -= 1
 
     def _decide(self, service: Service, request: HookRequest, resources: list[dict[str, Any]], context: Context,
                 unavailable: list[DataIssue], caller: Caller | None, record: bool) -> Answer:

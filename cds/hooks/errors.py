@@ -49,3 +49,9 @@ class UnknownRule(HookError):
     """No rule has this id (the rule pages)."""
 
     error = "unknown-rule"
+
+
+class LargeCallsQueued(HookError):
+    """Too many large calls (by resources carried) are already waiting for their turn (503 with Retry-After)."""
+
+    error = "busy"

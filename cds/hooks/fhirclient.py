@@ -44,6 +44,15 @@ class FetchLimits:
     max_bytes: int = 5_000_000
     max_pages: int = 5
     deadline_seconds: float = 5.0  # for all the reads of one hook call together
+    call_bytes: int = 8_000_000  # for all the reads of one hook call together
+
+
+@dataclass
+class ReadBudget:
+    """The bytes the reads of one hook call may still take (one slow patient cannot make the service hold
+    max_bytes x max_pages x every template)."""
+
+    bytes_left: int
 
 
 @dataclass(frozen=True)
@@ -194,7 +203,8 @@ class FhirReader:
         connect = parts._replace(netloc=f"{literal}:{port}").geturl()
         return Target(connect, parts.netloc, host if scheme == "https" else None)
 
-    async def get(self, url: str, token: str | None, allowed: Sequence[str], deadline: float) -> dict[str, Any] | None:
+    async def get(self, url: str, token: str | None, allowed: Sequence[str], deadline: float,
+                  budget: ReadBudget | None = None) -> dict[str, Any] | None:
         """The JSON resource at `url`; None for 404/410 on a read (nothing there); FetchFailed otherwise."""
         target = await self.target(url, allowed)
         remaining = deadline - time.monotonic()
@@ -216,7 +226,7 @@ class FhirReader:
                     return None  # a read of something that is not there; a search never 404s on no match
                 if response.status_code != 200:
                     raise FetchFailed("the FHIR server could not be read")
-                body = await self._read_capped(response, deadline)
+                body = await self._read_capped(response, deadline, budget)
         except httpx.TimeoutException:
             self._ran_out_of_time(origin)
             raise FetchFailed("the FHIR server could not be read") from None
@@ -235,12 +245,17 @@ class FhirReader:
             raise FetchFailed("the FHIR server's answer is not a FHIR resource")
         return data
 
-    async def _read_capped(self, response: httpx.Response, deadline: float) -> bytes:
+    async def _read_capped(self, response: httpx.Response, deadline: float, budget: ReadBudget | None) -> bytes:
         chunks, size = [], 0
         async for chunk in response.aiter_bytes():
             size += len(chunk)
             if size > self.limits.max_bytes:
                 raise FetchFailed(f"the FHIR server's answer is over {self.limits.max_bytes} bytes")
+            if budget is not None:
+                budget.bytes_left -= len(chunk)
+                if budget.bytes_left < 0:
+                    raise FetchFailed(f"the FHIR server's answers for this call are over {self.limits.call_bytes} "
+                                      "bytes together (HIPFLEX_FHIR_CALL_BYTES)")
             if time.monotonic() > deadline:
                 raise OutOfTime(f"the FHIR server did not answer within {self.limits.deadline_seconds:g} s")
             chunks.append(chunk)

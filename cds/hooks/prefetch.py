@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from cds.content.facts import DataIssue
 from cds.content.terminology import Terminology
 from cds.hooks.errors import DataUnavailable
-from cds.hooks.fhirclient import FetchFailed, FhirReader
+from cds.hooks.fhirclient import FetchFailed, FhirReader, ReadBudget
 from cds.hooks.request import HookRequest, entry_resources
 
 REQUIRED_KEYS = ("patient", "observations")
@@ -110,17 +110,18 @@ async def gather(request: HookRequest, templates: dict[str, str], reader: FhirRe
     out = Gathered()
     prefetch = request.prefetch or {}
     deadline = time.monotonic() + reader.limits.deadline_seconds
+    budget = ReadBudget(reader.limits.call_bytes)  # every read of this call together
     jobs: dict[str, Any] = {}
     for key, template in templates.items():
         value = prefetch.get(key, ...)
         if value is None:
             out.origin[key] = "empty"
         elif isinstance(value, dict) and value.get("resourceType") not in (None, "OperationOutcome"):
-            jobs[key] = _resources(value, request, reader, allowed, deadline)
+            jobs[key] = _resources(value, request, reader, allowed, deadline, budget)
             out.origin[key] = "prefetch"
         else:
             why = "the client reported an error for it" if isinstance(value, dict) else "it was not prefetched"
-            jobs[key] = _fetch(key, template, request, reader, why, allowed, deadline)
+            jobs[key] = _fetch(key, template, request, reader, why, allowed, deadline, budget)
             out.origin[key] = "fetched"
     results = await _all_within(jobs, deadline, reader.limits.deadline_seconds)
     for key, result in results.items():
@@ -168,20 +169,21 @@ async def _all_within(jobs: dict[str, Any], deadline: float, seconds: float) -> 
 
 
 async def _fetch(key: str, template: str, request: HookRequest, reader: FhirReader, why: str,
-                 allowed: Sequence[str], deadline: float) -> list[dict[str, Any]]:
+                 allowed: Sequence[str], deadline: float, budget: ReadBudget) -> list[dict[str, Any]]:
     if not request.fhirServer:
         raise FetchFailed(f"{why} and the request has no fhirServer to fetch it from")
     path = render(template, request)
     if path is None:
         raise FetchFailed(f"{why} and its template needs a context value the request does not carry")
-    found = await reader.get(f"{request.fhirServer.rstrip('/')}/{path}", request.access_token, allowed, deadline)
+    found = await reader.get(f"{request.fhirServer.rstrip('/')}/{path}", request.access_token, allowed, deadline,
+                             budget)
     if found is None and key in REQUIRED_KEYS:
         raise FetchFailed(f"the FHIR server has no {path.split('?')[0]}")
-    return [] if found is None else await _resources(found, request, reader, allowed, deadline)
+    return [] if found is None else await _resources(found, request, reader, allowed, deadline, budget)
 
 
 async def _resources(value: dict[str, Any], request: HookRequest, reader: FhirReader, allowed: Sequence[str],
-                     deadline: float) -> list[dict[str, Any]]:
+                     deadline: float, budget: ReadBudget) -> list[dict[str, Any]]:
     """A resource, or a searchset's resources with its `next` pages (same server only, up to the limit)."""
     if value.get("resourceType") != "Bundle":
         return [value]
@@ -195,7 +197,7 @@ async def _resources(value: dict[str, Any], request: HookRequest, reader: FhirRe
             raise FetchFailed("a search result has more pages but they are not on the request's fhirServer")
         if pages >= reader.limits.max_pages:
             raise FetchFailed(f"a search result has more than {reader.limits.max_pages} pages")
-        fetched = await reader.get(next_url, request.access_token, allowed, deadline)
+        fetched = await reader.get(next_url, request.access_token, allowed, deadline, budget)
         if fetched is None:
             raise FetchFailed("a next page of a search result is gone")
         page, pages = fetched, pages + 1

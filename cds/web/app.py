@@ -46,7 +46,15 @@ from cds.clinical.response import CDSResponse
 from cds.hooks.auth import Authenticator, AuthError, Caller, load_issuers
 from cds.hooks.call import HookCaller
 from cds.hooks.discovery import Discovery, Service, services
-from cds.hooks.errors import DataUnavailable, HookError, InvalidRequest, UnknownCard, UnknownRule, UnknownService
+from cds.hooks.errors import (
+    DataUnavailable,
+    HookError,
+    InvalidRequest,
+    LargeCallsQueued,
+    UnknownCard,
+    UnknownRule,
+    UnknownService,
+)
 from cds.hooks.feedback import FeedbackRequest, FeedbackStored, parse_feedback, store_feedback
 from cds.hooks.fhirclient import FetchLimits, FhirReader
 from cds.hooks.request import HookRequest, parse_request
@@ -65,7 +73,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # The one place a domain error becomes an HTTP status (S2 #http-response; 412 per S2 #prefetch).
 INLINE_PARSE_BYTES = 64_000
 STATUS: dict[type[HookError], int] = {InvalidRequest: 400, UnknownService: 404, UnknownCard: 404, UnknownRule: 404,
-                                      DataUnavailable: 412}
+                                      DataUnavailable: 412, LargeCallsQueued: 503}
 
 
 class NotJson(Exception):
@@ -126,7 +134,7 @@ class CdsService:
                                   max_lifetime_seconds=settings.jwt_max_lifetime_seconds) if issuers else None
         self.reader = FhirReader(FetchLimits(settings.fhir_connect_seconds, settings.fhir_read_seconds,
                                              settings.fhir_max_bytes, settings.fhir_max_pages,
-                                             settings.fhir_deadline_seconds))
+                                             settings.fhir_deadline_seconds, settings.fhir_call_bytes))
         self.in_flight = 0  # hook calls being answered; only touched on the event loop
         self.health_pool = ThreadPoolExecutor(1, thread_name_prefix="health")  # never queues behind hook calls
         self.caller = HookCaller(self.pipeline, self.reader, self.store)
@@ -194,7 +202,10 @@ def failure(exc: Exception) -> JSONResponse | None:
     """The response for an expected failure, or None for an internal fault (500)."""
     if isinstance(exc, HookError):
         status = next(code for kind, code in STATUS.items() if isinstance(exc, kind))
-        return error_body(status, exc.error, exc.message, exc.field)
+        answer = error_body(status, exc.error, exc.message, exc.field)
+        if status == 503:
+            answer.headers["Retry-After"] = "1"
+        return answer
     if isinstance(exc, AuthError):
         return error_body(401, "unauthorized", str(exc))
     if isinstance(exc, BodyTooLarge):
