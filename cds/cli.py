@@ -1,7 +1,8 @@
 """hipflex-cds: check and evaluate FHIR files, make a CDS Hooks request, list the rules, run the service.
 
-Exit status: 0 fine, 1 the data have errors (validate, evaluate), 2 the file or the content cannot be used
-(one clear line on stderr, never a traceback). Output is coloured on a terminal and plain when piped.
+Exit status: 0 fine, 1 the data have errors (validate, evaluate), 2 a file, option or content that cannot be
+used, 3 a configuration problem, 4 a service that cannot be reached: one clear line on stderr, the traceback
+only with --debug. Output is coloured on a terminal and plain when piped.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -23,6 +25,7 @@ from cds.clinical.explanation import Explanation, rule_label
 from cds.clinical.fhirvalues import to_date
 from cds.clinical.pipeline import Decision, Pipeline
 from cds.clinical.validate import SUPPORTED, bundle_resources
+from cds.content.examples import Example, NoSuchExample, find_example, load_examples
 from cds.content.files import ContentError
 from cds.hooks.call import Answer, HookCaller
 from cds.hooks.discovery import service_id, services
@@ -30,24 +33,52 @@ from cds.hooks.errors import HookError
 from cds.hooks.fhirclient import FetchLimits, FhirReader, parse_json
 from cds.hooks.prefetch import prefetch_templates, request_for
 from cds.hooks.request import HOOKS, parse_request
+from cds.hooks.store import StoreUnavailable
 from cds.population.bulkexport import ExportLimits
-from cds.settings import Settings
+from cds.settings import ConfigurationError, Settings, load_settings
 
 ISSUES_KEY = "urn:hipflex-cds:data-issues"
 FHIR_DATE = re.compile(r"\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?)?")
 USER = "Practitioner/COREPRACTITIONER1"  # the CDS Hooks sandbox's practitioner, so CLI and sandbox calls match
 
 
+class Output(Console):
+    """Rich's console, except that a reader who stops reading (`| head`) is a normal end (exit 0), not rich's 1."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0)
+
+
 class UsageError(Exception):
     """The input file cannot be used at all; the message is the one line shown."""
 
 
-def example_or_path(path: Path, examples: Path) -> Path:
-    """A file that exists, else the packaged example whose name starts with it (`P01` -> P01-classic-right.json)."""
-    if path.exists() or path.parent != Path("."):
-        return path
-    found = sorted(examples.glob(f"{path.name}*.json"))
-    return found[0] if len(found) == 1 else path
+def example_or_path(path: Path, examples: Path) -> tuple[Path, Example | None]:
+    """A file that exists, else the packaged example named by it or a unique prefix of it (`P01`), with the
+    context it is evaluated in; an ambiguous or unknown name is a UsageError listing what there is."""
+    if path.exists() or path.parent != Path(".") or path.suffix == ".json":
+        return path, None
+    try:
+        example = find_example(examples, path.name)
+    except NoSuchExample as exc:
+        raise UsageError(str(exc)) from None
+    return example.path, example
+
+
+def in_context(args: argparse.Namespace, settings: Settings) -> Settings:
+    """Fill what the user did not give from the example's context: file, user, hook, date, ConceptMaps."""
+    args.file, example = example_or_path(args.file, settings.examples_dir)
+    if getattr(args, "user", "") is None:
+        args.user = example.user if example and example.user else USER
+    if getattr(args, "hook", "") is None:
+        args.hook = example.hook if example and example.hook else "patient-view"
+    if example is not None and getattr(args, "as_of", "") is None and example.as_of:
+        args.as_of, args.as_of_from = example.as_of, "the example's date"
+    if example is not None and example.concept_maps_dir and settings.concept_maps_dir is None:
+        return settings.model_copy(update={"concept_maps_dir": example.concept_maps_dir})
+    return settings
 
 
 def read_fhir_file(path: Path) -> tuple[list[Any], dt.date | None]:
@@ -99,16 +130,60 @@ def _check_birth_dates(path: Path, resources: list[Any]) -> None:
                                  "date (YYYY, YYYY-MM or YYYY-MM-DD)")
 
 
-EPILOG = """examples:
-  hipflex-cds evaluate P01                       a packaged example patient
+CONTENT_VARIABLES = """environment:
+  HIPFLEX_RULES_DIR, HIPFLEX_RULE_PATH   the content folder, or a rule file anywhere (default: the packaged rules)
+  HIPFLEX_CONCEPT_MAPS_DIR               a site's ConceptMaps onto the project's codes
+  HIPFLEX_INCLUDE_DRAFT_RULES            also run rules with status draft (true/false)
+  HIPFLEX_LOOKBACK_DAYS                  older observations are not used (default 90)
+  every setting: docs/configuration.md"""
+
+EXIT_CODES = """exit status:
+  0 fine; 1 the data have errors (validate, evaluate); 2 a file, option or content that cannot be used;
+  3 a configuration problem (a HIPFLEX_* or DATABASE_URL value); 4 a service that cannot be reached
+  (database, Dask scheduler, FHIR server); one line on stderr, the traceback only with --debug"""
+
+EPILOG = f"""examples:
+  hipflex-cds examples                           the packaged example patients, one line each
+  hipflex-cds evaluate P01                       an example by (a unique prefix of) its name, in its context
   hipflex-cds evaluate bundle.json --as-of 2026-11-24 --hook order-select
   hipflex-cds evaluate bundle.json --json --with-issues > response.json
   hipflex-cds validate bundle.json               exit 1 when the data have errors
   hipflex-cds request P01 | curl -s -H 'Content-Type: application/json' -d @- \\
       http://127.0.0.1:8080/cds-services/hipflex-patient-view
   hipflex-cds rules --terminology
+  hipflex-cds serve                              the service on 127.0.0.1:8080
 
-exit status: 0 fine, 1 the data have errors, 2 the file or the content cannot be used"""
+{EXIT_CODES}"""
+
+COMMANDS: dict[str, tuple[str, str, str]] = {  # name: (one line, examples, environment)
+    "validate": ("check a FHIR file and list its data issues (exit 1 on errors)",
+                 "  hipflex-cds validate P13\n  hipflex-cds validate bundle.json --json", CONTENT_VARIABLES),
+    "evaluate": ("show the findings and cards a FHIR file would produce, through the service's own hook call",
+                 "  hipflex-cds evaluate P01\n  hipflex-cds evaluate P15b       (its user, Patient/p15, comes with "
+                 "it)\n  hipflex-cds evaluate bundle.json --hook order-select --json", CONTENT_VARIABLES),
+    "request": ("print the CDS Hooks request an EHR would send for a FHIR file (its data as prefetch)",
+                "  hipflex-cds request P01 > request.json\n  hipflex-cds request bundle.json --hook encounter-start",
+                CONTENT_VARIABLES),
+    "rules": ("list the rule catalog (or, with --terminology, every code the service reads)",
+              "  hipflex-cds rules\n  hipflex-cds rules --terminology --json", CONTENT_VARIABLES),
+    "examples": ("list the packaged example patients with what each shows", "  hipflex-cds examples", ""),
+    "synth": ("write a synthetic FHIR Bulk Data export (NDJSON), the same for the same seed",
+              "  hipflex-cds synth --patients 1000 --seed 7 --out export/", ""),
+    "impact": ("run the rules over a Bulk FHIR export on Dask and report what they do (and what a rule change "
+               "would change)",
+               "  hipflex-cds impact export/ --out impact/\n  hipflex-cds impact export/ --out impact/ --rules "
+               "candidate.yaml --baseline-rules rules/knee-hip-v1.yaml\n  hipflex-cds impact export/ --out impact/ "
+               "--from-server https://ehr.example/fhir --token-file token.txt",
+               "environment:\n  HIPFLEX_PATIENT_HASH_KEY               the key patient ids are hashed with (else "
+               "HIPFLEX_DATA_DIR's key file)\n  HIPFLEX_RULES_DIR, HIPFLEX_RULE_PATH   the configured rules"),
+    "serve": ("run the CDS Hooks service (SQLite and authentication off by default: loopback only)",
+              "  hipflex-cds serve\n  HIPFLEX_ISSUERS_FILE=issuers.yaml HIPFLEX_PUBLIC_URL=https://cds.example.org "
+              "\\\n      hipflex-cds serve --host 0.0.0.0 --workers 2",
+              "environment:\n  DATABASE_URL, HIPFLEX_DATA_DIR          the store (default: SQLite in var/)\n"
+              "  HIPFLEX_ISSUERS_FILE, HIPFLEX_PUBLIC_URL   trusted JWT issuers and the URL tokens are addressed to\n"
+              "  HIPFLEX_FHIR_SERVERS, HIPFLEX_ALLOWED_HOSTS   FHIR servers read without issuers; Host names "
+              "answered\n  every setting: docs/configuration.md"),
+}
 
 
 def _date(text: str) -> dt.date:
@@ -131,66 +206,118 @@ def _positive(kind: type[int] | type[float]) -> Any:
     return parse
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1-65535)")
+    return int(text)
+
+
+def _output_folder(text: str) -> Path:
+    """A folder that can be written: created now (so a mistake stops the command before any work)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".hipflex-write-check"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{text}: cannot be written ({exc.strerror})") from None
+    return path
+
+
+def _readable_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    return path
+
+
+def _command(sub: Any, name: str) -> argparse.ArgumentParser:
+    summary, examples, environment = COMMANDS[name]
+    epilog = "\n\n".join(part for part in (f"examples:\n{examples}", environment, EXIT_CODES) if part)
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=summary, description=summary, epilog=epilog,
+                                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hipflex-cds", description=__doc__.splitlines()[0], epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure, not one line")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, help_text in (("validate", "check a FHIR file and list its data issues (exit 1 on errors)"),
-                            ("evaluate", "show the findings and cards a FHIR file would produce")):
-        cmd = sub.add_parser(name, help=help_text, description=help_text, epilog=EPILOG,
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
-        cmd.add_argument("file", type=Path, help="a FHIR R4 Bundle (or one resource) as JSON, or the name of a "
-                                                 "packaged example such as P01")
+    for name in ("validate", "evaluate"):
+        cmd = _command(sub, name)
+        cmd.add_argument("file", type=Path, help="a FHIR R4 Bundle (or one resource) as JSON, or an example's name "
+                                                 "or its unique prefix, such as P01")
         cmd.add_argument("--json", action="store_true", help="machine-readable output (for evaluate: the exact "
                                                              "CDS Hooks response body)")
         cmd.add_argument("--as-of", type=_date, default=None, metavar="YYYY-MM-DD",
-                         help="evaluation date (default: the Bundle's timestamp, else today)")
+                         help="evaluation date (default: the example's, else the Bundle's timestamp, else today)")
         cmd.add_argument("--patient", default=None, metavar="ID",
                          help="patient id in context (default: the Patient in the file)")
-        cmd.add_argument("--user", default=USER, metavar="TYPE/ID",
-                         help="the user in context, e.g. Practitioner/1 or Patient/1 (default %(default)s)")
+        cmd.add_argument("--user", default=None, metavar="TYPE/ID",
+                         help=f"the user in context, e.g. Practitioner/1 or Patient/1 (default: the example's, "
+                              f"else {USER})")
         if name == "evaluate":
-            cmd.add_argument("--hook", choices=HOOKS, default="patient-view",
-                             help="the CDS Hooks hook to answer (default %(default)s)")
+            cmd.add_argument("--hook", choices=HOOKS, default=None,
+                             help="the CDS Hooks hook to answer (default: the example's, else patient-view)")
             cmd.add_argument("--with-issues", action="store_true",
                              help="with --json: add the data issues under the response's extension "
                                   "'urn:hipflex-cds:data-issues' (the body stays a valid CDS Hooks response)")
-    request = sub.add_parser("request", help="print a CDS Hooks request carrying a FHIR file as prefetch")
+    request = _command(sub, "request")
     request.add_argument("file", type=Path, help="a FHIR R4 Bundle with the Patient and their data, or an example "
                                                  "name such as P01")
-    request.add_argument("--hook", choices=HOOKS, default="patient-view", help="the hook (default %(default)s)")
-    request.add_argument("--user", default=USER, metavar="TYPE/ID", help="context.userId (default %(default)s)")
+    request.add_argument("--hook", choices=HOOKS, default=None, help="the hook (default: the example's, else "
+                                                                     "patient-view)")
+    request.add_argument("--user", default=None, metavar="TYPE/ID", help=f"context.userId (default: the "
+                                                                         f"example's, else {USER})")
     request.add_argument("--encounter", default="encounter-1", metavar="ID",
                          help="context.encounterId for encounter-start and order-select (default %(default)s)")
-    rules = sub.add_parser("rules", help="list the rule catalog (or, with --terminology, the codes it reads)")
+    rules = _command(sub, "rules")
     rules.add_argument("--json", action="store_true", help="machine-readable output")
     rules.add_argument("--terminology", action="store_true",
                        help="list the codes each input is read from, including a site's ConceptMaps "
                             "(HIPFLEX_CONCEPT_MAPS_DIR)")
-    synth = sub.add_parser("synth", help="write a synthetic FHIR Bulk Data export (NDJSON), deterministic for a seed")
-    synth.add_argument("--patients", type=int, default=1000, help="how many patients (default %(default)s)")
+    _command(sub, "examples").add_argument("--json", action="store_true", help="machine-readable output")
+    synth = _command(sub, "synth")
+    synth.add_argument("--patients", type=_positive(int), default=1000, help="how many patients (default "
+                                                                            "%(default)s)")
     synth.add_argument("--seed", type=int, default=1, help="random seed: the same seed gives the same export")
-    synth.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the NDJSON files")
+    synth.add_argument("--out", type=_output_folder, required=True, metavar="DIR", help="folder for the NDJSON "
+                                                                                        "files (created)")
     synth.add_argument("--as-of", type=_date, default=dt.date(2026, 11, 24), metavar="YYYY-MM-DD",
                        help="the day the data are dated back from (default %(default)s)")
     synth.add_argument("--gzip", action="store_true", help="write .ndjson.gz files")
-    impact = sub.add_parser("impact", help="run the rules over a Bulk FHIR export on Dask and report what they do")
+    _impact_options(_command(sub, "impact"))
+    serve = _command(sub, "serve")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default %(default)s; others need HIPFLEX_ISSUERS_FILE)")
+    serve.add_argument("--port", type=_port, default=8080, help="port, 1-65535 (default %(default)s)")
+    serve.add_argument("--workers", type=_positive(int), default=1,
+                       help="worker processes sharing the store (default %(default)s; one per core is a good start)")
+    return parser
+
+
+def _impact_options(impact: argparse.ArgumentParser) -> None:
     impact.add_argument("export", type=Path, metavar="EXPORT_DIR", help="folder of NDJSON (or .ndjson.gz) files")
-    impact.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help="where summary.json, patients.parquet/ and report.html go")
-    impact.add_argument("--rules", type=Path, default=None, metavar="FILE", help="the rule file to run "
+    impact.add_argument("--out", type=_output_folder, required=True, metavar="DIR",
+                        help="where summary.json, patients.parquet/ and report.html go (created)")
+    impact.add_argument("--rules", type=_readable_file, default=None, metavar="FILE", help="the rule file to run "
                         "(default: the configured one)")
-    impact.add_argument("--baseline-rules", type=Path, default=None, metavar="FILE",
+    impact.add_argument("--baseline-rules", type=_readable_file, default=None, metavar="FILE",
                         help="also run this rule file and report every patient whose cards change")
     impact.add_argument("--as-of", type=_date, default=None, metavar="YYYY-MM-DD", help="evaluation date "
                         "(default today)")
     impact.add_argument("--scheduler", default=None, metavar="ADDRESS",
                         help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: a local cluster)")
-    impact.add_argument("--workers", type=int, default=2, help="local worker processes (default %(default)s)")
+    impact.add_argument("--workers", type=_positive(int), default=2, help="local worker processes (default "
+                                                                          "%(default)s)")
     impact.add_argument("--from-server", default=None, metavar="URL",
                         help="first download this FHIR server's Bulk Data $export into EXPORT_DIR")
-    impact.add_argument("--token-file", type=Path, default=None, metavar="FILE",
+    impact.add_argument("--token-file", type=_readable_file, default=None, metavar="FILE",
                         help="a file holding the bearer token for --from-server (never on the command line)")
     limits = ExportLimits()
     for option, default, what in (("--max-file-bytes", limits.max_file_bytes, "one file as sent"),
@@ -206,20 +333,14 @@ def _parser() -> argparse.ArgumentParser:
     impact.add_argument("--allow-host", action="append", default=[], metavar="HOST[:PORT]",
                         help="--from-server: another host output files may come from when the manifest needs no "
                              "token, even a private address (repeatable; otherwise only public addresses)")
-    serve = sub.add_parser("serve", help="run the CDS Hooks service")
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="address to listen on (default %(default)s; others need HIPFLEX_ISSUERS_FILE)")
-    serve.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
-    serve.add_argument("--workers", type=int, default=1,
-                       help="worker processes sharing the store (default %(default)s; one per core is a good start)")
-    return parser
 
 
 def _read(args: argparse.Namespace) -> tuple[list[Any], dt.date, str]:
     """The file's resources, the evaluation date and where that date came from."""
     resources, stamp = read_fhir_file(args.file)
     as_of = args.as_of or stamp or dt.date.today()
-    return resources, as_of, "--as-of" if args.as_of else ("Bundle.timestamp" if stamp else "today")
+    given = getattr(args, "as_of_from", "--as-of")
+    return resources, as_of, given if args.as_of else ("Bundle.timestamp" if stamp else "today")
 
 
 def _decide(pipeline: Pipeline, args: argparse.Namespace) -> tuple[Decision, dt.date, str]:
@@ -249,7 +370,7 @@ def cmd_validate(pipeline: Pipeline, args: argparse.Namespace) -> int:
                           "issues": [i.model_dump() for i in validated.issues],
                           "facts": [f.model_dump(mode="json") for f in validated.facts]}, indent=2))
     else:
-        out = Console(highlight=False, soft_wrap=True)
+        out = Output(highlight=False, soft_wrap=True)
         count = len(validated.facts)
         out.print(f"[bold]{escape(str(args.file))}[/]: as of {as_of} ({why}), {count} "
                   f"fact{'s' if count != 1 else ''} read")
@@ -283,7 +404,7 @@ def cmd_evaluate(pipeline: Pipeline, args: argparse.Namespace) -> int:
             body["extension"] = {ISSUES_KEY: [i.model_dump() for i in decision.validated.issues]}
         print(json.dumps(body, indent=2, ensure_ascii=False))
         return 1 if errors else 0
-    out = Console(highlight=False, soft_wrap=True)
+    out = Output(highlight=False, soft_wrap=True)
     out.print(f"[bold]{escape(str(args.file))}[/]: {args.hook} as of {as_of} ({why})")
     if decision is None:
         out.print("[bold]No cards:[/] order-select answers only when a physiotherapy order for the knee is selected.")
@@ -382,6 +503,11 @@ def cmd_impact(settings: Settings, args: argparse.Namespace) -> int:
         summary = run_impact(args.export, args.out, run, scheduler=args.scheduler, workers=args.workers)
     except NothingToRead as exc:
         raise UsageError(str(exc)) from None
+    except (OSError, TimeoutError) as exc:
+        if args.scheduler is None:
+            raise
+        raise Unreachable(f"--scheduler {args.scheduler}: no Dask scheduler answers there ({type(exc).__name__})"
+                          ) from None
     unreadable = sum(p["count"] for p in summary["unreadable"]) + len(summary["download_problems"])
     if unreadable:
         print(f"{unreadable:,} lines or files could not be read: see 'unreadable' and 'download_problems' in "
@@ -419,24 +545,63 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return serve(settings, host=args.host, port=args.port, workers=args.workers)
 
 
+def cmd_examples(settings: Settings, args: argparse.Namespace) -> int:
+    examples = load_examples(settings.examples_dir)
+    if args.json:
+        print(json.dumps([e.model_dump(mode="json", exclude={"path"}) for e in examples], indent=2))
+        return 0
+    width = max((len(e.name) for e in examples), default=0)
+    for e in examples:
+        context = ", ".join(part for part in (e.user and f"as {e.user}", e.hook,
+                                              e.concept_maps and f"ConceptMaps in {e.concept_maps}/") if part)
+        line = " ".join(e.description.split())
+        print(f"{e.name:<{width}}  {line[:110]}{'…' if len(line) > 110 else ''}{f' [{context}]' if context else ''}")
+    return 0
+
+
+class Unreachable(Exception):
+    """A service the command needs does not answer (exit 4); the message names it."""
+
+
+EXIT = ((ConfigurationError, 3), (Unreachable, 4), (UsageError, 2), (ContentError, 2), (HookError, 2))
+SETTINGS_COMMANDS = {"serve": cmd_serve, "synth": cmd_synth, "impact": cmd_impact, "examples": cmd_examples}
+PIPELINE_COMMANDS = {"validate": cmd_validate, "evaluate": cmd_evaluate, "request": cmd_request, "rules": cmd_rules}
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    if getattr(args, "file", None) is not None:
+        settings = in_context(args, settings)
+    if args.command in SETTINGS_COMMANDS:
+        return SETTINGS_COMMANDS[args.command](settings, args)
+    return PIPELINE_COMMANDS[args.command](Pipeline(settings), args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = Settings()
-    if getattr(args, "file", None) is not None:
-        args.file = example_or_path(args.file, settings.examples_dir)
     try:
-        if args.command in ("serve", "synth", "impact"):
-            return {"serve": cmd_serve, "synth": cmd_synth, "impact": cmd_impact}[args.command](settings, args)
-        pipeline = Pipeline(settings)
-        handler = {"validate": cmd_validate, "evaluate": cmd_evaluate, "request": cmd_request,
-                   "rules": cmd_rules}[args.command]
-        return handler(pipeline, args)
-    except (UsageError, ContentError, HookError) as exc:
-        print(f"hipflex-cds: {exc}".splitlines()[0], file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # the reader went away (`| head`): nothing left to say
-        sys.stderr.close()
+        return run(args)
+    except StoreUnavailable as exc:
+        return _fail(str(exc), 4 if exc.unreachable else 3)
+    except BrokenPipeError:  # the reader went away (`| head`): nothing left to say, and nothing more to flush
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        code = next((code for kind, code in EXIT if isinstance(exc, kind)), None)
+        if code is not None:
+            return _fail(str(exc), code)
+        if isinstance(exc, OSError):
+            return _fail(f"{exc.filename or 'a file'}: {exc.strerror or exc}", 2)
+        return _fail(f"internal error ({type(exc).__name__}); run again with --debug for the traceback", 70)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"hipflex-cds: {message}".splitlines()[0], file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

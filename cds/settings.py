@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 # Content shipped inside the package (the wheel holds copies of rules/ and fhir_examples/; a source
 # checkout links them), so an installed service runs from any working directory.
@@ -103,3 +106,38 @@ class Settings(BaseSettings):
             raise ValueError("HIPFLEX_PUBLIC_URL is required with HIPFLEX_ISSUERS_FILE: JWT aud is checked "
                              "against the service's public URL, never against the Host header")
         return self
+
+
+class ConfigurationError(Exception):
+    """A setting that cannot be used; the message is one line naming the environment variable."""
+
+
+def variable(field: str) -> str:
+    """The environment variable a settings field is read from."""
+    return "DATABASE_URL" if field == "database_url" else f"HIPFLEX_{field.upper()}"
+
+
+def masked(url: str) -> str:
+    """A URL with its password replaced, fit for an error message."""
+    return re.sub(r"(//[^:/@]+:)[^@/]*@", r"\1***@", url)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, or ConfigurationError saying which variable is wrong and why."""
+    try:
+        return Settings(**overrides)
+    except PydanticSettingsError as exc:
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = variable(found.group(1)) if found else "a HIPFLEX_* variable"
+        raise ConfigurationError(f"{name}: not valid JSON (a list is written like [\"https://a.example\"])") from None
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "string_pattern_mismatch":
+            message = "not an http(s) URL such as https://cds.example.org"
+        if not error["loc"]:
+            raise ConfigurationError(message) from None
+        field = str(error["loc"][0])
+        shown = str(error.get("input", ""))[:80]
+        shown = masked(shown) if field == "database_url" else shown
+        raise ConfigurationError(f"{variable(field)}={shown!r}: {message[:1].lower()}{message[1:]}") from None

@@ -144,7 +144,7 @@ def test_evaluate_exits_1_on_data_errors_and_json_can_carry_them_in_an_extension
 def test_version_and_help_say_what_every_option_does() -> None:
     assert cli("--version").stdout.strip() == "hipflex-cds 0.1.0"
     text = cli("evaluate", "--help").stdout
-    for option in ("--hook", "--user", "--as-of YYYY-MM-DD", "--with-issues", "--patient ID", "exit status: 0"):
+    for option in ("--hook", "--user", "--as-of YYYY-MM-DD", "--with-issues", "--patient ID", "exit status:\n  0 fine"):
         assert option in text
     assert "`" not in cli("--help").stdout
     assert "--workers" in cli("serve", "--help").stdout
@@ -215,3 +215,121 @@ def test_serve_with_an_issuer_whose_private_key_is_public_listens_on_loopback_on
     assert run.returncode == 2
     assert "refusing to listen on 0.0.0.0: issuer https://sandbox.cds-hooks.org signs with a published private key" \
         in run.stderr + run.stdout
+
+
+# ---- one line and a documented exit code for every front-door problem (issue 21) -----------------------
+
+def run_with(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cds.cli", *args], capture_output=True, text=True, timeout=timeout,
+                          check=False, env={"PATH": "/usr/bin:/bin"} | env)
+
+
+def one_line(run: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in run.stderr.splitlines() if not line.startswith("{")]  # serve's JSON log lines
+    assert len(lines) == 1, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(("variable", "value", "says"), [
+    ("HIPFLEX_LOOKBACK_DAYS", "abc", "HIPFLEX_LOOKBACK_DAYS='abc': input should be a valid integer"),
+    ("HIPFLEX_LOOKBACK_DAYS", "0", "HIPFLEX_LOOKBACK_DAYS='0': input should be greater than or equal to 1"),
+    ("HIPFLEX_AS_OF", "yesterday", "HIPFLEX_AS_OF='yesterday': input should be a valid date"),
+    ("HIPFLEX_PUBLIC_URL", "garbage", "HIPFLEX_PUBLIC_URL='garbage': not an http(s) URL"),
+    ("HIPFLEX_CORS_ORIGINS", "https://x", "HIPFLEX_CORS_ORIGINS: not valid JSON"),
+    ("HIPFLEX_INCLUDE_DRAFT_RULES", "maybe", "HIPFLEX_INCLUDE_DRAFT_RULES='maybe': input should be a valid boolean"),
+    ("HIPFLEX_ISSUERS_FILE", "issuers.yaml", "HIPFLEX_PUBLIC_URL is required with HIPFLEX_ISSUERS_FILE"),
+])
+def test_a_bad_setting_is_one_line_naming_the_variable_and_exit_3(variable: str, value: str, says: str) -> None:
+    run = run_with({variable: value}, "evaluate", "P01")
+    assert run.returncode == 3
+    assert one_line(run).startswith(f"hipflex-cds: {says}")
+
+
+@pytest.mark.parametrize(("env", "code", "says"), [
+    ({"DATABASE_URL": "garbage"}, 3, "DATABASE_URL 'garbage' is not a database URL"),
+    ({"DATABASE_URL": "postgresql://u:secret-pw@127.0.0.1:1/db"}, 4,
+     "DATABASE_URL 'postgresql://u:***@127.0.0.1:1/db': the database cannot be reached"),
+    ({"HIPFLEX_DATA_DIR": "/proc/hipflex"}, 3, "the patient-hash key file /proc/hipflex/patient-hash.key cannot be"),
+])
+def test_serve_with_a_store_it_cannot_use_says_so_in_one_line(env: dict[str, str], code: int, says: str) -> None:
+    run = run_with(env, "serve", "--port", "1")
+    assert run.returncode == code
+    line = one_line(run)
+    assert says in line
+    assert "secret-pw" not in run.stderr + run.stdout
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["serve", "--port", "99999"], "argument --port: '99999' is not a port (1-65535)"),
+    (["serve", "--workers", "0"], "argument --workers: '0': must be above 0"),
+    (["synth", "--patients", "-5", "--out", "{tmp}/s"], "argument --patients: '-5': must be above 0"),
+    (["synth", "--out", "{tmp}/a-file"], "argument --out: {tmp}/a-file: exists and is not a folder"),
+    (["impact", "{tmp}", "--out", "/proc/x"], "argument --out: /proc/x: cannot be written"),
+    (["impact", "{tmp}", "--out", "{tmp}/o", "--workers", "-1"], "argument --workers: '-1': must be above 0"),
+    (["impact", "{tmp}", "--out", "{tmp}/o", "--from-server", "http://x", "--token-file", "{tmp}/none"],
+     "argument --token-file: {tmp}/none: no such file"),
+])
+def test_options_are_checked_where_they_are_parsed(tmp_path: Path, args: list[str], says: str) -> None:
+    (tmp_path / "a-file").write_text("x")
+    run = run_with({}, *[a.format(tmp=tmp_path) for a in args])
+    assert run.returncode == 2
+    assert says.format(tmp=tmp_path) in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_an_unreachable_dask_scheduler_is_one_line_and_exit_4(tmp_path: Path) -> None:
+    (tmp_path / "Patient.000.ndjson").write_text('{"resourceType": "Patient", "id": "p1"}\n')
+    run = run_with({"HIPFLEX_PATIENT_HASH_KEY": "k"}, "impact", str(tmp_path), "--out", str(tmp_path / "o"),
+                   "--scheduler", "tcp://127.0.0.1:1", timeout=120)
+    assert run.returncode == 4
+    assert "--scheduler tcp://127.0.0.1:1: no Dask scheduler answers there" in one_line(run)
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    ("P1", "P1: ambiguous, it could be P10-hhd-over-mmt, P11-bilateral, P12a"),
+    ("P12", "P12: ambiguous, it could be P12a-hyperextension-5deg, P12b-hyperextension-4deg, P12c-hhd-15-percent, "
+            "P12d-hhd-14.9-percent"),
+    ("P99", "P99: no such file, and no example starts with it (`hipflex-cds examples` lists them)"),
+])
+def test_example_names_resolve_by_unique_prefix_or_say_what_matches(name: str, says: str) -> None:
+    run = cli("evaluate", name)
+    assert run.returncode == 2
+    assert one_line(run) == f"hipflex-cds: {says}" or says in one_line(run)
+
+
+@pytest.mark.parametrize(("name", "expected"), [("P15b", "No cards: the user is the patient"),
+                                                ("P17", "Cards (2):")])
+def test_an_example_is_evaluated_in_the_context_its_manifest_gives(name: str, expected: str) -> None:
+    run = cli("evaluate", name)
+    assert run.returncode == 0, run.stderr
+    assert expected in run.stdout
+    assert "(the example's date)" in run.stdout
+
+
+def test_examples_lists_every_example_with_one_line_and_its_context() -> None:
+    run = cli("examples")
+    assert run.returncode == 0
+    lines = run.stdout.splitlines()
+    assert len(lines) == len(list(EXAMPLES.glob("*.json")))
+    assert any(line.startswith("P15b-patient-viewer") and "[as Patient/p15]" in line for line in lines)
+    assert any(line.startswith("P17-site-codes-concept-map") and "ConceptMaps in maps/" in line for line in lines)
+
+
+def test_output_cut_short_by_a_closed_pipe_exits_0() -> None:
+    done = subprocess.run(f"{sys.executable} -m cds.cli evaluate P01 | head -1; exit ${{PIPESTATUS[0]}}",
+                          shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+
+
+def test_every_subcommand_has_a_description_examples_and_exit_codes_in_its_help() -> None:
+    top = cli("--help").stdout
+    for command in ("validate", "evaluate", "request", "rules", "examples", "synth", "impact", "serve"):
+        assert f"    {command}" in top
+        text = cli(command, "--help").stdout
+        assert "examples:\n  hipflex-cds" in text, command
+        assert "exit status:" in text, command
+    assert "HIPFLEX_ISSUERS_FILE" in cli("serve", "--help").stdout
+    assert "HIPFLEX_PATIENT_HASH_KEY" in cli("impact", "--help").stdout
+    assert "HIPFLEX_RULES_DIR" in cli("evaluate", "--help").stdout

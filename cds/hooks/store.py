@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from cds.clinical.explanation import rule_label
+from cds.settings import masked
 
 metadata = sa.MetaData()
 
@@ -92,17 +93,35 @@ class Store:
     """Thread-safe (SQLAlchemy pools connections); create once per process."""
 
     def __init__(self, url: str, patient_key: bytes) -> None:
+        """Connect and create the tables; StoreUnavailable (one line, password masked) when that cannot be done."""
+        shown = masked(url)
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        # hide_parameters: a failing statement is logged without its values (clinician comments, jti, codes)
-        self.engine = sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
+        try:
+            if url.startswith("sqlite:///"):
+                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            # hide_parameters: a failing statement is logged without its values (clinician comments, jti, codes)
+            self.engine = sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
+        except (sa.exc.ArgumentError, ImportError, ValueError):
+            raise StoreUnavailable(f"DATABASE_URL {shown!r} is not a database URL (sqlite:///path or "
+                                   "postgresql://user:password@host/db)") from None
+        except OSError as exc:
+            raise StoreUnavailable(f"DATABASE_URL {shown!r}: cannot create its folder ({exc.strerror}); check "
+                                   "HIPFLEX_DATA_DIR") from None
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self.patient_key = patient_key
-        metadata.create_all(self.engine)
-        self._add_missing_columns()
+        try:
+            metadata.create_all(self.engine)
+            self._add_missing_columns()
+        except sa.exc.OperationalError as exc:
+            self.engine.dispose()
+            if self.engine.dialect.name == "sqlite":
+                raise StoreUnavailable(f"DATABASE_URL {shown!r}: cannot open or write the SQLite file; check "
+                                       "HIPFLEX_DATA_DIR is writable") from None
+            reason = str(exc.orig).strip().splitlines()[0][:160] if exc.orig else "no connection"
+            raise StoreUnavailable(f"DATABASE_URL {shown!r}: the database cannot be reached ({masked(reason)})",
+                                   unreachable=True) from None
 
     def _add_missing_columns(self) -> None:
         """The one schema change so far: columns added to a table an older version created."""
@@ -292,8 +311,20 @@ def patient_key(explicit: str | None, key_file: Path) -> bytes:
     """The HMAC key for patient hashes: from settings, else a random key kept beside the data (0600)."""
     if explicit:
         return explicit.encode()
-    if not key_file.exists():
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        key_file.touch(mode=0o600)
-        key_file.write_text(secrets.token_hex(32))
-    return key_file.read_text().strip().encode()
+    try:
+        if not key_file.exists():
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+            key_file.touch(mode=0o600)
+            key_file.write_text(secrets.token_hex(32))
+        return key_file.read_text().strip().encode()
+    except OSError as exc:
+        raise StoreUnavailable(f"the patient-hash key file {key_file} cannot be created or read ({exc.strerror}); "
+                               "check HIPFLEX_DATA_DIR or set HIPFLEX_PATIENT_HASH_KEY") from None
+
+
+class StoreUnavailable(Exception):
+    """The store (or its key file) cannot be used; `unreachable`: a database server that does not answer."""
+
+    def __init__(self, message: str, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable

@@ -301,7 +301,7 @@ def run_impact(export: Path, out: Path, run: Run, *, scheduler: str | None, work
     cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                                   dashboard_address=None)
     tally = Tally(orphans=unattributed)
-    with Client(scheduler or cluster) as client:
+    with Client(scheduler or cluster, timeout=10 if scheduler else 60) as client:
         futures = {client.submit(evaluate_bucket, str(p), run, i, pure=False): n
                    for i, (p, n) in enumerate(zip(paths, per_bucket, strict=True))}
         done = 0

@@ -13,10 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import yaml
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from markdown_it import MarkdownIt
@@ -28,6 +26,7 @@ from cds.clinical.explanation import Explanation, rule_label
 from cds.clinical.fhirvalues import Reject, codings, effective, laterality, to_date
 from cds.clinical.pipeline import Decision
 from cds.clinical.validate import bundle_resources
+from cds.content.examples import Example, NoSuchExample, find_example, load_examples
 from cds.content.facts import date_words
 from cds.content.terminology import Terminology
 from cds.hooks.call import HookCaller
@@ -46,22 +45,6 @@ markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("t
 
 class ReviewInputError(Exception):
     """A pasted or uploaded bundle that cannot be reviewed; the message is shown on the page."""
-
-
-@dataclass(frozen=True)
-class Example:
-    name: str
-    description: str
-    as_of: dt.date | None
-
-
-def examples(folder: Path) -> list[Example]:
-    found = []
-    for path in sorted(folder.glob("*.json")):
-        expected = yaml.safe_load(path.with_suffix(".expected.yaml").read_text())
-        found.append(Example(path.stem, str(expected.get("description", "")),
-                             dt.date.fromisoformat(str(expected["as_of"])) if expected.get("as_of") else None))
-    return found
 
 
 def read_bundle(text: str) -> dict[str, Any]:
@@ -184,7 +167,7 @@ class Review:
     def __init__(self, caller: HookCaller, catalog: dict[str, Service], store: Store) -> None:
         self.caller, self.catalog, self.store = caller, catalog, store
         self.settings = caller.pipeline.settings
-        self.examples = examples(self.settings.examples_dir)
+        self.examples = load_examples(self.settings.examples_dir)
 
     def page(self, **values: Any) -> str:
         return templates.get_template("review.html").render(examples=self.examples, hooks=HOOKS, users=USERS,
@@ -308,13 +291,21 @@ async def capped_form(request: Request, limit: int) -> FormData:
 
 
 def example_bundle(review: Review, name: str) -> dict[str, Any]:
-    if name not in {e.name for e in review.examples}:
-        raise ReviewInputError("Choose an example patient, or paste or upload a bundle.")
-    return read_bundle((review.settings.examples_dir / f"{name}.json").read_text())
+    return read_bundle(_example(review, name).path.read_text(encoding="utf-8"))
 
 
 def example_date(review: Review, name: str) -> dt.date | None:
-    return next((e.as_of for e in review.examples if e.name == name), None)
+    return _example(review, name).as_of
+
+
+def _example(review: Review, name: str) -> Example:
+    """The example by its name or a unique prefix of it (`P01`)."""
+    if not name:
+        raise ReviewInputError("Choose an example patient, or paste or upload a bundle.")
+    try:
+        return find_example(review.settings.examples_dir, name)
+    except NoSuchExample as exc:
+        raise ReviewInputError(f"Example {exc}.") from None
 
 
 def parse_date(text: str) -> dt.date | None:
