@@ -15,6 +15,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from cds.hooks.store import Store
 from cds.web.app import create_app
 from cds.web.html import CSP
+from tests.builders import hook_request
 from tests.paths import EXAMPLES, PROJECT_ROOT, load_json
 from tests.servers import running, service_settings
 
@@ -94,16 +95,16 @@ def test_why_shows_rules_versions_facts_and_thresholds(page: Page) -> None:
     expect(why).to_contain_text("weak mmt grade: 4+/5")
 
 
-def test_accepting_a_suggestion_stores_feedback_that_the_rules_page_counts(page: Page) -> None:
-    open_example(page)
-    before = rule_row(page, "R3")
+def test_feedback_on_the_review_page_is_stored_once_and_its_previews_are_counted_nowhere(page: Page) -> None:
     open_example(page)
     first = page.locator("article.card").first
     first.locator("button.accept").click()
     expect(first.locator(".feedback-status")).to_have_text("Accepted: feedback stored.")
-    after = rule_row(page, "R3")
-    assert int(after["fired"]) == 2 * int(before["fired"]) > 0  # the same patient opened twice
-    assert (before["accepted"], after["accepted"]) == ("0", "1")
+    expect(first.locator("button.accept")).to_be_disabled()  # one answer per card
+    expect(first.locator("form.override button")).to_be_disabled()
+    row = rule_row(page, "R3")
+    assert (row["fired"], row["accepted"]) == ("0", "0")
+    expect(page.locator("p.previews")).to_contain_text("Review-page runs (2 cards, 1 feedback items on them)")
     shot(page, "rules-after-accept")
 
 
@@ -121,7 +122,6 @@ def test_an_override_with_reason_and_comment_is_stored(page: Page, service: tupl
     store.close()
     assert (record.outcome, record.override_code, record.override_comment) == (
         "overridden", "patient-declined", "prefers to wait two weeks")
-    assert rule_row(page, "R4")["reasons"] == "Patient declined (1)"
 
 
 def test_the_page_works_from_the_keyboard(page: Page) -> None:
@@ -257,20 +257,24 @@ def test_no_header_or_cell_of_the_rules_page_wraps_inside_a_word(page: Page) -> 
     assert set(styles) == {"normal/normal"}
 
 
-def test_the_charts_count_what_real_feedback_said(page: Page) -> None:
-    open_example(page)
-    cards = page.locator("article.card")
-    cards.nth(0).locator("button.accept").click()
-    expect(cards.nth(0).locator(".feedback-status")).to_have_text("Accepted: feedback stored.")
-    cards.nth(1).locator("details.override-box summary").click()
-    cards.nth(1).locator("select[name=reason]").select_option(label="Not clinically appropriate")
-    cards.nth(1).locator("form.override button").click()
-    expect(cards.nth(1).locator(".feedback-status")).to_have_text("Overridden: feedback stored.")
+def test_the_charts_count_what_an_ehrs_feedback_said(page: Page, service: tuple[str, Path]) -> None:
+    """An EHR's call and feedback (the review page's own runs are counted nowhere), then the charts."""
+    hook = f"{service[0]}/cds-services/hipflex-patient-view"
+    strength, glide = httpx.post(hook, json=hook_request()).json()["cards"]
+    reason = next(r for r in glide["overrideReasons"] if r["display"] == "Not clinically appropriate")
+    sent = [{"card": strength["uuid"], "outcome": "accepted", "outcomeTimestamp": "2026-11-24T10:00:00Z",
+             "acceptedSuggestions": [{"id": strength["suggestions"][0]["uuid"]}]},
+            {"card": glide["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-24T10:01:00Z",
+             "overrideReason": {"reason": {"system": reason["system"], "code": reason["code"]}}}]
+    assert httpx.post(f"{hook}/feedback", json={"feedback": sent}).status_code == 200
+    open_example(page)  # a review-page run on top: it must not change a figure
     page.goto("/review/rules")
-    strength, glide = page.locator("#kind-hip-strengthening"), page.locator("#kind-patellar-glide")
-    expect(strength.locator("td.rate")).to_have_text("100 % (21\u2013100 %)")
-    expect(glide.locator("td.overridden")).to_have_text("1")
-    expect(glide.locator("td.reasons")).to_have_text("Not clinically appropriate (1)")
+    assert rule_row(page, "R4")["reasons"] == "Not clinically appropriate (1)"
+    strength_row, glide_row = page.locator("#kind-hip-strengthening"), page.locator("#kind-patellar-glide")
+    expect(strength_row.locator("td.issued")).to_have_text("1")
+    expect(strength_row.locator("td.rate")).to_have_text("100 % (21\u2013100 %)")
+    expect(glide_row.locator("td.overridden")).to_have_text("1")
+    expect(glide_row.locator("td.reasons")).to_have_text("Not clinically appropriate (1)")
     expect(page.locator("svg.chart desc")).to_contain_text("End-range hip-flexor strengthening: 1 issued, 1 accepted")
     page.locator("table.rules th button.sort", has_text="Fired").click()
     page.locator("table.rules th button.sort", has_text="Fired").click()  # descending: the most fired first
@@ -296,3 +300,12 @@ def test_the_root_leads_to_a_page_and_head_works_where_get_does(service: tuple[s
     for path in ("/review", "/review/rules", "/rules", "/rules/R3", "/health", "/cds-services"):
         head = httpx.head(f"{url}{path}")
         assert (head.status_code, head.content) == (200, b""), path
+
+
+def test_every_page_has_a_favicon_and_the_rules_table_fits_at_1280_px(page: Page, service: tuple[str, Path]) -> None:
+    icon = httpx.get(f"{service[0]}/favicon.ico")
+    assert icon.status_code == 200
+    assert icon.headers["content-type"].startswith("image/svg+xml")
+    page.goto("/review/rules")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    assert page.locator("link[rel=icon]").count() == 1

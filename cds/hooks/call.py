@@ -40,7 +40,7 @@ class Answer:
 
 
 def issued_cards(cards: list[Card], service_id: str, hook_instance: str,
-                 caller: Caller | None = None) -> list[IssuedCard]:
+                 caller: Caller | None = None, preview: bool = False) -> list[IssuedCard]:
     """What the store keeps of each card: ids, kind, side and the rule versions behind it."""
     out = []
     for card in cards:
@@ -50,7 +50,8 @@ def issued_cards(cards: list[Card], service_id: str, hook_instance: str,
                               rules=[{"id": r.id, "version": r.version, "recommends": r.recommends}
                                      for r in explanation.rules],
                               suggestions=[s.uuid for s in card.suggestions or []],
-                              issuer=caller.issuer if caller else None, tenant=caller.tenant if caller else None))
+                              issuer=caller.issuer if caller else None, tenant=caller.tenant if caller else None,
+                              preview=preview))
     return out
 
 
@@ -80,11 +81,11 @@ class HookCaller:
         return asyncio.run(self.call_async(service, request, today))
 
     async def call_async(self, service: Service, request: HookRequest, today: dt.date | None = None,
-                         caller: Caller | None = None, record: bool = True) -> Answer:
+                         caller: Caller | None = None, record: bool = True, preview: bool = False) -> Answer:
         """Gather (concurrently, within one deadline, only from the FHIR servers the caller's issuer lists, or
         HIPFLEX_FHIR_SERVERS without authentication), decide in a worker thread, remember the cards with who
-        asked (unless `record` is false: a preview that nobody can give feedback on). `today` replays a date (review
-        page, CLI, scenarios)."""
+        asked (unless `record` is false: a preview that nobody can give feedback on; `preview`: kept, for feedback,
+        but counted nowhere). `today` replays a date (review page, CLI, scenarios)."""
         allowed = caller.fhir_servers if caller is not None else tuple(self.pipeline.settings.fhir_servers)
         drafts = []
         if service.hook == "order-select":
@@ -106,7 +107,7 @@ class HookCaller:
                           selected_orders=frozenset(str(d.get("id")) for d in drafts), memberships=memberships)
         def decide() -> Awaitable[Answer]:
             return asyncio.to_thread(self._decide, service, request, gathered.resources + drafts, context,
-                                     gathered.issues, caller, record)
+                                     gathered.issues, caller, record, preview)
 
         if len(gathered.resources) <= self.pipeline.settings.large_call_resources:
             return await decide()
@@ -125,10 +126,10 @@ class HookCaller:
             self.large_waiting -= 1
 
     def _decide(self, service: Service, request: HookRequest, resources: list[dict[str, Any]], context: Context,
-                unavailable: list[DataIssue], caller: Caller | None, record: bool) -> Answer:
+                unavailable: list[DataIssue], caller: Caller | None, record: bool, preview: bool) -> Answer:
         with self.deciding:
             decision = self.pipeline.decide(resources, context, unavailable)
-        issued = issued_cards(decision.cards, service.id, request.hookInstance, caller)
+        issued = issued_cards(decision.cards, service.id, request.hookInstance, caller, preview)
         if self.store is not None and record:
             self.store.record_cards(issued, request.patient_id)
         return Answer(decision.response(), decision, issued)

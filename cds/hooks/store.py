@@ -40,8 +40,10 @@ issued_cards = sa.Table(
     sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("issuer", sa.Text),  # the JWT issuer whose call got the card (None: authentication off)
     sa.Column("tenant", sa.Text),
+    sa.Column("origin", sa.Text),  # PREVIEW: a review-page run, kept out of every count; None: an EHR call
 )
-ADDED_COLUMNS = {"issued_cards": ("issuer", "tenant")}  # added after v0.1: stores made before get them at start-up
+ADDED_COLUMNS = {"issued_cards": ("issuer", "tenant", "origin")}  # added since v0.1: older stores get them at start-up
+PREVIEW = "review-page"
 
 feedback = sa.Table(
     "feedback", metadata,
@@ -76,6 +78,7 @@ class IssuedCard:
     suggestions: list[str]
     issuer: str | None = None
     tenant: str | None = None
+    preview: bool = False  # from the review page: feedback on it is stored, but it is counted nowhere
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,7 @@ class Store:
         rows = [{"card_uuid": c.card_uuid, "service_id": c.service_id, "hook_instance": c.hook_instance,
                  "card_kind": c.card_kind, "side": c.side, "rules": json.dumps(c.rules),
                  "suggestions": json.dumps(c.suggestions), "patient_hash": digest, "issued_at": now,
-                 "issuer": c.issuer, "tenant": c.tenant} for c in cards]
+                 "issuer": c.issuer, "tenant": c.tenant, "origin": PREVIEW if c.preview else None} for c in cards]
         if rows:
             with self.engine.begin() as conn:
                 conn.execute(issued_cards.insert(), rows)
@@ -162,7 +165,8 @@ class Store:
         if row is None:
             return None
         return IssuedCard(row["card_uuid"], row["service_id"], row["hook_instance"], row["card_kind"], row["side"],
-                          json.loads(row["rules"]), json.loads(row["suggestions"]), row["issuer"], row["tenant"])
+                          json.loads(row["rules"]), json.loads(row["suggestions"]), row["issuer"], row["tenant"],
+                          row["origin"] == PREVIEW)
 
     def record_feedback(self, record: FeedbackRecord) -> bool:
         """Store one feedback item; False when the same item was stored before (clients may resend)."""
@@ -195,6 +199,19 @@ class Store:
         return True
 
 
+COUNTED = sa.or_(issued_cards.c.origin.is_(None), issued_cards.c.origin != PREVIEW)
+
+
+def previews(store: Store) -> tuple[int, int]:
+    """(review-page cards, feedback items on them): stored, shown apart, counted in no rule or card figure."""
+    preview = issued_cards.c.origin == PREVIEW
+    with store.engine.connect() as conn:
+        cards = conn.execute(sa.select(sa.func.count()).select_from(issued_cards).where(preview)).scalar_one()
+        items = conn.execute(sa.select(sa.func.count()).select_from(feedback.join(issued_cards)).where(preview)
+                             ).scalar_one()
+    return int(cards), int(items)
+
+
 @dataclass
 class RuleUse:
     """How often a rule (id and version) stood behind an issued card, and what clinicians did with those cards."""
@@ -213,7 +230,7 @@ def rule_use(store: Store) -> dict[str, RuleUse]:
     and later overridden counts once, as overridden; every item stays stored). Reads every row: fine for review.
     """
     with store.engine.connect() as conn:
-        cards = conn.execute(sa.select(issued_cards.c.card_uuid, issued_cards.c.rules)).all()
+        cards = conn.execute(sa.select(issued_cards.c.card_uuid, issued_cards.c.rules).where(COUNTED)).all()
         items = conn.execute(sa.select(feedback.c.card_uuid, feedback.c.outcome, feedback.c.override_code,
                                        feedback.c.outcome_timestamp, feedback.c.id)).all()
     latest = _latest_outcomes(items)
@@ -250,7 +267,7 @@ def card_use(store: Store) -> dict[str, CardUse]:
     """Per card kind; each card counts once, by its latest outcome, in the week it was issued."""
     with store.engine.connect() as conn:
         cards = conn.execute(sa.select(issued_cards.c.card_uuid, issued_cards.c.card_kind,
-                                       issued_cards.c.issued_at)).all()
+                                       issued_cards.c.issued_at).where(COUNTED)).all()
         items = conn.execute(sa.select(feedback.c.card_uuid, feedback.c.outcome, feedback.c.override_code,
                                        feedback.c.outcome_timestamp, feedback.c.id)).all()
     latest = _latest_outcomes(items)

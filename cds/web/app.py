@@ -380,6 +380,12 @@ def create_app(settings: Settings, bind: str | None = None) -> FastAPI:
         status, body = await asyncio.get_running_loop().run_in_executor(cds.health_pool, cds.health)
         return JSONResponse(body, status_code=status)
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        """Browsers ask for it on every page; the SVG icon the pages link to."""
+        return Response((STATIC / "favicon.svg").read_bytes(), media_type="image/svg+xml",
+                        headers={"Cache-Control": "max-age=86400"})
+
     @app.get("/health/live", summary="Liveness")
     async def live() -> dict[str, str]:
         return {"status": "ok"}

@@ -34,7 +34,7 @@ from cds.hooks.discovery import Service, service_id
 from cds.hooks.errors import HookError
 from cds.hooks.prefetch import request_for
 from cds.hooks.request import HOOKS, HookRequest, first_error
-from cds.hooks.store import CardUse, Store, card_use, rule_use, wilson
+from cds.hooks.store import CardUse, Store, card_use, previews, rule_use, wilson
 from cds.web.guards import BodyTooLarge, CrossSite, read_body, refuse_cross_site
 from cds.web.html import HEADERS, templates
 
@@ -182,7 +182,7 @@ class Review:
         service = self.catalog[service_id(hook)]
         resources = [r for r in bundle_resources(bundle) if isinstance(r, dict)]
         request = hook_request(resources, hook, service.prefetch, user)
-        answer = await self.caller.call_async(service, request, today=as_of, record=record)
+        answer = await self.caller.call_async(service, request, today=as_of, record=record, preview=True)
         decision = answer.decision
         pipeline = self.caller.pipeline
         day = as_of or self.caller.today()
@@ -216,7 +216,8 @@ class Review:
                  for kind in pipeline.cards.texts.cards if kind in cards]
         weeks = sorted({week for use in cards.values() for week in use.weekly})
         return templates.get_template("rules.html").render(rows=rows, coverage=coverage is not None, kinds=kinds,
-                                                           weeks=weeks, most=max([k.use.issued for k in kinds] or [1]))
+                                                           weeks=weeks, most=max([k.use.issued for k in kinds] or [1]),
+                                                           previews=previews(self.store))
 
 
 def review_router(caller: HookCaller, catalog: dict[str, Service], store: Store) -> APIRouter:
