@@ -50,10 +50,10 @@ class Settings(BaseSettings):
     allowed_hosts: list[str] = Field(default_factory=list,
                                      description='Host names answered besides loopback, the bind address and the '
                                                  'public URL\'s host, e.g. ["cds.internal"] (["*"]: any)')
-    fhir_connect_seconds: float = Field(default=2.0, gt=0, le=30)
-    fhir_read_seconds: float = Field(default=5.0, gt=0, le=60)
-    fhir_max_bytes: int = Field(default=5_000_000, ge=1024)
-    fhir_max_pages: int = Field(default=5, ge=1, le=100)
+    fhir_connect_seconds: float = Field(default=2.0, gt=0, le=30, description="Connecting to the EHR's FHIR server")
+    fhir_read_seconds: float = Field(default=5.0, gt=0, le=60, description="Between bytes of one FHIR answer")
+    fhir_max_bytes: int = Field(default=5_000_000, ge=1024, description="One FHIR answer (larger: unavailable)")
+    fhir_max_pages: int = Field(default=5, ge=1, le=100, description="`next` pages of one search, same server only")
     fhir_deadline_seconds: float = Field(default=5.0, gt=0, le=60,
                                          description="All reads of one hook call together end by then")
     fhir_call_bytes: int = Field(default=8_000_000, ge=1024,

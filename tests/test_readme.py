@@ -18,11 +18,15 @@ from tests.servers import free_port
 BIN = Path(sys.executable).parent
 
 
+TOUR_FOLDER: list[Path] = [Path(".")]  # the folder the tour writes to (the test's own), for both runs
+
+
 def tour(tmp: Path) -> str:
     text = (PROJECT_ROOT / "README.md").read_text()
     block = text.split("<!-- service-tour -->", 1)[1].split("<!-- /service-tour -->", 1)[0]
     script = block.strip().removeprefix("```sh").removesuffix("```")
-    return script.replace("/tmp/", f"{tmp}/").replace(".venv/bin/", f"{BIN}/")
+    TOUR_FOLDER[0] = tmp
+    return script.replace(".venv/bin/", f"{BIN}/")
 
 
 @contextmanager
@@ -47,7 +51,8 @@ def serving(tmp: Path, port: int) -> Iterator[None]:
 
 
 def run(script: str, port: int) -> list[str]:
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=os.environ | {"CDS": f"http://127.0.0.1:{port}"},
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=os.environ | {"CDS": f"http://127.0.0.1:{port}",
+                                                                                        "T": str(TOUR_FOLDER[0])},
                           cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, check=True)
     return done.stdout.strip().splitlines()
 
