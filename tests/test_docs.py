@@ -55,3 +55,12 @@ def test_every_module_is_in_the_architecture_page() -> None:
         if module not in page and not any(folder in row for row in rows):
             missing.append(module)
     assert missing == []
+
+
+def test_a_bare_make_lists_the_targets() -> None:
+    import subprocess
+
+    done = subprocess.run(["make", "-s", "-C", str(PROJECT_ROOT)], capture_output=True, text=True, timeout=60,
+                          check=True)
+    listed = {line.split()[1] for line in done.stdout.splitlines() if line.startswith("  make ")}
+    assert {"help", "run", "test", "bench", "lint"} <= listed

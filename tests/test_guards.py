@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cds.hooks.store import Store, card_use
+from cds.hooks.store import Store, card_use, previews
 from cds.web.app import create_app
 from tests.paths import EXAMPLES
 from tests.servers import running, service_settings
@@ -28,9 +28,10 @@ def service(tmp_path: Path) -> Iterator[str]:
 
 
 def issued(tmp_path: Path) -> int:
+    """Every card the store holds: those EHR calls got and the review page's previews."""
     store = Store(f"sqlite:///{tmp_path / 'hipflex.sqlite3'}", b"test-key")
     try:
-        return sum(use.issued for use in card_use(store).values())
+        return sum(use.issued for use in card_use(store).values()) + previews(store)[0]
     finally:
         store.close()
 
@@ -107,3 +108,14 @@ def test_a_review_link_shows_the_cards_but_records_nothing_and_offers_no_feedbac
     assert "these cards are not recorded" in page.text
     assert issued(tmp_path) == 0
     assert (EXAMPLES / f"{P01}.json").exists()
+
+
+def test_a_review_link_takes_the_examples_context_and_resolves_a_prefix(service: str) -> None:
+    patient = httpx.get(f"{service}/review", params={"example": "P15b"})
+    clinician = httpx.get(f"{service}/review", params={"example": "P15b", "user": "clinician"})
+    ambiguous = httpx.get(f"{service}/review", params={"example": "P12"})
+    assert patient.status_code == clinician.status_code == 200
+    assert "the user is the patient" in html.unescape(patient.text)
+    assert clinician.text.count('<article class="card') == 2
+    assert ambiguous.status_code == 400
+    assert "P12: ambiguous, it could be P12a-hyperextension-5deg" in html.unescape(ambiguous.text)

@@ -226,11 +226,17 @@ def review_router(caller: HookCaller, catalog: dict[str, Service], store: Store)
     headers = HEADERS
 
     @router.get("", response_class=HTMLResponse, summary="Review page: choose a patient")
-    async def choose(example: str | None = None, hook: str = "patient-view", user: str = "clinician") -> HTMLResponse:
+    async def choose(example: str | None = None, hook: str | None = None, user: str | None = None) -> HTMLResponse:
+        """A link to an example; the hook and user default to the example's own (P15b is opened by the patient)."""
         if example is None:
             return HTMLResponse(review.page(), headers=headers)
-        return await respond(lambda: (example_bundle(review, example), example_date(review, example)), hook, None,
-                             example, user, record=False)
+        try:
+            found = _example(review, example)
+        except ReviewInputError as exc:
+            return HTMLResponse(review.page(error=str(exc), example=example), status_code=400, headers=headers)
+        own_user = "patient" if (found.user or "").startswith("Patient/") else "clinician"
+        return await respond(lambda: (example_bundle(review, found.name), found.as_of), hook or found.hook or
+                             "patient-view", None, found.name, user or own_user, record=False)
 
     @router.post("", response_class=HTMLResponse, summary="Review page: run a pasted or uploaded bundle")
     async def run(request: Request) -> HTMLResponse:
