@@ -23,8 +23,10 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 WORKERS ?= 1
 
+# Its own public URL, so local cards carry their "Why this suggestion" links (a set HIPFLEX_PUBLIC_URL wins).
 run: $(STAMP)  ## start the service on 127.0.0.1:8080 (SQLite, the example rules)
-	$(BIN)/hipflex-cds serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+	HIPFLEX_PUBLIC_URL=$${HIPFLEX_PUBLIC_URL:-http://$(HOST):$(PORT)} \
+		$(BIN)/hipflex-cds serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 # The tests start their own throwaway PostgreSQL cluster (tests/pgcluster.py: a temporary folder, a free port)
 # from Debian's server binaries; HIPFLEX_TEST_POSTGRES=required makes its absence a failure, not a skip.

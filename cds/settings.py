@@ -59,8 +59,8 @@ class Settings(BaseSettings):
     fhir_call_bytes: int = Field(default=8_000_000, ge=1024,
                                  description="All reads of one hook call together may take this many bytes")
     fhir_servers: list[str] = Field(default_factory=list,
-                                    description="fhirServer base URLs the service may read from while authentication "
-                                                "is off (with issuers: each issuer's fhir_servers)")
+                                    description="fhirServer base URLs the service may read from: while authentication "
+                                                "is off, and for a trusted issuer that lists no fhir_servers")
     max_connections: int = Field(default=1000, ge=10, description="Open connections (and tasks) per worker; beyond "
                                                                   "them new requests get 503")
     keep_alive_seconds: float = Field(default=5.0, gt=0, le=300, description="An idle keep-alive connection is "

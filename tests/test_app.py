@@ -229,7 +229,7 @@ def test_with_issuers_every_cds_endpoint_needs_a_token_for_itself(secured: str, 
     assert httpx.get(f"{secured}/cds-services", headers=bearer(discovery_token)).status_code == 200
     wrong = httpx.post(f"{secured}{PATIENT_VIEW}", json=hook_request(), headers=bearer(discovery_token))
     assert (wrong.status_code, wrong.headers["www-authenticate"]) == (401, "Bearer")
-    assert "aud must be this endpoint's URL" in wrong.json()["message"]
+    assert "it must be this endpoint's URL" in wrong.json()["message"]
     token = signer.token(f"{PUBLIC}{PATIENT_VIEW}", alg="RS384")
     call = httpx.post(f"{secured}{PATIENT_VIEW}", json=hook_request(), headers=bearer(token))
     assert call.status_code == 200
@@ -488,3 +488,80 @@ def test_two_worker_processes_share_replay_protection_feedback_and_metrics(tmp_p
         assert 'hipflex_requests_total{endpoint="hook",service="hipflex-patient-view",status="200"} 13.0' in text
         assert 'hipflex_requests_total{endpoint="hook",service="hipflex-patient-view",status="401"} 12.0' in text
         assert 'hipflex_cards_total{card="hip-strengthening"} 13.0' in text
+
+
+# ---- failures that say why, in the log line and in the body (issue 22) ---------------------------------
+
+def logged(caplog: pytest.LogCaptureFixture, **match: Any) -> list[dict[str, Any]]:
+    entries = [json.loads(JsonFormatter().format(r)) for r in caplog.records]
+    return [e for e in entries if all(e.get(k) == v for k, v in match.items())]
+
+
+def test_a_412_names_the_prefetch_key_and_the_failed_check_in_the_log(tmp_path: Path, fhir_stub: FhirStub,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    body = hook_request(fhirServer=fhir_stub.base)
+    del body["prefetch"]
+    with running(create_app(service_settings(tmp_path))) as url:  # nothing listed: the server is not allowed
+        response = httpx.post(f"{url}{PATIENT_VIEW}", json=body)
+    assert response.status_code == 412
+    [entry] = logged(caplog, status=412)
+    assert (entry["prefetch_key"], entry["check"], entry["field"]) in {
+        ("patient", "not-allowed", "prefetch.patient"), ("observations", "not-allowed", "prefetch.observations")}
+    assert "p01" not in json.dumps(entry)
+
+
+def test_a_refused_cors_preflight_is_logged_with_its_origin(tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    settings = service_settings(tmp_path, cors_origins=["https://sandbox.cds-hooks.org"])
+    with running(create_app(settings)) as url:
+        refused = httpx.options(f"{url}{PATIENT_VIEW}", headers={
+            "Origin": "https://elsewhere.example", "Access-Control-Request-Method": "POST"})
+    assert refused.status_code == 400
+    [entry] = logged(caplog, error="cors-refused")
+    assert entry["cors_origin"] == "https://elsewhere.example"
+    assert "Disallowed CORS origin" in entry["message"]
+
+
+def test_a_wrong_audience_names_the_url_in_the_token_and_the_one_it_must_name(tmp_path: Path, signer: Signer,
+                                                                              issuers_file: Path) -> None:
+    settings = service_settings(tmp_path, issuers_file=issuers_file, public_url="http://localhost:8080")
+    with running(create_app(settings)) as url:
+        wrong = httpx.post(f"{url}{PATIENT_VIEW}", json=hook_request(), headers=bearer(
+            signer.token(f"http://127.0.0.1:8080{PATIENT_VIEW}")))
+        slashed = httpx.get(f"{url}/cds-services/", headers=bearer(signer.token("http://localhost:8080/cds-services/")))
+    assert wrong.status_code == 401
+    message = wrong.json()["message"]
+    assert f"the token's aud is 'http://127.0.0.1:8080{PATIENT_VIEW}'" in message
+    assert f"it must be this endpoint's URL, http://localhost:8080{PATIENT_VIEW}" in message
+    assert slashed.status_code == 200  # the trailing-slash form, served directly, its aud accepted
+
+
+def test_with_the_documented_sandbox_setup_and_no_prefetch_the_allowed_fhir_server_is_read(
+        tmp_path: Path, signer: Signer, fhir_stub: FhirStub, caplog: pytest.LogCaptureFixture) -> None:
+    """docs/ehr-integration.md's configuration: the shipped issuers file (no fhir_servers of its own) inherits
+    HIPFLEX_FHIR_SERVERS; a server not listed is a 412 whose log line names the key and the check."""
+    from tests.test_app_hardening import serve_p01
+
+    caplog.set_level(logging.INFO)
+    serve_p01(fhir_stub)
+    settings = service_settings(tmp_path, issuers_file=sandbox_issuers(tmp_path, signer), public_url=PUBLIC,
+                                cors_origins=["https://sandbox.cds-hooks.org"], fhir_servers=[fhir_stub.base])
+    jku = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
+    body = hook_request(fhirServer=fhir_stub.base)
+    del body["prefetch"]
+    elsewhere = hook_request(fhirServer="https://fhir.not-listed.example/r4")
+    del elsewhere["prefetch"]
+    with running(create_app(settings)) as url:
+        read = httpx.post(f"{url}{PATIENT_VIEW}", json=body,
+                          headers=bearer(sandbox_token(signer, f"{PUBLIC}{PATIENT_VIEW}", jku)))
+        refused = httpx.post(f"{url}{PATIENT_VIEW}", json=elsewhere,
+                             headers=bearer(sandbox_token(signer, f"{PUBLIC}{PATIENT_VIEW}", jku)))
+    assert read.status_code == 200
+    assert len(read.json()["cards"]) == 2
+    assert "Patient/p01" in fhir_stub.paths()
+    assert refused.status_code == 412
+    [entry] = logged(caplog, status=412)
+    assert entry["check"] == "not-allowed"
+    assert entry["prefetch_key"] in {"patient", "observations"}

@@ -61,7 +61,7 @@ def test_epic_style_extra_claims_and_an_audience_list_are_accepted(auth: Authent
 @pytest.mark.parametrize(("make", "reason"), [
     (lambda s: s.token(AUD, lifetime=-600, iat=int(time.time()) - 900), "expired"),
     (lambda s: s.token(AUD, iat=int(time.time()) + 600, lifetime=900), "not valid yet"),
-    (lambda s: s.token("https://cds.example.org/cds-services"), "aud must be this endpoint"),
+    (lambda s: s.token("https://cds.example.org/cds-services"), "it must be this endpoint"),
     (lambda s: s.token(AUD, iss="https://attacker.example"), "issuer is not trusted"),
     (lambda s: s.token(AUD, headers={"kid": "nope"}), "no key with kid 'nope'"),
     (lambda s: s.token(AUD, alg="ES384", headers={"kid": "rsa-1"}), "could not be verified"),

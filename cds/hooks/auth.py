@@ -195,10 +195,12 @@ class Authenticator:
     def _decode(self, token: str, key: jwt.PyJWK, alg: str, iss: str, audience: str) -> dict[str, Any]:
         try:
             payload: dict[str, Any] = jwt.decode(
-                token, key.key, algorithms=[alg], audience=audience, issuer=iss, leeway=self.leeway,
-                options={"require": ["iss", "aud", "exp", "iat", "jti"]})
+                token, key.key, algorithms=[alg], audience=[audience, audience + "/"], issuer=iss,
+                leeway=self.leeway, options={"require": ["iss", "aud", "exp", "iat", "jti"]})
         except jwt.InvalidAudienceError:
-            raise AuthError("audience", f"aud must be this endpoint's URL, {audience}") from None
+            named = jwt.decode(token, options={"verify_signature": False}).get("aud")
+            raise AuthError("audience", f"the token's aud is {str(named)[:200]!r}; it must be this endpoint's URL, "
+                            f"{audience} (HIPFLEX_PUBLIC_URL plus the path; localhost and 127.0.0.1 differ)") from None
         except jwt.ExpiredSignatureError:
             raise AuthError("expired", "the token has expired") from None
         except jwt.ImmatureSignatureError:

@@ -82,11 +82,11 @@ class HookCaller:
 
     async def call_async(self, service: Service, request: HookRequest, today: dt.date | None = None,
                          caller: Caller | None = None, record: bool = True, preview: bool = False) -> Answer:
-        """Gather (concurrently, within one deadline, only from the FHIR servers the caller's issuer lists, or
-        HIPFLEX_FHIR_SERVERS without authentication), decide in a worker thread, remember the cards with who
-        asked (unless `record` is false: a preview that nobody can give feedback on; `preview`: kept, for feedback,
-        but counted nowhere). `today` replays a date (review page, CLI, scenarios)."""
-        allowed = caller.fhir_servers if caller is not None else tuple(self.pipeline.settings.fhir_servers)
+        """Gather (concurrently, within one deadline, only from the FHIR servers the caller's issuer lists, else
+        HIPFLEX_FHIR_SERVERS), decide in a worker thread, remember the cards with who asked (unless `record` is
+        false: a preview nobody can give feedback on; `preview`: kept, for feedback, but counted nowhere). `today`
+        replays a date (review page, CLI, scenarios)."""
+        allowed = (caller.fhir_servers if caller is not None else ()) or tuple(self.pipeline.settings.fhir_servers)
         drafts = []
         if service.hook == "order-select":
             drafts = selected_knee_physiotherapy(request, self.pipeline.terminology)

@@ -14,9 +14,11 @@ class HookError(Exception):
 
     error = "hook-error"
 
-    def __init__(self, message: str, field: str | None = None, *, error: str | None = None) -> None:
+    def __init__(self, message: str, field: str | None = None, *, error: str | None = None,
+                 log: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message, self.field = message, field
+        self.log = log or {}  # what the log line adds (ids and check words only, never patient data)
         if error is not None:
             self.error = error
 

@@ -30,11 +30,20 @@ JSON_DEPTH_LIMIT = 100
 
 
 class FetchFailed(Exception):
-    """Why a FHIR read failed, in words safe to show the caller (no token, no patient data, no network detail)."""
+    """Why a FHIR read failed, in words safe to show the caller (no token, no patient data, no network detail);
+    `check` is the failed check in one word, for the log line (not-allowed, private-address, unreachable,
+    timeout, status, too-large, not-fhir, budget, pages, no-server, not-found)."""
+
+    def __init__(self, message: str, check: str = "unreachable") -> None:
+        super().__init__(message)
+        self.check = check
 
 
 class OutOfTime(FetchFailed):
     """A read stopped at the call's deadline (counted for /health)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "timeout")
 
 
 @dataclass(frozen=True)
@@ -187,7 +196,7 @@ class FhirReader:
         """Where `url` may be read from, or FetchFailed: not listed, or resolving to a private address."""
         entry = allowed_base(url, allowed)
         if entry is None:
-            raise FetchFailed("the request's fhirServer is not one this service may read from")
+            raise FetchFailed("the request's fhirServer is not one this service may read from", "not-allowed")
         parts = urlsplit(url)
         scheme, host, port, _ = _origin(url)
         if _listed_literally(_origin(entry)[1]):
@@ -198,7 +207,8 @@ class FhirReader:
             raise FetchFailed("the FHIR server could not be read") from None
         addresses = sorted({str(info[4][0]) for info in infos})
         if not addresses or not all(is_public_address(a) for a in addresses):
-            raise FetchFailed("the request's fhirServer resolves to an address this service does not read from")
+            raise FetchFailed("the request's fhirServer resolves to an address this service does not read from",
+                              "private-address")
         literal = f"[{addresses[0]}]" if ":" in addresses[0] else addresses[0]
         connect = parts._replace(netloc=f"{literal}:{port}").geturl()
         return Target(connect, parts.netloc, host if scheme == "https" else None)
@@ -209,7 +219,7 @@ class FhirReader:
         target = await self.target(url, allowed)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise FetchFailed(f"the FHIR server did not answer within {self.limits.deadline_seconds:g} s")
+            raise FetchFailed(f"the FHIR server did not answer within {self.limits.deadline_seconds:g} s", "timeout")
         headers = {"Accept": "application/fhir+json", "Host": target.host_header}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -225,11 +235,11 @@ class FhirReader:
                 if response.status_code in (404, 410) and "?" not in url:
                     return None  # a read of something that is not there; a search never 404s on no match
                 if response.status_code != 200:
-                    raise FetchFailed("the FHIR server could not be read")
+                    raise FetchFailed("the FHIR server could not be read", f"status-{response.status_code}")
                 body = await self._read_capped(response, deadline, budget)
         except httpx.TimeoutException:
             self._ran_out_of_time(origin)
-            raise FetchFailed("the FHIR server could not be read") from None
+            raise FetchFailed("the FHIR server could not be read", "timeout") from None
         except (OutOfTime, asyncio.CancelledError):  # cancelled: the call's deadline passed
             self._ran_out_of_time(origin)
             raise
@@ -240,9 +250,9 @@ class FhirReader:
         try:
             data = parse_json(body, "the FHIR server's answer")
         except (ValueError, UnicodeDecodeError, RecursionError):
-            raise FetchFailed("the FHIR server's answer is not usable FHIR JSON") from None
+            raise FetchFailed("the FHIR server's answer is not usable FHIR JSON", "not-fhir") from None
         if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
-            raise FetchFailed("the FHIR server's answer is not a FHIR resource")
+            raise FetchFailed("the FHIR server's answer is not a FHIR resource", "not-fhir")
         return data
 
     async def _read_capped(self, response: httpx.Response, deadline: float, budget: ReadBudget | None) -> bytes:
@@ -250,12 +260,12 @@ class FhirReader:
         async for chunk in response.aiter_bytes():
             size += len(chunk)
             if size > self.limits.max_bytes:
-                raise FetchFailed(f"the FHIR server's answer is over {self.limits.max_bytes} bytes")
+                raise FetchFailed(f"the FHIR server's answer is over {self.limits.max_bytes} bytes", "too-large")
             if budget is not None:
                 budget.bytes_left -= len(chunk)
                 if budget.bytes_left < 0:
                     raise FetchFailed(f"the FHIR server's answers for this call are over {self.limits.call_bytes} "
-                                      "bytes together (HIPFLEX_FHIR_CALL_BYTES)")
+                                      "bytes together (HIPFLEX_FHIR_CALL_BYTES)", "budget")
             if time.monotonic() > deadline:
                 raise OutOfTime(f"the FHIR server did not answer within {self.limits.deadline_seconds:g} s")
             chunks.append(chunk)

@@ -127,7 +127,7 @@ async def gather(request: HookRequest, templates: dict[str, str], reader: FhirRe
     for key, result in results.items():
         if isinstance(result, FetchFailed):
             out.origin[key] = "unavailable"
-            _unavailable(out, key, templates[key], str(result))
+            _unavailable(out, key, templates[key], result)
         else:
             out.resources += result
     out.resources = _distinct(out.resources)
@@ -160,7 +160,7 @@ async def _all_within(jobs: dict[str, Any], deadline: float, seconds: float) -> 
     await asyncio.gather(*late, return_exceptions=True)
     for key, task in tasks.items():
         if task.cancelled():
-            results[key] = FetchFailed(f"the FHIR server did not answer within {seconds:g} s")
+            results[key] = FetchFailed(f"the FHIR server did not answer within {seconds:g} s", "timeout")
         elif isinstance(task.exception(), FetchFailed):
             results[key] = task.exception()
         else:
@@ -171,14 +171,14 @@ async def _all_within(jobs: dict[str, Any], deadline: float, seconds: float) -> 
 async def _fetch(key: str, template: str, request: HookRequest, reader: FhirReader, why: str,
                  allowed: Sequence[str], deadline: float, budget: ReadBudget) -> list[dict[str, Any]]:
     if not request.fhirServer:
-        raise FetchFailed(f"{why} and the request has no fhirServer to fetch it from")
+        raise FetchFailed(f"{why} and the request has no fhirServer to fetch it from", "no-server")
     path = render(template, request)
     if path is None:
-        raise FetchFailed(f"{why} and its template needs a context value the request does not carry")
+        raise FetchFailed(f"{why} and its template needs a context value the request does not carry", "no-context")
     found = await reader.get(f"{request.fhirServer.rstrip('/')}/{path}", request.access_token, allowed, deadline,
                              budget)
     if found is None and key in REQUIRED_KEYS:
-        raise FetchFailed(f"the FHIR server has no {path.split('?')[0]}")
+        raise FetchFailed(f"the FHIR server has no {path.split('?')[0].split('/')[0]} for it", "not-found")
     return [] if found is None else await _resources(found, request, reader, allowed, deadline, budget)
 
 
@@ -194,12 +194,13 @@ async def _resources(value: dict[str, Any], request: HookRequest, reader: FhirRe
         if next_url is None:
             return resources
         if not request.fhirServer or not _same_origin(next_url, request.fhirServer):
-            raise FetchFailed("a search result has more pages but they are not on the request's fhirServer")
+            raise FetchFailed("a search result has more pages but they are not on the request's fhirServer",
+                              "not-allowed")
         if pages >= reader.limits.max_pages:
-            raise FetchFailed(f"a search result has more than {reader.limits.max_pages} pages")
+            raise FetchFailed(f"a search result has more than {reader.limits.max_pages} pages", "pages")
         fetched = await reader.get(next_url, request.access_token, allowed, deadline, budget)
         if fetched is None:
-            raise FetchFailed("a next page of a search result is gone")
+            raise FetchFailed("a next page of a search result is gone", "not-found")
         page, pages = fetched, pages + 1
 
 
@@ -219,10 +220,11 @@ def _same_origin(url: str, base: str) -> bool:
         return False
 
 
-def _unavailable(out: Gathered, key: str, template: str, reason: str) -> None:
+def _unavailable(out: Gathered, key: str, template: str, failed: FetchFailed) -> None:
+    reason = str(failed)
     if key in REQUIRED_KEYS:
-        raise DataUnavailable(f"prefetch '{key}' could not be obtained: {reason}",
-                           f"prefetch.{key}")
+        raise DataUnavailable(f"prefetch '{key}' could not be obtained: {reason}", f"prefetch.{key}",
+                              log={"prefetch_key": key, "check": failed.check})
     rtype = template.split("?", 1)[0].split("/", 1)[0]
     out.issues.append(DataIssue(resource=f"{rtype} (prefetch '{key}')", path=rtype, severity="warning",
                                 code="unavailable", message=f"could not be read ({reason}), so it was not checked"))

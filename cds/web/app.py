@@ -26,7 +26,6 @@ from typing import Any
 
 import swagger_ui
 from fastapi import FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -36,7 +35,6 @@ from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.routing import Match
 
 from cds import __version__
 from cds.clinical.engine import EngineBusy
@@ -61,7 +59,15 @@ from cds.hooks.request import HookRequest, parse_request
 from cds.hooks.store import Store, patient_key
 from cds.settings import Settings
 from cds.web.connections import TimedHttpProtocol
-from cds.web.guards import BodyTooLarge, CrossSite, HostAllowList, host_names, read_body
+from cds.web.guards import (
+    BodyTooLarge,
+    CrossSite,
+    HostAllowList,
+    LoggedCors,
+    TrailingSlash,
+    host_names,
+    read_body,
+)
 from cds.web.html import STATIC
 from cds.web.observability import MULTIPROCESS_DIR, Metrics
 from cds.web.review import review_router
@@ -262,19 +268,6 @@ def _openapi(app: FastAPI, service_ids: list[str]) -> Callable[[], dict[str, Any
     return build
 
 
-def _without_slash(app: FastAPI, request: Request, public_url: str | None) -> str | None:
-    """Where a path with a trailing slash lives without it (`/cds-services/` -> `/cds-services`), or None. The
-    Location is the public URL's, or a path alone: never built from the request's Host header."""
-    path = request.url.path
-    if path == "/" or not path.endswith("/"):
-        return None
-    scope = {"type": "http", "path": path.rstrip("/"), "method": request.method}
-    if not any(route.matches(scope)[0] == Match.FULL for route in app.router.routes):
-        return None
-    query = f"?{request.url.query}" if request.url.query else ""
-    return f"{(public_url or '').rstrip('/')}{path.rstrip('/')}{query}"
-
-
 def create_app(settings: Settings, bind: str | None = None) -> FastAPI:
     """The ASGI app; content files, issuers and the store are loaded now, so mistakes stop start-up. `bind` is
     the address served on (a Host naming it is answered)."""
@@ -291,9 +284,10 @@ def create_app(settings: Settings, bind: str | None = None) -> FastAPI:
                   docs_url=None, redoc_url=None, redirect_slashes=False)  # Starlette's follow the Host header
     app.openapi = _openapi(app, list(cds.catalog))  # type: ignore[method-assign]
     app.add_middleware(HeadAsGet)
+    app.add_middleware(TrailingSlash)
     app.state.cds = cds
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+        app.add_middleware(LoggedCors, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"], max_age=600)
     app.add_middleware(HostAllowList, names=host_names(bind, settings.public_url, settings.allowed_hosts))
 
@@ -309,9 +303,6 @@ def create_app(settings: Settings, bind: str | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        moved = _without_slash(app, request, settings.public_url) if exc.status_code == 404 else None
-        if moved is not None:
-            return RedirectResponse(moved, status_code=307)
         name = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         return error_body(exc.status_code, name, f"{request.method} {request.url.path}: {exc.detail}")
 
@@ -331,6 +322,8 @@ def create_app(settings: Settings, bind: str | None = None) -> FastAPI:
                 known = error_body(500, "internal-error", f"internal error; correlation id {correlation}")
             if isinstance(exc, AuthError):  # which check failed, for whom: never the token itself
                 extra |= {"auth_check": exc.check, "issuer": exc.issuer, "kid": exc.kid}
+            if isinstance(exc, HookError):  # which prefetch key and check, or which field: never the data
+                extra |= exc.log | ({"error": exc.error, "field": exc.field} if exc.field else {"error": exc.error})
             response = known
         seconds = time.perf_counter() - started
         cds.metrics.observe(service_id, endpoint, response.status_code, seconds)

@@ -12,11 +12,17 @@ from. Kept apart from the routes so the review page's form and the hook endpoint
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import Request
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
+
+log = logging.getLogger("hipflex_cds.service")
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
@@ -69,6 +75,34 @@ def host_names(bind: str | None, public_url: str | None, listed: Iterable[str]) 
     if public_url:
         names.add((urlsplit(public_url).hostname or "").lower())
     return frozenset(names - {""})
+
+
+class LoggedCors(CORSMiddleware):
+    """Starlette's CORS, plus a log line for each refused preflight naming its origin and what was refused: a
+    browser shows the integrator only "failed to fetch", so the service's log is where the cause must be."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code >= 400:
+            log.warning("CORS preflight refused: %s", bytes(response.body).decode("utf-8", "replace")[:200],
+                        extra={"cors_origin": request_headers.get("origin", "")[:200], "status": response.status_code,
+                               "error": "cors-refused"})
+        return response
+
+
+class TrailingSlash:
+    """ASGI middleware: `/cds-services/` is served as `/cds-services` (a redirect would make a client resend,
+    and some then fail the token's audience). The token's `aud` may name either form."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and len(path) > 1 and path.endswith("/"):
+            stripped = path.rstrip("/") or "/"
+            scope = {**scope, "path": stripped, "raw_path": stripped.encode()}
+        await self.app(scope, receive, send)
 
 
 class HostAllowList:

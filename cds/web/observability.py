@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 CONTEXT_FIELDS = ("service", "status", "hook_instance", "correlation_id", "issuer", "kid", "auth_check", "jti",
-                  "duration_ms", "cards", "error", "origin")
+                  "duration_ms", "cards", "error", "origin", "prefetch_key", "check", "field", "cors_origin")
 
 
 class JsonFormatter(logging.Formatter):
