@@ -106,7 +106,7 @@ def test_cards_link_to_the_page_of_their_rule(pipeline: Pipeline) -> None:
     cards = builder.build(evaluation, [], "p01")
     assert [c.source.url for c in cards] == ["https://cds.example.org/rules/R3", "https://cds.example.org/rules/R4"]
     assert [(link.label, link.url, link.type.value) for link in cards[1].links or []] == [
-        ("Why this suggestion", "https://cds.example.org/rules/R4", "absolute")]
+        ("Why this suggestion", "https://cds.example.org/why/patellar-glide", "absolute")]
 
 
 def test_detail_says_when_data_are_missing_or_preferred(pipeline: Pipeline) -> None:

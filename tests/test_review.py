@@ -210,7 +210,8 @@ def test_docs_render_offline_and_show_the_hook_endpoint(browser: Browser, servic
     assert outside == []
 
 
-PAGES = ["/review", "/review?example=P01-classic-right", "/review/rules", "/rules", "/rules/R3"]
+PAGES = ["/review", "/review?example=P01-classic-right", "/review/rules", "/rules", "/rules/R3",
+         "/why/hip-strengthening", "/why/patellar-glide"]
 
 
 @pytest.mark.parametrize("width", [1280, 390])

@@ -46,6 +46,8 @@ def test_every_card_links_to_a_rule_page_that_answers_with_authentication_on(tmp
     assert [p.status_code for p in pages + links] == [200] * 4
     assert "<h1>R3 v1:" in pages[0].text
     assert "<h1>R4 v1:" in pages[1].text
+    assert "<h1>Why this suggestion: End-range hip-flexor strengthening</h1>" in links[0].text
+    assert "<h1>Why this suggestion: Inferior patellar glide</h1>" in links[1].text
     assert review.status_code == 404  # the review pages stay off with authentication on
 
 

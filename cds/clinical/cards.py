@@ -77,6 +77,7 @@ class CardBuilder:
         if len(listed) > MAX_ISSUE_NOTES:
             notes.append(f"{len(listed) - MAX_ISSUE_NOTES} more records were not used; see the data issues.")
         page = f"{self.rules_url}/{rec.rules[0].id}" if self.rules_url and rec.rules else None
+        why = f"{self.rules_url.removesuffix('/rules')}/why/{rec.name}" if self.rules_url else None
         return Card(
             summary=text.summary.format(**words),
             detail=self._detail(text, self._own_facts(rec, evaluation), notes),
@@ -86,7 +87,7 @@ class CardBuilder:
             suggestions=suggestions,
             selectionBehavior=SelectionBehavior.at_most_one if suggestions else None,
             overrideReasons=[OverrideReason(system=self.t.local_system, **r) for r in self.texts.override_reasons],
-            links=[Link(label="Why this suggestion", url=page, type=LinkType.absolute)] if page else None,
+            links=[Link(label="Why this suggestion", url=why, type=LinkType.absolute)] if why else None,
             extension=explanation.extension(),
         )
 

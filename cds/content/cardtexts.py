@@ -29,6 +29,15 @@ class TextCoding(_Strict):
     display: str
 
 
+class WhyText(_Strict):
+    """What the card's "Why this suggestion" page says in a clinician's words, besides what the rules give
+    (thresholds, red flags, graded evidence, versions)."""
+
+    how: list[str] = Field(default_factory=list, description="How to do it: the cues, one per line")
+    applies: list[str] = Field(default_factory=list, description="When the suggestion is made, in plain words")
+    not_when: list[str] = Field(default_factory=list, description="When not to use it, besides the red flags")
+
+
 class CardText(_Strict):
     indicator: Literal["info", "warning", "critical"]
     topic: dict[str, str]
@@ -36,6 +45,7 @@ class CardText(_Strict):
     advice: str
     evidence: str
     suggestion: SuggestionText | None = None
+    why: WhyText = WhyText()
 
 
 class NoteCondition(_Strict):

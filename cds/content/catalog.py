@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from cds.content.rules import Condition, Rule, RuleSet
 from cds.content.terminology import RedFlag, Terminology
 
-UNIT_WORDS = {"mrc-grade": "/5", "a": " years", "deg": "°", "%": " %"}
+UNIT_WORDS = {"mrc-grade": "/5", "a": " years", "deg": "°", "%": " %", "Cel": " °C"}
 OPERATOR_WORDS = {"equals": "is", "at_least": "at least", "at_most": "at most", "above": "above", "below": "below",
                   "one_of": "one of"}
 SIDE_WORDS = {"same": "on the side being checked", "other": "on the other side", "left": "on the left",
@@ -52,9 +52,7 @@ def rule_pages(ruleset: RuleSet, terminology: Terminology, coverage: dict[str, l
 
 def rule_page(rule: Rule, ruleset: RuleSet, terminology: Terminology,
               coverage: dict[str, list[str]] | None) -> RulePage:
-    parameters = ruleset.source.parameters
-    thresholds = [Threshold(name=name.replace("_", " "), value=_value(parameters[name].value, parameters[name].unit),
-                            meaning=parameters[name].description) for name in ruleset.parameters_of(rule.id)]
+    thresholds = [threshold(name, ruleset) for name in ruleset.parameters_of(rule.id)]
     history = [f"v{c.version} ({c.date}): {c.change}" for c in rule.history] or [f"v{rule.version}: current version"]
     about_flags = any(c.finding == RED_FLAG_FINDING for c in rule.when) or any(
         a.derive == RED_FLAG_FINDING for a in rule.then)
@@ -67,6 +65,13 @@ def rule_page(rule: Rule, ruleset: RuleSet, terminology: Terminology,
                     then=[_action(a.model_dump()) for a in rule.then],
                     thresholds=thresholds, history=history, red_flags=red_flags,
                     scenarios=(coverage or {}).get(label, []))
+
+
+def threshold(name: str, ruleset: RuleSet) -> Threshold:
+    """A named parameter with its value in units and what it means."""
+    parameter = ruleset.source.parameters[name]
+    return Threshold(name=name.replace("_", " "), value=_value(parameter.value, parameter.unit),
+                     meaning=parameter.description)
 
 
 def _value(value: Any, unit: str) -> str:

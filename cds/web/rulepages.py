@@ -1,4 +1,5 @@
-"""The rule pages: `/rules` (the catalog) and `/rules/{id}`, for people (HTML) and machines (JSON).
+"""The rule pages: `/rules` (the catalog), `/rules/{id}` and the clinician's `/why/{card}`, for people (HTML) and
+machines (JSON).
 
 A card's `source.url` and its "Why this suggestion" link point here, so the pages are served with
 authentication on and off; they hold only the content of `rules/`, never patient data. JSON is
@@ -15,6 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from cds.clinical.pipeline import Pipeline
 from cds.content.catalog import RulePage, rule_pages
+from cds.content.whypage import why_page
 from cds.hooks.errors import UnknownRule
 from cds.web.html import HEADERS, templates
 
@@ -50,5 +52,14 @@ def rule_router(pipeline: Pipeline, coverage_report: Path, *, review_pages: bool
             return JSONResponse(page.model_dump() | {"ruleset": ruleset})
         html = templates.get_template("rule.html").render(page=page, ruleset=ruleset, review_pages=review_pages)
         return HTMLResponse(html, headers=HEADERS)
+
+    @router.get("/why/{card}", summary="Why this suggestion: a card kind in clinical words (HTML, or JSON on Accept)")
+    def why(card: str, request: Request) -> Response:
+        if card not in pipeline.cards.texts.cards:
+            raise UnknownRule(f"no card kind {card!r}; the cards are {', '.join(pipeline.cards.texts.cards)}")
+        page = why_page(card, pipeline.cards.texts, pipeline.ruleset, pipeline.terminology)
+        if wants_json(request):
+            return JSONResponse(page.model_dump())
+        return HTMLResponse(templates.get_template("why.html").render(page=page), headers=HEADERS)
 
     return router
