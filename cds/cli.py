@@ -27,6 +27,7 @@ from cds.clinical.pipeline import Decision, Pipeline
 from cds.clinical.validate import SUPPORTED, bundle_resources
 from cds.content.examples import Example, NoSuchExample, find_example, load_examples
 from cds.content.files import ContentError
+from cds.hooks.auth import TrustedIssuer, load_issuers
 from cds.hooks.call import Answer, HookCaller
 from cds.hooks.discovery import service_id, services
 from cds.hooks.errors import HookError
@@ -167,6 +168,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {  # name: (one line, examples, envi
     "rules": ("list the rule catalog (or, with --terminology, every code the service reads)",
               "  hipflex-cds rules\n  hipflex-cds rules --terminology --json", CONTENT_VARIABLES),
     "examples": ("list the packaged example patients with what each shows", "  hipflex-cds examples", ""),
+    "issuers": ("list the trusted JWT issuers, or print the registration sheet an EHR team fills in for one",
+                "  hipflex-cds issuers\n  hipflex-cds issuers sheet https://fhir.example-hospital.org",
+                "environment:\n  HIPFLEX_ISSUERS_FILE, HIPFLEX_PUBLIC_URL   the trusted issuers and the service's URL\n"
+                "  HIPFLEX_CORS_ORIGINS, HIPFLEX_FHIR_SERVERS   browser origins; FHIR servers of issuers listing none"),
     "synth": ("write a synthetic FHIR Bulk Data export (NDJSON), the same for the same seed",
               "  hipflex-cds synth --patients 1000 --seed 7 --out export/", ""),
     "impact": ("run the rules over a Bulk FHIR export on Dask and report what they do (and what a rule change "
@@ -282,6 +287,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="list the codes each input is read from, including a site's ConceptMaps "
                             "(HIPFLEX_CONCEPT_MAPS_DIR)")
     _command(sub, "examples").add_argument("--json", action="store_true", help="machine-readable output")
+    issuers = _command(sub, "issuers")
+    issuers.add_argument("action", nargs="?", choices=["list", "sheet"], default="list",
+                         help="list them (default), or the sheet of one")
+    issuers.add_argument("issuer", nargs="?", default=None, metavar="ISS", help="the issuer's iss, for sheet")
     synth = _command(sub, "synth")
     synth.add_argument("--patients", type=_positive(int), default=1000, help="how many patients (default "
                                                                             "%(default)s)")
@@ -559,13 +568,61 @@ def cmd_examples(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_issuers(pipeline: Pipeline, args: argparse.Namespace) -> int:
+    settings = pipeline.settings
+    if settings.issuers_file is None:
+        raise UsageError("HIPFLEX_ISSUERS_FILE is not set: there are no trusted issuers (authentication is off)")
+    trusted = {i.iss: i for i in load_issuers(settings.issuers_file)}
+    if args.action == "list":
+        for issuer in trusted.values():
+            print(f"{issuer.iss}  hooks: {', '.join(issuer.profile.hooks or HOOKS)}")
+        return 0
+    if args.issuer not in trusted:
+        raise UsageError(f"{args.issuer!r} is not a trusted issuer of {settings.issuers_file} (it has "
+                         f"{', '.join(trusted)})")
+    print(registration_sheet(trusted[args.issuer], pipeline))
+    return 0
+
+
+def registration_sheet(issuer: TrustedIssuer, pipeline: Pipeline) -> str:
+    """What an EHR's integration team enters on its side, from the same configuration the service runs on."""
+    settings, profile = pipeline.settings, issuer.profile
+    base = (settings.public_url or "http://127.0.0.1:8080").rstrip("/")
+    offered = [s for s in services(pipeline.terminology) if profile.offers(s.hook)]
+    keys = issuer.jwks_url or (f"file {issuer.jwks_file.name} (exchanged out of band)" if issuer.jwks_file else
+                               f"jku: {', '.join(issuer.jku)}")
+    servers = issuer.fhir_servers or settings.fhir_servers
+    lines = [f"Registration sheet: {issuer.iss}", "", "Services (discovery and each hook)",
+             f"  discovery        {base}/cds-services"]
+    lines += [f"  {s.hook:<16} {base}/cds-services/{s.id}" for s in offered]
+    lines += ["", "Prefetch templates"]
+    for s in offered:
+        lines += [f"  {s.id}"] + [f"    {key}: {template}" for key, template in s.prefetch.items()]
+    lines += ["", "Authentication (JWT bearer, CDS Hooks 2.0)", f"  iss              {issuer.iss}",
+              f"  key set          {keys}",
+              f"  algorithms       {', '.join(profile.algorithms or ['ES384', 'RS384', 'other ES/RS/PS'])}",
+              f"  token lifetime   at most {profile.max_lifetime_seconds or settings.jwt_max_lifetime_seconds} s",
+              "  aud              the URL called, exactly (e.g. the patient-view URL above)",
+              "", f"CORS origins       {', '.join(settings.cors_origins) or 'none (server-to-server calls only)'}",
+              f"FHIR servers read  {', '.join(servers) or 'none: everything must come as prefetch'}",
+              "", "Cards", f"  detail           {profile.detail_chars or 'no limit'} characters at most",
+              "  links            " + {"all": "all (absolute)", "none": "none",
+                                       "registered": f"only to {', '.join(profile.link_hosts) or 'no host'}"}[
+                                           profile.links],
+              f"  error bodies     {'FHIR OperationOutcome' if profile.error_format != 'json' else 'JSON'}"]
+    if issuer.public_signing_key:
+        lines += ["", "WARNING: this issuer's private signing key is public; for development on loopback only."]
+    return "\n".join(lines)
+
+
 class Unreachable(Exception):
     """A service the command needs does not answer (exit 4); the message names it."""
 
 
 EXIT = ((ConfigurationError, 3), (Unreachable, 4), (UsageError, 2), (ContentError, 2), (HookError, 2))
 SETTINGS_COMMANDS = {"serve": cmd_serve, "synth": cmd_synth, "impact": cmd_impact, "examples": cmd_examples}
-PIPELINE_COMMANDS = {"validate": cmd_validate, "evaluate": cmd_evaluate, "request": cmd_request, "rules": cmd_rules}
+PIPELINE_COMMANDS = {"validate": cmd_validate, "evaluate": cmd_evaluate, "request": cmd_request, "rules": cmd_rules,
+                     "issuers": cmd_issuers}
 
 
 def run(args: argparse.Namespace) -> int:

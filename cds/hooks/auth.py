@@ -19,7 +19,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import jwt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cds.content.files import load_model
+from cds.hooks.ehrprofile import EhrProfile
 
 ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 JWKS_REFRESH_SECONDS = 60.0
@@ -60,6 +61,8 @@ class TrustedIssuer(BaseModel):
     fhir_servers: list[str] = Field(default_factory=list,
                                     description="fhirServer base URLs this issuer's calls may name (read with the "
                                                 "caller's token); none listed = none read")
+    profile: EhrProfile = Field(default_factory=EhrProfile, description="What this EHR can take (hooks, card "
+                                                                        "length, links, error format, JWTs)")
     public_signing_key: bool = Field(default=False,
                                      description="Its private signing key is published (the CDS Hooks sandbox): "
                                                  "anyone can sign as it, so the service then listens on loopback "
@@ -92,6 +95,7 @@ class Caller:
     jti: str
     tenant: str | None
     fhir_servers: tuple[str, ...] = ()
+    profile: EhrProfile = field(default_factory=EhrProfile)
 
 
 class KeySets:
@@ -155,7 +159,11 @@ class Authenticator:
             key, published = self.keys.key(self._key_source(issuer, header), str(header.get("kid")))
             if published is not None and published != header["alg"]:
                 raise AuthError("algorithm", f"the key is published for {published}, not {header['alg']}")
-            payload = self._decode(token, key, header["alg"], issuer.iss, audience)
+            allowed = issuer.profile.algorithms
+            if allowed is not None and header["alg"] not in allowed:
+                raise AuthError("algorithm", f"this issuer signs with {', '.join(allowed)}, not {header['alg']}")
+            payload = self._decode(token, key, header["alg"], issuer.iss, audience,
+                                   issuer.profile.max_lifetime_seconds or self.max_lifetime)
             jti = str(payload["jti"])
             if not self.first_use(issuer.iss, jti, int(payload["exp"])):
                 raise AuthError("replayed", "this token was used before (jti replay)")
@@ -163,7 +171,8 @@ class Authenticator:
             raise exc.about(claimed, kid) from None
         # a tenant claim anyone can forge binds nothing: all callers of a public-key issuer share one tenant
         tenant = PUBLIC_KEY_TENANT if issuer.public_signing_key else payload.get("tenant")
-        return Caller(issuer=issuer.iss, jti=jti, tenant=tenant, fhir_servers=tuple(issuer.fhir_servers))
+        return Caller(issuer=issuer.iss, jti=jti, tenant=tenant, fhir_servers=tuple(issuer.fhir_servers),
+                      profile=issuer.profile)
 
     def _issuer(self, header: dict[str, Any], claims: dict[str, Any]) -> TrustedIssuer:
         if header.get("alg") not in ALGORITHMS:
@@ -192,7 +201,8 @@ class Authenticator:
             raise AuthError("jku-not-allowed", "the JWT header's jku is not on this issuer's allow-list")
         raise AuthError("no-keys", "this issuer's keys are known only through jku, and the token has none")
 
-    def _decode(self, token: str, key: jwt.PyJWK, alg: str, iss: str, audience: str) -> dict[str, Any]:
+    def _decode(self, token: str, key: jwt.PyJWK, alg: str, iss: str, audience: str,
+                max_lifetime: int) -> dict[str, Any]:
         try:
             payload: dict[str, Any] = jwt.decode(
                 token, key.key, algorithms=[alg], audience=[audience, audience + "/"], issuer=iss,
@@ -217,8 +227,8 @@ class Authenticator:
         for claim, required in (("jti", True), ("tenant", False)):
             if claim in payload or required:
                 _check_text_claim(claim, payload[claim])
-        if int(payload["exp"]) - int(payload["iat"]) > self.max_lifetime:
-            raise AuthError("lifetime", f"the token lives longer than {self.max_lifetime} s")
+        if int(payload["exp"]) - int(payload["iat"]) > max_lifetime:
+            raise AuthError("lifetime", f"the token lives longer than {max_lifetime} s")
         return payload
 
 

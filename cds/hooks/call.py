@@ -132,4 +132,5 @@ class HookCaller:
         issued = issued_cards(decision.cards, service.id, request.hookInstance, caller, preview)
         if self.store is not None and record:
             self.store.record_cards(issued, request.patient_id)
-        return Answer(decision.response(), decision, issued)
+        response = decision.response()
+        return Answer(caller.profile.fit(response) if caller else response, decision, issued)

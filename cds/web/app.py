@@ -44,6 +44,7 @@ from cds.clinical.response import CDSResponse
 from cds.hooks.auth import Authenticator, AuthError, Caller, load_issuers
 from cds.hooks.call import HookCaller
 from cds.hooks.discovery import Discovery, Service, services
+from cds.hooks.ehrprofile import operation_outcome
 from cds.hooks.errors import (
     DataUnavailable,
     HookError,
@@ -306,7 +307,15 @@ def create_app(settings: Settings, bind: str | None = None) -> FastAPI:
         name = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         return error_body(exc.status_code, name, f"{request.method} {request.url.path}: {exc.detail}")
 
-    async def guarded(service_id: str, endpoint: str, work: Callable[[], Any]) -> Response:
+    def error_format(request: Request, exc: Exception) -> str:
+        """The caller's EHR profile's error format: once authenticated, or the issuer a refused token named."""
+        profile = getattr(request.state, "profile", None)
+        if profile is None and isinstance(exc, AuthError) and cds.auth is not None and exc.issuer:
+            issuer = cds.auth.issuers.get(exc.issuer)
+            profile = issuer.profile if issuer else None
+        return str(profile.error_format) if profile else "json"
+
+    async def guarded(request: Request, service_id: str, endpoint: str, work: Callable[[], Any]) -> Response:
         """Run one call, mapping every failure to its status; time it; log ids and outcome only."""
         started, correlation = time.perf_counter(), str(uuid.uuid4())
         if service_id not in cds.catalog and service_id != "discovery":
@@ -324,6 +333,11 @@ def create_app(settings: Settings, bind: str | None = None) -> FastAPI:
                 extra |= {"auth_check": exc.check, "issuer": exc.issuer, "kid": exc.kid}
             if isinstance(exc, HookError):  # which prefetch key and check, or which field: never the data
                 extra |= exc.log | ({"error": exc.error, "field": exc.field} if exc.field else {"error": exc.error})
+            if error_format(request, exc) == "operation-outcome":
+                known = JSONResponse(operation_outcome(known.status_code, json.loads(bytes(known.body))),
+                                     status_code=known.status_code, media_type="application/fhir+json",
+                                     headers={k: v for k, v in known.headers.items()
+                                              if k.lower() in ("retry-after", "www-authenticate")})
             response = known
         seconds = time.perf_counter() - started
         cds.metrics.observe(service_id, endpoint, response.status_code, seconds)
@@ -334,9 +348,11 @@ def create_app(settings: Settings, bind: str | None = None) -> FastAPI:
     @app.get("/cds-services", summary="CDS Hooks discovery", openapi_extra=_contract(None, "Discovery"))
     async def discovery(request: Request) -> Response:
         async def work() -> dict[str, Any]:
-            await run_in_threadpool(cds.authenticate, request, "/cds-services")
-            return Discovery(services=list(cds.catalog.values())).model_dump()
-        return await guarded("discovery", "discovery", work)
+            caller = await run_in_threadpool(cds.authenticate, request, "/cds-services")
+            request.state.profile = caller.profile if caller else None
+            offered = [s for s in cds.catalog.values() if caller is None or caller.profile.offers(s.hook)]
+            return Discovery(services=offered).model_dump()
+        return await guarded(request, "discovery", "discovery", work)
 
     async def posted(service_id: str, request: Request, endpoint: str,
                      handle: Callable[[Service, bytes, Caller | None], Awaitable[dict[str, Any] | Response]]
@@ -346,12 +362,16 @@ def create_app(settings: Settings, bind: str | None = None) -> FastAPI:
             service = cds.service(service_id)
             suffix = "/feedback" if endpoint == "feedback" else ""
             caller = await run_in_threadpool(cds.authenticate, request, f"/cds-services/{service_id}{suffix}")
+            request.state.profile = caller.profile if caller else None
+            if caller is not None and not caller.profile.offers(service.hook):
+                raise UnknownService(f"no CDS service with id {service_id!r} for this EHR (its profile offers "
+                                     f"{', '.join(caller.profile.hooks or [])})")
             media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
             if media not in ("application/json", "application/fhir+json"):
                 raise NotJson(f"the body must be sent as Content-Type: application/json, not {media[:60] or 'none'!r}")
             raw = await read_body(request, settings.max_body_bytes)
             return await handle(service, raw, caller)
-        return await guarded(service_id, endpoint, work)
+        return await guarded(request, service_id, endpoint, work)
 
     @app.post("/cds-services/{service_id}", summary="Call a CDS service (hook request)",
               openapi_extra=_contract("HookRequest", "CDSResponse"))
