@@ -104,7 +104,8 @@ def test_an_ehrs_token_rules_hold_for_its_issuer_alone(service: str, signer: Sig
 
 def test_a_detail_is_cut_at_a_sentence_and_points_at_the_link_when_there_is_one() -> None:
     profile = EhrProfile(detail_chars=100)
-    detail = "First sentence is here. Second one follows; third part.\n\nA new paragraph that is long enough to be cut off here."
+    detail = ("First sentence is here. Second one follows; third part.\n\n"
+              "A new paragraph that is long enough to be cut off here.")
     assert len(detail) > 100
     cut = profile._detail(detail, linked=True)
     assert cut == "First sentence is here. Second one follows; third part. (more under “Why this suggestion”)"
