@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from playwright.sync_api import Browser, sync_playwright
 
 from cds.clinical.pipeline import Pipeline
 from cds.content.rules import RuleSet, load_rules
@@ -66,6 +67,20 @@ def store(tmp_path: Path) -> Iterator[Store]:
     store = Store(f"sqlite:///{tmp_path / 'store.sqlite3'}", b"k")
     yield store
     store.close()
+
+
+# ---- Debian's chromium, driven by Playwright (its own browser download does not work here) ----------------
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
 
 
 # ---- the store's two backends: a SQLite file and a PostgreSQL cluster started for the session ------------
