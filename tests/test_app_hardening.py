@@ -239,15 +239,21 @@ def test_a_listed_host_name_that_resolves_to_loopback_is_refused(tmp_path: Path,
     assert fhir_stub.seen == []
 
 
-def test_each_issuer_reads_only_its_own_fhir_servers(tmp_path: Path, fhir_stub: FhirStub, issuers_file: Path,
-                                                     signer: Signer) -> None:
-    settings = service_settings(tmp_path, issuers_file=issuers_file, public_url=PUBLIC,
-                                fhir_servers=[fhir_stub.base])  # listed for development mode only: not for issuers
+def test_an_issuer_that_lists_fhir_servers_reads_only_those(tmp_path: Path, fhir_stub: FhirStub,
+                                                            signer: Signer) -> None:
+    """HIPFLEX_FHIR_SERVERS is inherited only by an issuer that lists none; a list of its own is the whole list."""
+    (tmp_path / "client-jwks.json").write_text(json.dumps(signer.jwks()))
+    issuers = {"issuers": [{"iss": ISSUER, "jwks_file": "client-jwks.json",
+                            "fhir_servers": ["https://fhir.its-own.example/r4"]}]}
+    (tmp_path / "issuers.yaml").write_text(yaml.safe_dump(issuers))
+    settings = service_settings(tmp_path, issuers_file=tmp_path / "issuers.yaml", public_url=PUBLIC,
+                                fhir_servers=[fhir_stub.base])
     with running(create_app(settings)) as url:
         token = signer.token(f"{PUBLIC}{PATIENT_VIEW}")
         response = httpx.post(f"{url}{PATIENT_VIEW}", json=fetching(fhir_stub),
                               headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 412
+    assert "not one this service may read from" in response.json()["message"]
     assert fhir_stub.seen == []
 
 
