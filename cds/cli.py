@@ -395,7 +395,7 @@ def _answer(pipeline: Pipeline, args: argparse.Namespace) -> tuple[Answer, dt.da
     service = {s.id: s for s in services(pipeline.terminology)}[service_id(args.hook)]
     try:
         body = request_for([r for r in resources if isinstance(r, dict)], args.hook, service.prefetch, args.user,
-                           patient_id=args.patient)
+                           patient_id=args.patient, terminology=pipeline.terminology)
     except ValueError as exc:
         raise UsageError(f"{args.file}: {exc} (or name one with --patient)") from None
     request = parse_request(json.dumps(body).encode(), args.hook)
@@ -478,7 +478,7 @@ def cmd_request(pipeline: Pipeline, args: argparse.Namespace) -> int:
     templates = prefetch_templates(pipeline.terminology)
     try:
         body = request_for([r for r in resources if isinstance(r, dict)], args.hook, templates, args.user,
-                           args.encounter)
+                           args.encounter, terminology=pipeline.terminology)
     except ValueError as exc:
         raise UsageError(f"{args.file}: {exc}") from None
     print(json.dumps(body, indent=2))

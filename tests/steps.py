@@ -572,7 +572,7 @@ def decide(chart: Chart, hook: str, request: pytest.FixtureRequest) -> Outcome:
 def through_hook_call(caller: HookCaller, hook: str, chart: Chart, resources: list[dict[str, Any]]) -> Outcome:
     """The service's own hook call, without HTTP: findings and data issues are visible too."""
     service = next(s for s in services(caller.pipeline.terminology) if s.hook == hook)
-    body = request_for(resources, hook, service.prefetch, chart.user)
+    body = request_for(resources, hook, service.prefetch, chart.user, terminology=caller.pipeline.terminology)
     answer = caller.call(service, HookRequest.model_validate(body), today=chart.today)
     decision = answer.decision
     if decision is None:
@@ -584,7 +584,7 @@ def through_hook_call(caller: HookCaller, hook: str, chart: Chart, resources: li
 
 
 def through_service(url: str, hook: str, chart: Chart, resources: list[dict[str, Any]]) -> Outcome:
-    body = request_for(resources, hook, prefetch_templates(TERMINOLOGY), chart.user)
+    body = request_for(resources, hook, prefetch_templates(TERMINOLOGY), chart.user, terminology=TERMINOLOGY)
     response = httpx.post(f"{url}/cds-services/hipflex-{hook}", json=body, timeout=30)
     assert response.status_code == 200, response.text
     cards = response.json()["cards"]

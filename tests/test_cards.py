@@ -198,3 +198,22 @@ def test_a_referral_gives_the_recorded_pain_as_its_reason_not_a_diagnosis(pipeli
     """430725003 only where a patellofemoral pain diagnosis is recorded; the pain records are cited."""
     assert suggested_reasons(decide(pipeline, "P01")) == [(["30989003"], ["Observation/p01-pain-1"])] * 2
     assert suggested_reasons(decide(pipeline, "P16")) == [(["430725003"], ["Condition/p16-cond-1"])] * 2
+
+
+def test_a_parameter_renamed_without_its_placeholder_stops_start_up_at_the_text(tmp_path: Path) -> None:
+    import shutil
+
+    from cds.settings import Settings
+    from tests.paths import RULES
+
+    content = tmp_path / "rules"
+    shutil.copytree(RULES, content)
+    rules = content / "knee-hip-v1.yaml"
+    rules.write_text(rules.read_text().replace("max_age", "oldest_age"))
+    with pytest.raises(ContentError) as caught:
+        Pipeline(Settings(rules_dir=content))
+    cards = (content / "cards.yaml").read_text().splitlines()
+    line = next(n for n, text in enumerate(cards, 1) if "{max_age_minus_one}" in text)
+    expected = rf"{re.escape(str(content / 'cards.yaml'))}:{line}: no_cards\.\d+\.text: \{{max_age_minus_one\}} is not"
+    assert re.match(expected, str(caught.value)), str(caught.value)
+    assert "oldest_age_minus_one" in str(caught.value)

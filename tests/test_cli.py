@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cds.cli import main
-from tests.paths import EXAMPLES
+from cds.content.terminology import load_terminology
+from tests.paths import EXAMPLES, RULES
 
 P01 = EXAMPLES / "P01-classic-right.json"
 
@@ -107,7 +108,9 @@ def test_request_builds_a_valid_order_select_request_with_a_physiotherapy_draft(
     assert body["hook"] == "order-select"
     assert body["context"]["selections"] == [f"ServiceRequest/{drafts[0]['id']}"]
     assert drafts[0]["status"] == "draft"
-    assert drafts[0]["code"]["coding"][0]["code"] == "91251008"
+    coding = drafts[0]["code"]["coding"][0]
+    physiotherapy = load_terminology(RULES / "terminology.yaml").physiotherapy_codes
+    assert (coding["system"], coding["code"]) in physiotherapy  # a code the service reads as physiotherapy
 
 
 def test_evaluate_order_select_gives_the_services_cards_without_a_second_referral() -> None:

@@ -65,3 +65,54 @@ def test_the_layer_folders_exist_and_cds_holds_no_loose_step_modules() -> None:
     loose = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert loose == ["__init__.py", "cli.py", "settings.py"]
     assert all((PACKAGE / name / "__init__.py").exists() for name in LAYERS)
+
+
+def content_names() -> dict[str, str]:
+    """Every finding, rule id, parameter and code the content files define (read here from the files), less the
+    fact kinds, which are the Python fact vocabulary the content is written in."""
+    import json
+
+    import yaml
+
+    from cds.content.facts import fact_properties
+    from tests.paths import RULES
+
+    source = yaml.safe_load((RULES / "knee-hip-v1.yaml").read_text())
+    names = {r["id"]: "rule" for r in source["rules"]}
+    names |= {a["derive"]: "finding" for r in source["rules"] for a in r["then"] if "derive" in a}
+    names |= dict.fromkeys(source["parameters"], "parameter")
+    codes: set[str] = set()
+
+    def walk(value: object) -> None:
+        if isinstance(value, dict):
+            codes.update(str(v) for k, v in value.items() if k == "code" and isinstance(v, str | int))
+            for child in value.values():
+                walk(child)
+        elif isinstance(value, list):
+            for child in value:
+                walk(child)
+
+    walk(yaml.safe_load((RULES / "terminology.yaml").read_text()))
+    for path in (RULES / "valuesets").glob("*.json"):
+        walk(json.loads(path.read_text()))
+    names |= {code: "code" for code in codes if len(code) >= 4 and code not in names}
+    return {name: what for name, what in names.items() if name not in fact_properties()}
+
+
+# synth.py writes synthetic patients in the codes real EHRs send: it is test data, not logic that reads them.
+WRITES_DATA = {"cds/population/synth.py"}
+
+
+def test_no_module_names_a_finding_rule_parameter_or_code_the_content_defines() -> None:
+    import re
+
+    names = content_names()
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = path.relative_to(PACKAGE.parent).as_posix()
+        if module in WRITES_DATA:
+            continue
+        for match in re.finditer(r'"([^"\n]{2,60})"', path.read_text()):
+            if match.group(1) in names:
+                found.append(f"{module}: {names[match.group(1)]} {match.group(1)!r}")
+    assert found == []

@@ -3,6 +3,7 @@ and a broken rule file stops loading with file, line and reason."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -216,3 +217,17 @@ def test_more_conditions_on_one_input_than_the_engine_can_run_are_refused(
     """durable_rules hangs building 520 tests under one node, and fails a fact meeting more than 64 at once."""
     with pytest.raises(ContentError, match=message):
         load_rules(threshold_rules(tmp_path, count, op), terminology)
+
+
+@pytest.mark.parametrize(("role", "finding"), [("scope_finding", "eligible"), ("red_flag_finding", "red-flag-present")])
+def test_a_finding_renamed_without_its_role_stops_start_up_at_the_role(tmp_path: Path, terminology: Terminology,
+                                                                       role: str, finding: str) -> None:
+    """The rules stay consistent (every use renamed); only the role still names the old finding."""
+    text = (RULES / "knee-hip-v1.yaml").read_text()
+    renamed = re.sub(rf"(?<![\w_])(derive|finding): {re.escape(finding)}\b(?!-)", rf"\1: {finding}-v2", text)
+    (tmp_path / "rules.yaml").write_text(renamed)
+    with pytest.raises(ContentError) as caught:
+        load_rules(tmp_path / "rules.yaml", terminology)
+    role_line = next(n for n, line in enumerate(renamed.splitlines(), 1) if line.strip().startswith(f"{role}:"))
+    assert str(caught.value) == (f"{tmp_path / 'rules.yaml'}:{role_line}: roles.{role}: no rule derives the "
+                                 f"finding {finding!r}")

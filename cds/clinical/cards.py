@@ -28,7 +28,15 @@ from cds.clinical.response import (
     Source,
     Suggestion,
 )
-from cds.content.cardtexts import CardText, CardTexts, NoteCondition, ReasonText, SuggestionText, side_words
+from cds.content.cardtexts import (
+    CardText,
+    CardTexts,
+    NoteCondition,
+    ReasonText,
+    SuggestionText,
+    parameter_words,
+    side_words,
+)
 from cds.content.facts import DataIssue, InputFact, date_words
 from cds.content.rules import RuleSet
 from cds.content.terminology import Terminology
@@ -104,9 +112,7 @@ class CardBuilder:
 
     def no_cards_reason(self, evaluation: Evaluation) -> str:
         """Why an evaluation gave no cards, in one plain sentence (rules/cards.yaml `no_cards`)."""
-        parameters = {name: p.value for name, p in self.ruleset.source.parameters.items()}
-        if "max_age" in parameters:
-            parameters["max_age_below"] = int(parameters["max_age"]) - 1
+        parameters = parameter_words(self.ruleset)
         for reason in self.texts.no_cards:
             fact = _holds(reason.when, evaluation, None)
             if fact is not None:

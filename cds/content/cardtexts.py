@@ -7,11 +7,13 @@ finding in YAML stops start-up instead of silently dropping what a clinician rea
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cds.content.facts import fact_fields
 from cds.content.files import ContentError, Location, line_of, load_model
 from cds.content.rules import RuleSet
 
@@ -138,7 +140,42 @@ def load_card_texts(path: Path, ruleset: RuleSet, fact_kinds: set[str]) -> CardT
         for card in note.cards:
             known.check(("notes", index, "cards"), card, known.cards, "card")
         known.condition(("notes", index, "when"), note.when)
+    _check_placeholders(path, lines, texts, ruleset)
     return texts
+
+
+SIDES = set(side_words(None))
+NOTE_EXTRAS = {"red_flags_recorded"}
+
+
+def parameter_words(ruleset: RuleSet) -> dict[str, Any]:
+    """The rule file's parameters as placeholders, and for whole numbers `{name}_minus_one` (ages 16 to 59)."""
+    words: dict[str, Any] = {name: p.value for name, p in ruleset.source.parameters.items()}
+    words |= {f"{name}_minus_one": p.value - 1 for name, p in ruleset.source.parameters.items()
+              if isinstance(p.value, int) and not isinstance(p.value, bool)}
+    return words
+
+
+def _check_placeholders(path: Path, lines: dict[Location, int], texts: CardTexts, ruleset: RuleSet) -> None:
+    """Every `{placeholder}` names something the text is formatted with (a rename stops start-up here)."""
+    fields = fact_fields()
+
+    def check(loc: Location, text: str, allowed: set[str]) -> None:
+        for _, name, _, _ in string.Formatter().parse(text):
+            if name is not None and name not in allowed:
+                raise ContentError(path, line_of(lines, loc), f"{'.'.join(map(str, loc))}: {{{name}}} is not one "
+                                   f"of the placeholders this text gets ({', '.join(sorted(allowed)) or 'none'})")
+
+    for kind, card in texts.cards.items():
+        check(("cards", kind, "summary"), card.summary, SIDES)
+        if card.suggestion is not None:
+            check(("cards", kind, "suggestion", "label"), card.suggestion.label, SIDES)
+    for index, note in enumerate(texts.notes):
+        own = fields.get(note.when.fact, set()) if note.when.fact else set()
+        check(("notes", index, "text"), note.text, SIDES | NOTE_EXTRAS | own)
+    for index, reason in enumerate(texts.no_cards):
+        own = fields.get(reason.when.fact, set()) if reason.when.fact else set()
+        check(("no_cards", index, "text"), reason.text, set(parameter_words(ruleset)) | own)
 
 
 class _Known:

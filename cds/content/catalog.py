@@ -18,7 +18,6 @@ OPERATOR_WORDS = {"equals": "is", "at_least": "at least", "at_most": "at most", 
                   "one_of": "one of"}
 SIDE_WORDS = {"same": "on the side being checked", "other": "on the other side", "left": "on the left",
               "right": "on the right", "bilateral": "on both sides"}
-RED_FLAG_FINDING = "red-flag-present"
 STATUS_RULE = ("Which records count: a Condition without clinicalStatus (an encounter diagnosis) counts as current "
                "within its red flag's window, else {days} days from its onset (else recordedDate); refuted and "
                "entered-in-error never count; inactive, remission and resolved do not; a record with no date counts. "
@@ -54,8 +53,9 @@ def rule_page(rule: Rule, ruleset: RuleSet, terminology: Terminology,
               coverage: dict[str, list[str]] | None) -> RulePage:
     thresholds = [threshold(name, ruleset) for name in ruleset.parameters_of(rule.id)]
     history = [f"v{c.version} ({c.date}): {c.change}" for c in rule.history] or [f"v{rule.version}: current version"]
-    about_flags = any(c.finding == RED_FLAG_FINDING for c in rule.when) or any(
-        a.derive == RED_FLAG_FINDING for a in rule.then)
+    flag_finding = ruleset.source.roles.red_flag_finding if ruleset.source.roles else None
+    about_flags = flag_finding is not None and (any(c.finding == flag_finding for c in rule.when)
+                                                or any(a.derive == flag_finding for a in rule.then))
     red_flags = [_flag(f, terminology) for f in terminology.red_flags] + [STATUS_RULE.format(
         days=terminology.condition_lookback_days)] if about_flags else []
     label = f"{rule.id} v{rule.version}"

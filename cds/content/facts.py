@@ -270,6 +270,12 @@ FACT_MODELS: tuple[type[_Fact], ...] = (
 )
 
 
+def fact_fields() -> dict[str, set[str]]:
+    """For each fact kind, every field (what a card text may show as a placeholder)."""
+    return {kind: set(model.model_fields) for model in FACT_MODELS
+            for kind in getattr(model.model_fields["kind"].annotation, "__args__", ())}
+
+
 def fact_properties() -> dict[str, dict[str, str]]:
     """For each fact kind, the properties a rule may test and their type ('number' or 'text')."""
     known: dict[str, dict[str, str]] = {}

@@ -123,9 +123,20 @@ class Rule(_Strict):
     history: list[Change] = Field(default_factory=list, description="What changed in each version, newest first")
 
 
+class Roles(_Strict):
+    """The findings the code itself relies on, named here so that renaming one in the rules without updating its
+    role stops start-up (at this line) instead of quietly changing what the code counts."""
+
+    scope_finding: str = Field(description="Derived when a patient and user are in scope (population runs count "
+                                           "the rest as out of scope)")
+    red_flag_finding: str = Field(description="Derived when a red flag is recorded (its rules' pages list the flags)")
+
+
 class RuleFile(_Strict):
     ruleset: str
     version: str
+    roles: Roles | None = Field(default=None, description="Without it (a synthetic file) nothing is counted out of "
+                                                           "scope and no page lists red flags")
     parameters: dict[str, Parameter]
     rules: list[Rule] = Field(min_length=1)
 
@@ -421,6 +432,14 @@ def _check_engine_limits(rules: list[CompiledRule], fail: Callable[[str, str], C
                                "evaluate; use fewer thresholds (named parameters can be shared)")
 
 
+def _check_roles(source: RuleFile, lines: dict[Location, int], path: Path) -> None:
+    derived = {a.derive for r in source.rules for a in r.then if a.derive}
+    for role, finding in (source.roles.model_dump() if source.roles else {}).items():
+        if finding not in derived:
+            raise ContentError(path, line_of(lines, ("roles", role)),
+                               f"roles.{role}: no rule derives the finding {finding!r}")
+
+
 def load_rules(path: Path, terminology: Terminology, *, include_drafts: bool = False) -> RuleSet:
     """Load, check and compile one rule file; a mistake raises ContentError with file and line."""
     source, lines = load_model(path, RuleFile)
@@ -435,6 +454,7 @@ def load_rules(path: Path, terminology: Terminology, *, include_drafts: bool = F
     for index, rule in enumerate(source.rules):
         if rule.status in wanted:
             compiled.extend(compiler.compile_rule(index, rule))
+    _check_roles(source, lines, path)
     _check_references(compiled, fail)
     _check_engine_limits(compiled, fail)
     return RuleSet(path, source, tuple(_stratify(compiled, fail)), compiler.parameters, rule_lines)

@@ -64,10 +64,12 @@ def prefetch_from(resources: list[dict[str, Any]], templates: dict[str, str]) ->
 
 
 def request_for(resources: list[dict[str, Any]], hook: str, templates: dict[str, str], user_id: str,
-                encounter_id: str = "encounter-1", patient_id: str | None = None) -> dict[str, Any]:
+                encounter_id: str = "encounter-1", patient_id: str | None = None, *,
+                terminology: Terminology | None = None) -> dict[str, Any]:
     """The hook request an EHR would send holding these resources as prefetch (for the CLI, the review page and
-    the scenarios); order-select selects a draft physiotherapy order for the knee. The patient is `patient_id`,
-    else the one Patient among the resources (ValueError when there is not exactly one)."""
+    the scenarios); order-select selects a draft physiotherapy order for the knee, coded with the terminology's
+    physiotherapy code. The patient is `patient_id`, else the one Patient among the resources (ValueError when
+    there is not exactly one)."""
     if patient_id is None:
         patients = [r for r in resources if r.get("resourceType") == "Patient"]
         if len(patients) != 1:
@@ -77,10 +79,12 @@ def request_for(resources: list[dict[str, Any]], hook: str, templates: dict[str,
     if hook in ("encounter-start", "order-select"):
         context["encounterId"] = encounter_id
     if hook == "order-select":
+        if terminology is None:
+            raise ValueError("an order-select request needs the terminology's physiotherapy code")
+        system, code = min(terminology.physiotherapy_codes)
         draft = {"resourceType": "ServiceRequest", "id": "draft-referral", "status": "draft", "intent": "order",
                  "subject": {"reference": f"Patient/{patient_id}"},
-                 "code": {"coding": [{"system": "http://snomed.info/sct", "code": "91251008",
-                                      "display": "Physical therapy procedure"}]}}
+                 "code": {"coding": [{"system": system, "code": code}]}}
         context |= {"selections": ["ServiceRequest/draft-referral"],
                     "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": draft}]}}
     return {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context,

@@ -27,7 +27,7 @@ from typing import Any
 
 from cds.clinical.context import Context
 from cds.clinical.explanation import Explanation
-from cds.clinical.pipeline import Pipeline
+from cds.clinical.pipeline import Decision, Pipeline
 from cds.content.facts import AgeFact
 from cds.hooks.fhirclient import JSON_DEPTH_LIMIT, parse_json
 from cds.population.bulkexport import PROBLEMS_FILE
@@ -224,7 +224,7 @@ def evaluate_bucket(path: str, run: Run, part: int) -> Tally:
         row = {"patient": digest, "age": now["age"], "cards": now["cards"], "rules": now["rules"],
                "issues": now["issues"]}
         tally.patients += 1
-        tally.out_of_scope += not now["eligible"]
+        tally.out_of_scope += not now["in_scope"]
         tally.cards.update(now["cards"])
         tally.rules.update(now["rules"])
         tally.issues.update(now["issues"])
@@ -250,7 +250,13 @@ def outcome(pipeline: Pipeline, resources: list[dict[str, Any]], pid: str, as_of
     age = next((f.years for f in decision.validated.facts if isinstance(f, AgeFact)), None)
     return {"cards": cards, "makers": makers, "rules": sorted({r.label for e in explanations for r in e.rules}),
             "issues": sorted({i.code for i in decision.validated.issues}), "age": age,
-            "eligible": ("eligible", None) in decision.evaluation.finding_names()}
+            "in_scope": in_scope(pipeline, decision)}
+
+
+def in_scope(pipeline: Pipeline, decision: Decision) -> bool:
+    """Whether the rules' scope finding (its role in the rule file) was derived; without roles, everyone is."""
+    roles = pipeline.ruleset.source.roles
+    return roles is None or (roles.scope_finding, None) in decision.evaluation.finding_names()
 
 
 def _diff(tally: Tally, row: dict[str, Any], before: dict[str, Any], now: dict[str, Any], digest: str) -> None:

@@ -57,14 +57,14 @@ def read_bundle(text: str) -> dict[str, Any]:
     return data
 
 
-def hook_request(resources: list[dict[str, Any]], hook: str, prefetch: dict[str, str],
+def hook_request(resources: list[dict[str, Any]], hook: str, prefetch: dict[str, str], terminology: Terminology,
                  user: str = "clinician") -> HookRequest:
     """The request an EHR would send for these resources, checked like one; the user is a practitioner or the
     patient themselves (a patient-facing app)."""
     patient = next((str(r.get("id")) for r in resources if r.get("resourceType") == "Patient"), "unknown")
     user_id = "Practitioner/review" if user == "clinician" else f"Patient/{patient}"
     try:
-        return HookRequest.model_validate(request_for(resources, hook, prefetch, user_id))
+        return HookRequest.model_validate(request_for(resources, hook, prefetch, user_id, terminology=terminology))
     except ValueError as exc:  # pydantic's ValidationError is a ValueError too
         reason = ": ".join(first_error(exc)) if isinstance(exc, ValidationError) else str(exc)
         raise ReviewInputError(f"The bundle cannot be sent as a request: {reason}.") from None
@@ -73,27 +73,29 @@ def hook_request(resources: list[dict[str, Any]], hook: str, prefetch: dict[str,
 USERS = {"clinician": "a clinician (Practitioner)", "patient": "the patient (a patient-facing app)"}
 
 
-def value_words(resource: dict[str, Any], mrc_system: str) -> str:
+def value_words(resource: dict[str, Any], terminology: Terminology) -> str:
     """An Observation's value as a reader writes it: '4/5', '8 °', '5/10', 'yes'."""
     if isinstance(resource.get("valueQuantity"), dict):
         quantity = resource["valueQuantity"]
         return f"{quantity.get('value', '')} {quantity.get('unit') or quantity.get('code') or ''}".strip()
     concept = resource.get("valueCodeableConcept")
     if isinstance(concept, dict):
-        graded = [c for s, c in codings(concept) if s == mrc_system]
+        graded = [c for s, c in codings(concept) if s == terminology.mrc_grade_system]
         if graded:
             return f"{graded[0]}/5"
         shown = [str(c.get("display") or c.get("code")) for c in concept.get("coding") or [] if isinstance(c, dict)]
         return str(concept.get("text") or ", ".join(shown))
     if "valueInteger" in resource:
-        return f"{resource['valueInteger']}/10" if _is_pain(resource) else str(resource["valueInteger"])
+        return f"{resource['valueInteger']}/10" if _is_pain(resource, terminology) else str(resource["valueInteger"])
     if isinstance(resource.get("valueBoolean"), bool):
         return "yes" if resource["valueBoolean"] else "no"
     return str(resource.get("valueString", ""))
 
 
-def _is_pain(resource: dict[str, Any]) -> bool:
-    return ("http://loinc.org", "72514-3") in codings(resource.get("code"))
+def _is_pain(resource: dict[str, Any], terminology: Terminology) -> bool:
+    """A pain score (0-10) by its binding in the terminology, whatever code the site uses for it."""
+    bindings = [terminology.observation_by_code.get(terminology.canonical(*c)) for c in codings(resource.get("code"))]
+    return any(b is not None and b.kind == "pain-severity" for b in bindings)
 
 
 def resource_rows(resources: list[dict[str, Any]], decision: Decision | None,
@@ -118,7 +120,7 @@ def resource_rows(resources: list[dict[str, Any]], decision: Decision | None,
         notes = [str(n.get("text", "")) for n in r.get("note") or [] if isinstance(n, dict)]
         rows.append({"what": str(code.get("text") or ", ".join(shown) or r.get("resourceType")),
                      "note": " ".join(notes),
-                     "value": value_words(r, terminology.mrc_grade_system), "side": side,
+                     "value": value_words(r, terminology), "side": side,
                      "date": date_words(when) if when else "", "status": _status(r),
                      "used": "used" if ref in used else f"not used: {issues[ref]}" if ref in issues else "not used"})
     return rows
@@ -181,7 +183,7 @@ class Review:
             raise ReviewInputError(f"Unknown user {user!r}; choose one of {', '.join(USERS)}.")
         service = self.catalog[service_id(hook)]
         resources = [r for r in bundle_resources(bundle) if isinstance(r, dict)]
-        request = hook_request(resources, hook, service.prefetch, user)
+        request = hook_request(resources, hook, service.prefetch, self.caller.pipeline.terminology, user)
         answer = await self.caller.call_async(service, request, today=as_of, record=record, preview=True)
         decision = answer.decision
         pipeline = self.caller.pipeline
