@@ -17,6 +17,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from cds.clinical.engine import POOL_SIZE
 from cds.clinical.explanation import Explanation
 from cds.hooks.prefetch import render
 from cds.hooks.store import Store
@@ -396,14 +397,14 @@ def test_a_failed_engine_session_is_counted_and_the_pool_stays_full(tmp_path: Pa
     original = engine._host.delete_state
     engine._host.delete_state = failing_delete
     with running(app) as url:
-        for _ in range(70):  # more calls than the pool has sessions (64)
+        for _ in range(70):  # many more calls than the pool has sessions
             assert httpx.post(f"{url}{PATIENT_VIEW}", json=hook_request()).status_code == 200
         engine._host.delete_state = original
         assert httpx.post(f"{url}{PATIENT_VIEW}", json=hook_request()).status_code == 200
         text = httpx.get(f"{url}/metrics").text
     assert failures == 70
     assert "hipflex_engine_failed_sessions 70.0" in text
-    assert engine._sids.qsize() == 64
+    assert engine._sids.qsize() == POOL_SIZE
 
 
 def test_the_sandbox_connects_with_the_shipped_issuers_file(tmp_path: Path, signer: Signer, fhir_stub: FhirStub,

@@ -37,7 +37,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from cds import __version__
-from cds.clinical.engine import EngineBusy
 from cds.clinical.explanation import rule_label
 from cds.clinical.pipeline import Pipeline
 from cds.clinical.response import CDSResponse
@@ -223,8 +222,8 @@ def failure(exc: Exception) -> JSONResponse | None:
         return error_body(403, "cross-site", str(exc))
     if isinstance(exc, NotJson):
         return error_body(415, "unsupported-media-type", str(exc))
-    if isinstance(exc, EngineBusy | Busy):
-        busy = error_body(503, "busy", str(exc) if isinstance(exc, Busy) else "the rule engine is busy; try again")
+    if isinstance(exc, Busy):
+        busy = error_body(503, "busy", str(exc))
         busy.headers["Retry-After"] = "1"
         return busy
     return None
