@@ -28,7 +28,7 @@ from cds.clinical.validate import SUPPORTED, bundle_resources
 from cds.content.examples import Example, NoSuchExample, find_example, load_examples
 from cds.content.files import ContentError
 from cds.hooks.auth import TrustedIssuer, load_issuers
-from cds.hooks.call import Answer, HookCaller
+from cds.hooks.call import NO_ORDER_SELECTED, Answer, HookCaller
 from cds.hooks.discovery import service_id, services
 from cds.hooks.errors import HookError
 from cds.hooks.fhirclient import FetchLimits, FhirReader, parse_json
@@ -416,7 +416,7 @@ def cmd_evaluate(pipeline: Pipeline, args: argparse.Namespace) -> int:
     out = Output(highlight=False, soft_wrap=True)
     out.print(f"[bold]{escape(str(args.file))}[/]: {args.hook} as of {as_of} ({why})")
     if decision is None:
-        out.print("[bold]No cards:[/] order-select answers only when a physiotherapy order for the knee is selected.")
+        out.print(f"[bold]{escape(NO_ORDER_SELECTED)}[/]")
         return 0
     texts = pipeline.cards.texts
     findings = [texts.words(f.name, f.side) for f in decision.evaluation.findings]

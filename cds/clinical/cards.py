@@ -37,11 +37,11 @@ from cds.content.cardtexts import (
     parameter_words,
     side_words,
 )
+from cds.content.catalog import value_with_unit
 from cds.content.facts import DataIssue, InputFact, date_words
 from cds.content.rules import RuleSet
 from cds.content.terminology import Terminology
 
-UNIT_WORDS = {"mrc-grade": "/5", "a": " years", "deg": "°", "%": " %", "Cel": " °C"}
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>~&])")  # inline markup; data never starts a line
 # Issues a note already names (the records to check, the records that cannot be read): not listed twice.
 NOTED_ISSUES = {"unknown-knee-record", "unreadable-record"}
@@ -162,7 +162,7 @@ class CardBuilder:
         for rule_id in rule_ids:
             for name in self.ruleset.parameters_of(rule_id):
                 p = self.ruleset.source.parameters[name]
-                out[name] = f"{p.value}{UNIT_WORDS.get(p.unit, f' {p.unit}')} — {p.description}"
+                out[name] = f"{value_with_unit(p.value, p.unit)} — {p.description}"
         return out
 
     def _notes(self, rec: Derived, evaluation: Evaluation) -> Iterator[str]:

@@ -227,3 +227,8 @@ def temperature(resource: dict[str, Any], t: Terminology) -> float:
     if not 25 <= celsius <= 45:
         raise Reject("Observation.valueQuantity.value", "out-of-range", "temperature outside 25 to 45 °C")
     return round(celsius, 1)
+
+
+def years_between(born: dt.date, day: dt.date) -> int:
+    """Whole years from a birth date to a day (an age; negative when born after it)."""
+    return day.year - born.year - ((day.month, day.day) < (born.month, born.day))

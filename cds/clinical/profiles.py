@@ -14,7 +14,7 @@ from typing import Any
 from cds.clinical.assemble import Reading
 from cds.clinical.chart import CURRENT_CLINICAL, NEVER_VERIFIED, ChartCheck
 from cds.clinical.context import Context, Validated
-from cds.clinical.fhirvalues import Reject, codings, effective, laterality, observation_value, to_date
+from cds.clinical.fhirvalues import Reject, codings, effective, laterality, observation_value, to_date, years_between
 from cds.content.facts import (
     AgeFact,
     AudienceFact,
@@ -68,8 +68,7 @@ class Profiles:
             self.out.issue(ref, "Patient.birthDate", "warning", "missing",
                            "no birth date: age unknown, so no exercise suggestions can be made")
             return
-        today = self.ctx.today
-        years = today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+        years = years_between(birth, self.ctx.today)
         if years < 0:
             self.out.issue(ref, "Patient.birthDate", "error", "future-date", "birth date is in the future")
             return

@@ -11,27 +11,23 @@ import string
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from cds.content.facts import fact_fields
-from cds.content.files import ContentError, Location, line_of, load_model
+from cds.content.files import ContentError, ContentModel, Location, line_of, load_model
 from cds.content.rules import RuleSet
 
 SIDE_WORDS = {"left": ("Left knee", "left", "Left"), "right": ("Right knee", "right", "Right"),
               "bilateral": ("Both knees", "both sides", "Both")}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TextCoding(_Strict):
+class TextCoding(ContentModel):
     system: str
     code: str
     display: str
 
 
-class WhyText(_Strict):
+class WhyText(ContentModel):
     """What the card's "Why this suggestion" page says in a clinician's words, besides what the rules give
     (thresholds, red flags, graded evidence, versions)."""
 
@@ -40,7 +36,7 @@ class WhyText(_Strict):
     not_when: list[str] = Field(default_factory=list, description="When not to use it, besides the red flags")
 
 
-class CardText(_Strict):
+class CardText(ContentModel):
     indicator: Literal["info", "warning", "critical"]
     topic: dict[str, str]
     summary: str
@@ -50,7 +46,7 @@ class CardText(_Strict):
     why: WhyText = WhyText()
 
 
-class NoteCondition(_Strict):
+class NoteCondition(ContentModel):
     """Every part given must hold (on the card's side, for a `per_side` note)."""
 
     finding: str | None = None
@@ -60,12 +56,12 @@ class NoteCondition(_Strict):
     only_by_rules: list[str] | None = Field(default=None, description="`finding` was derived by these rules alone")
 
 
-class ReasonText(_Strict):
+class ReasonText(ContentModel):
     when: NoteCondition = NoteCondition()
     coding: TextCoding
 
 
-class SuggestionText(_Strict):
+class SuggestionText(ContentModel):
     label: str
     codes: list[TextCoding] = Field(min_length=1)
     body_site: TextCoding
@@ -73,12 +69,12 @@ class SuggestionText(_Strict):
     reason_facts: list[str] = Field(default_factory=list, description="Fact kinds cited in reasonReference")
 
 
-class NoCardsReason(_Strict):
+class NoCardsReason(ContentModel):
     when: NoteCondition = NoteCondition()
     text: str
 
 
-class Note(_Strict):
+class Note(ContentModel):
     id: str
     cards: list[str] = Field(min_length=1)
     per_side: bool = Field(default=False, description="Checked for each side of the card; {Label} is the side")
@@ -86,7 +82,7 @@ class Note(_Strict):
     text: str
 
 
-class CardTexts(_Strict):
+class CardTexts(ContentModel):
     version: str
     source_label: str
     disclaimer: str

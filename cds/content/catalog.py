@@ -70,11 +70,12 @@ def rule_page(rule: Rule, ruleset: RuleSet, terminology: Terminology,
 def threshold(name: str, ruleset: RuleSet) -> Threshold:
     """A named parameter with its value in units and what it means."""
     parameter = ruleset.source.parameters[name]
-    return Threshold(name=name.replace("_", " "), value=_value(parameter.value, parameter.unit),
+    return Threshold(name=name.replace("_", " "), value=value_with_unit(parameter.value, parameter.unit),
                      meaning=parameter.description)
 
 
-def _value(value: Any, unit: str) -> str:
+def value_with_unit(value: Any, unit: str) -> str:
+    """A parameter's value as a clinician reads it: '4+/5', '15 %', '16 years', '38.0 °C'."""
     return f"{value}{UNIT_WORDS.get(unit, f' {unit}')}"
 
 
@@ -113,7 +114,7 @@ def _named(raw: Any, ruleset: RuleSet) -> str:
         return ", ".join(_named(r, ruleset) for r in raw)
     parameter = ruleset.source.parameters.get(str(raw))
     if parameter is not None:
-        return f"{_value(parameter.value, parameter.unit)} ({str(raw).replace('_', ' ')})"
+        return f"{value_with_unit(parameter.value, parameter.unit)} ({str(raw).replace('_', ' ')})"
     return str(raw)
 
 

@@ -11,10 +11,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 Model = TypeVar("Model", bound=BaseModel)
 Location = tuple[str | int, ...]
+
+
+class ContentModel(BaseModel):
+    """The base of every content file's model: unknown keys are mistakes (a typo must not pass silently), and
+    loaded content never changes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ContentError(Exception):

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cds.content.facts import EngineValue, fact_properties
-from cds.content.files import ContentError, Location, line_of, load_model
+from cds.content.files import ContentError, ContentModel, Location, line_of, load_model
 from cds.content.terminology import Terminology
 
 SIDES = ("left", "right")
@@ -27,11 +27,7 @@ OPERATORS = ("equals", "at_least", "at_most", "above", "below", "one_of")
 Status = Literal["active", "draft", "retired"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Parameter(_Strict):
+class Parameter(ContentModel):
     value: str | int | float
     unit: str
     description: str
@@ -46,13 +42,13 @@ def weakest(grades: list[str]) -> str:
     return max(letters, key=GRADE_ORDER.index) if letters else grades[0]
 
 
-class Claim(_Strict):
+class Claim(ContentModel):
     claim: str
     grade: str
     source: str
 
 
-class Evidence(_Strict):
+class Evidence(ContentModel):
     grade: str = Field(description="JOSPT CPG style: A strong … F expert opinion, or 'regulatory'; with claims, "
                                    "the weakest of them")
     source: str
@@ -89,12 +85,12 @@ class Condition(BaseModel):
         return dict(self.model_extra or {})
 
 
-class CardTarget(_Strict):
+class CardTarget(ContentModel):
     card: str
     side: Literal["left", "right", "bilateral"] | None = None
 
 
-class Action(_Strict):
+class Action(ContentModel):
     derive: str | None = None
     recommend: str | CardTarget | None = None
     suppress: CardTarget | None = None
@@ -106,13 +102,13 @@ class Action(_Strict):
         return self
 
 
-class Change(_Strict):
+class Change(ContentModel):
     version: int = Field(ge=1)
     date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
     change: str
 
 
-class Rule(_Strict):
+class Rule(ContentModel):
     id: str = Field(pattern=r"^[A-Z][A-Za-z0-9-]*$")
     version: int = Field(ge=1)
     status: Status
@@ -123,7 +119,7 @@ class Rule(_Strict):
     history: list[Change] = Field(default_factory=list, description="What changed in each version, newest first")
 
 
-class Roles(_Strict):
+class Roles(ContentModel):
     """The findings the code itself relies on, named here so that renaming one in the rules without updating its
     role stops start-up (at this line) instead of quietly changing what the code counts."""
 
@@ -132,7 +128,7 @@ class Roles(_Strict):
     red_flag_finding: str = Field(description="Derived when a red flag is recorded (its rules' pages list the flags)")
 
 
-class RuleFile(_Strict):
+class RuleFile(ContentModel):
     ruleset: str
     version: str
     roles: Roles | None = Field(default=None, description="Without it (a synthetic file) nothing is counted out of "

@@ -11,9 +11,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from cds.content.files import ContentError, line_of, load_model
+from cds.content.files import ContentError, ContentModel, line_of, load_model
 from cds.content.valuesets import CodeSet, load_value_sets
 
 Side = Literal["left", "right", "bilateral"]
@@ -32,16 +32,12 @@ InputKind = Literal[
 LOCAL = "local"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Code(_Strict):
+class Code(ContentModel):
     system: str
     code: str
 
 
-class ObservationBinding(_Strict):
+class ObservationBinding(ContentModel):
     kind: InputKind
     display: str
     value: ValueKind
@@ -49,19 +45,19 @@ class ObservationBinding(_Strict):
     codes: list[Code] = Field(min_length=1)
 
 
-class UnsupportedCode(_Strict):
+class UnsupportedCode(ContentModel):
     code: Code
     reason: str
 
 
-class BodySite(_Strict):
+class BodySite(ContentModel):
     site: str
     anterior: bool
     codes: list[Code]
     side: Side | None = Field(default=None, description="A lateralised structure's own side (e.g. right knee)")
 
 
-class Laterality(_Strict):
+class Laterality(ContentModel):
     system: str
     codes: dict[str, Side]
     legacy: dict[str, Side]
@@ -75,13 +71,13 @@ class Laterality(_Strict):
         return next((text for named, text in self.display.items() if named == side), "")
 
 
-class PatellofemoralCondition(_Strict):
+class PatellofemoralCondition(ContentModel):
     system: str
     code: str
     side: Literal["left", "right", "from-body-site"]
 
 
-class CodeSystemName(_Strict):
+class CodeSystemName(ContentModel):
     """A code system the service reads: its canonical URL, the other URLs EHRs send for it, and whether its codes
     nest by prefix (so that `is-a` can be answered without a terminology server)."""
 
@@ -92,7 +88,7 @@ class CodeSystemName(_Strict):
     server: bool = Field(default=False, description="Ask a site's terminology server about its codes (SNOMED CT)")
 
 
-class RedFlag(_Strict):
+class RedFlag(ContentModel):
     flag: str
     display: str
     value_set: str = Field(description="Canonical URL of the ValueSet in rules/valuesets/ that names its codes")
@@ -101,7 +97,7 @@ class RedFlag(_Strict):
     procedure_on_knee: bool = Field(default=False, description="Also raised by a Procedure on a knee structure")
 
 
-class CodedSide(_Strict):
+class CodedSide(ContentModel):
     """Laterality carried inside a code (ICD-10-CM sixth characters, OPCS-4 Z94), as a regular expression."""
 
     system: str
@@ -114,7 +110,7 @@ class CodedSide(_Strict):
         return _regex(pattern)
 
 
-class ValueSetRoles(_Strict):
+class ValueSetRoles(ContentModel):
     """Which ValueSet plays which part in classifying a chart."""
 
     compatible: str
@@ -125,14 +121,14 @@ class ValueSetRoles(_Strict):
     knee_swelling: str
 
 
-class AbsentValues(_Strict):
+class AbsentValues(ContentModel):
     """How an examination finding says 'not present' (anything else counts as present, to be safe)."""
 
     codes: list[Code]
     words: list[str]
 
 
-class Range(_Strict):
+class Range(ContentModel):
     """A plausible range: `min`/`max` inclusive, `above`/`below` exclusive; values outside are refused."""
 
     min: float | None = None
@@ -152,13 +148,13 @@ class Range(_Strict):
         return f"{low}, {high} {unit}".rstrip()
 
 
-class PlausibleRanges(_Strict):
+class PlausibleRanges(ContentModel):
     force: Range = Field(description="Dynamometer force in newtons")
     angle: Range = Field(description="Knee hyperextension in degrees beyond neutral")
     pain_score: Range = Field(description="Pain on a 0-10 scale")
 
 
-class Terminology(_Strict):
+class Terminology(ContentModel):
     """All bindings; `system: local` in the file stands for `local_system`."""
 
     version: str

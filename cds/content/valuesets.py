@@ -17,19 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from fhir.resources.R4B.valueset import ValueSet as FhirValueSet
-from pydantic import BaseModel, ConfigDict
 
-from cds.content.files import ContentError, read_fhir_json
+from cds.content.files import ContentError, ContentModel, read_fhir_json
 
 SOURCE_EXTENSION = "urn:hipflex-cds:fhir:StructureDefinition:code-source"
 FILTER_OPS = {"is-a", "regex"}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Include(_Strict):
+class Include(ContentModel):
     """One `compose.include`: a system and what of it belongs to the set."""
 
     system: str
@@ -60,7 +55,7 @@ class Include(_Strict):
         return f"{text} — source: {self.source}" if self.source else text
 
 
-class CodeSet(_Strict):
+class CodeSet(ContentModel):
     """A compiled ValueSet: its canonical URL, words for people, and its includes."""
 
     url: str

@@ -29,6 +29,8 @@ from cds.hooks.request import HookRequest, selected_knee_physiotherapy
 from cds.hooks.store import IssuedCard, Store
 from cds.hooks.terminologyserver import TerminologyServer
 
+NO_ORDER_SELECTED = "No cards: order-select answers only when a physiotherapy order for the knee is selected."
+
 
 @dataclass(frozen=True)
 class Answer:

@@ -96,6 +96,14 @@ def depth(value: Any) -> int:
     return levels
 
 
+def same_origin(url: str, other: str) -> bool:
+    """Same scheme, host and port (default ports filled in); False for anything that is not an http(s) URL."""
+    try:
+        return _origin(url)[:3] == _origin(other)[:3]
+    except ValueError:
+        return False
+
+
 def _origin(url: str) -> tuple[str, str, int, str]:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -19,12 +19,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from cds.content.facts import DataIssue
 from cds.content.terminology import Terminology
 from cds.hooks.errors import DataUnavailable
-from cds.hooks.fhirclient import FetchFailed, FhirReader, ReadBudget
+from cds.hooks.fhirclient import FetchFailed, FhirReader, ReadBudget, same_origin
 from cds.hooks.request import HookRequest, entry_resources
 
 REQUIRED_KEYS = ("patient", "observations")
@@ -197,7 +196,7 @@ async def _resources(value: dict[str, Any], request: HookRequest, reader: FhirRe
         next_url = _next_link(page)
         if next_url is None:
             return resources
-        if not request.fhirServer or not _same_origin(next_url, request.fhirServer):
+        if not request.fhirServer or not same_origin(next_url, request.fhirServer):
             raise FetchFailed("a search result has more pages but they are not on the request's fhirServer",
                               "not-allowed")
         if pages >= reader.limits.max_pages:
@@ -214,14 +213,6 @@ def _next_link(bundle: dict[str, Any]) -> str | None:
         if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
             return str(link["url"])
     return None
-
-
-def _same_origin(url: str, base: str) -> bool:
-    try:
-        a, b = urlsplit(url), urlsplit(base)
-        return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
-    except ValueError:
-        return False
 
 
 def _unavailable(out: Gathered, key: str, template: str, failed: FetchFailed) -> None:

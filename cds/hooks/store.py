@@ -147,7 +147,7 @@ class Store:
             return False
 
     def patient_hash(self, patient_id: str) -> str:
-        return hmac.new(self.patient_key, patient_id.encode(), hashlib.sha256).hexdigest()
+        return patient_digest(self.patient_key, patient_id)
 
     def record_cards(self, cards: list[IssuedCard], patient_id: str) -> None:
         now, digest = dt.datetime.now(dt.UTC), self.patient_hash(patient_id)
@@ -322,6 +322,11 @@ def _sqlite_pragmas(connection: Any, _: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def patient_digest(key: bytes, patient_id: str) -> str:
+    """A patient id as stored and reported: a keyed hash (HMAC-SHA256), never the id."""
+    return hmac.new(key, patient_id.encode(), hashlib.sha256).hexdigest()
 
 
 def patient_key(explicit: str | None, key_file: Path) -> bytes:

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from cds.hooks.fhirclient import is_public_address, parse_json
+from cds.hooks.fhirclient import is_public_address, parse_json, same_origin
 
 PROBLEMS_FILE = "download-problems.json"
 RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")
@@ -75,7 +75,7 @@ def download(base: str, token: str | None, dest: Path, limits: ExportLimits = Ex
     timeout = httpx.Timeout(limits.read_seconds, connect=limits.connect_seconds)
     with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
         status_url = _kick_off(client, base, auth)
-        if _origin(status_url) != _origin(base):
+        if not same_origin(status_url, base):
             raise ExportFailed(f"the export's status URL is on another server ({_netloc(status_url)}); refused: "
                                "the token goes only to the server the export was started on")
         manifest = _poll(client, status_url, auth, deadline, limits)
@@ -175,7 +175,7 @@ def _plan(output: Any, index: int, base: str, manifest: dict[str, Any], dest: Pa
     if _origin(url)[0] not in ("http", "https") or _origin(url)[1] is None:
         raise _Skipped("the url is not an http(s) URL; not fetched")
     path = dest / f"{rtype}.{index:04d}.ndjson"
-    if _origin(url) == _origin(base):
+    if same_origin(url, base):
         return url, path, True
     if manifest.get("requiresAccessToken", True) is not False:
         raise _Skipped(f"a file on another server ({_netloc(url)}) that needs the access token; not fetched (the "

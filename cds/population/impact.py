@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
-import hashlib
-import hmac
 import json
 import sys
 import time
@@ -30,6 +28,7 @@ from cds.clinical.explanation import Explanation
 from cds.clinical.pipeline import Decision, Pipeline
 from cds.content.facts import AgeFact
 from cds.hooks.fhirclient import JSON_DEPTH_LIMIT, parse_json
+from cds.hooks.store import patient_digest
 from cds.population.bulkexport import PROBLEMS_FILE
 from cds.population.synth import export_files
 from cds.settings import Settings
@@ -219,7 +218,7 @@ def evaluate_bucket(path: str, run: Run, part: int) -> Tally:
         if not any(r.get("resourceType") == "Patient" for r in resources):
             tally.orphans += len(resources)
             continue
-        digest = hmac.new(run.patient_key, pid.encode(), hashlib.sha256).hexdigest()
+        digest = patient_digest(run.patient_key, pid)
         now = outcome(candidate, resources, pid, run.as_of)
         row = {"patient": digest, "age": now["age"], "cards": now["cards"], "rules": now["rules"],
                "issues": now["issues"]}

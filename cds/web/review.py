@@ -23,13 +23,13 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData
 
 from cds.clinical.explanation import Explanation, rule_label
-from cds.clinical.fhirvalues import Reject, codings, effective, laterality, to_date
+from cds.clinical.fhirvalues import Reject, codings, effective, laterality, to_date, years_between
 from cds.clinical.pipeline import Decision
 from cds.clinical.validate import bundle_resources
 from cds.content.examples import Example, NoSuchExample, find_example, load_examples
 from cds.content.facts import date_words
 from cds.content.terminology import Terminology
-from cds.hooks.call import HookCaller
+from cds.hooks.call import NO_ORDER_SELECTED, HookCaller
 from cds.hooks.discovery import Service, service_id
 from cds.hooks.errors import HookError
 from cds.hooks.prefetch import request_for
@@ -137,7 +137,7 @@ def patient_header(resources: list[dict[str, Any]], day: dt.date) -> str:
     """'Patient p01 · female · 24 years': who the cards are about, from the bundle's Patient."""
     patient = next((r for r in resources if r.get("resourceType") == "Patient"), {})
     born = to_date(patient.get("birthDate"))
-    age = f"{day.year - born.year - ((day.month, day.day) < (born.month, born.day))} years" if born else "age unknown"
+    age = f"{years_between(born, day)} years" if born else "age unknown"
     return " · ".join(str(x) for x in (f"Patient {patient.get('id', '?')}", patient.get("gender") or "sex unknown",
                                         age))
 
@@ -192,7 +192,7 @@ class Review:
                 "findings": [pipeline.cards.texts.words(f.name, f.side) for f in decision.evaluation.findings]
                 if decision else [],
                 "no_cards": pipeline.cards.no_cards_reason(decision.evaluation) if decision else
-                "No cards: order-select answers only when a physiotherapy order for the knee is selected.",
+                NO_ORDER_SELECTED,
                 "issues": decision.validated.issues if decision else [],
                 "rows": resource_rows(resources, decision, pipeline.terminology),
                 "patient": patient_header(resources, day), "hook": hook, "user_label": USERS[user],
