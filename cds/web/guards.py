@@ -22,17 +22,23 @@ from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
+from cds.web.errors import WebError
+
 log = logging.getLogger("hipflex_cds.service")
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 
-class BodyTooLarge(Exception):
-    """The request body is over HIPFLEX_MAX_BODY_BYTES (413)."""
+class BodyTooLarge(WebError):
+    """The request body is over HIPFLEX_MAX_BODY_BYTES."""
+
+    status, error = 413, "too-large"
 
 
-class CrossSite(Exception):
-    """A state-changing request a browser sent from another site (403)."""
+class CrossSite(WebError):
+    """A state-changing request a browser sent from another site."""
+
+    status, error = 403, "cross-site"
 
 
 async def read_body(request: Request, limit: int) -> bytes:

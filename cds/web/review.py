@@ -166,8 +166,8 @@ class KindRow:
 class Review:
     """The two pages; calls take the EHR's path (the same hook caller and store), so feedback joins up."""
 
-    def __init__(self, caller: HookCaller, catalog: dict[str, Service], store: Store) -> None:
-        self.caller, self.catalog, self.store = caller, catalog, store
+    def __init__(self, caller: HookCaller, services_by_id: dict[str, Service], store: Store) -> None:
+        self.caller, self.services_by_id, self.store = caller, services_by_id, store
         self.settings = caller.pipeline.settings
         self.examples = load_examples(self.settings.examples_dir)
 
@@ -181,7 +181,7 @@ class Review:
             raise ReviewInputError(f"Unknown hook {hook!r}; choose one of {', '.join(HOOKS)}.")
         if user not in USERS:
             raise ReviewInputError(f"Unknown user {user!r}; choose one of {', '.join(USERS)}.")
-        service = self.catalog[service_id(hook)]
+        service = self.services_by_id[service_id(hook)]
         resources = [r for r in bundle_resources(bundle) if isinstance(r, dict)]
         request = hook_request(resources, hook, service.prefetch, self.caller.pipeline.terminology, user)
         answer = await self.caller.call_async(service, request, today=as_of, record=record, preview=True)
@@ -222,8 +222,8 @@ class Review:
                                                            previews=previews(self.store))
 
 
-def review_router(caller: HookCaller, catalog: dict[str, Service], store: Store) -> APIRouter:
-    review = Review(caller, catalog, store)
+def review_router(caller: HookCaller, services_by_id: dict[str, Service], store: Store) -> APIRouter:
+    review = Review(caller, services_by_id, store)
     router = APIRouter(prefix="/review", tags=["review"])
     headers = HEADERS
 

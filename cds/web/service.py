@@ -1,0 +1,107 @@
+"""The loaded service behind the HTTP routes: pipeline, store, authenticator, FHIR reader, hook call, metrics.
+
+Built once per process by `create_app` (content files, issuers and the store load now, so a mistake stops
+start-up); the routers only read and call it.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from cds.clinical.explanation import rule_label
+from cds.clinical.pipeline import Pipeline
+from cds.hooks.auth import Authenticator, Caller, load_issuers
+from cds.hooks.call import HookCaller
+from cds.hooks.discovery import Service, services
+from cds.hooks.errors import UnknownService
+from cds.hooks.feedback import FeedbackStored, parse_feedback, store_feedback
+from cds.hooks.fhirclient import FetchLimits, FhirReader
+from cds.hooks.request import parse_request
+from cds.hooks.store import Store, patient_key
+from cds.settings import Settings
+from cds.web.errors import Busy
+from cds.web.observability import Metrics
+
+INLINE_PARSE_BYTES = 64_000
+
+
+class CdsService:
+    """The loaded pipeline, store, authenticator and hook caller behind the HTTP routes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pipeline = Pipeline(settings)
+        self.services_by_id = {s.id: s for s in services(self.pipeline.terminology)}
+        self.store = Store(settings.database_url, patient_key(settings.patient_hash_key, settings.key_file))
+        issuers = load_issuers(settings.issuers_file) if settings.issuers_file else []
+        self.auth = Authenticator(issuers, self.store.first_use_of_token,
+                                  max_lifetime_seconds=settings.jwt_max_lifetime_seconds) if issuers else None
+        self.reader = FhirReader(FetchLimits(settings.fhir_connect_seconds, settings.fhir_read_seconds,
+                                             settings.fhir_max_bytes, settings.fhir_max_pages,
+                                             settings.fhir_deadline_seconds, settings.fhir_call_bytes))
+        self.in_flight = 0  # hook calls being answered; only touched on the event loop
+        self.health_pool = ThreadPoolExecutor(1, thread_name_prefix="health")  # never queues behind hook calls
+        self.caller = HookCaller(self.pipeline, self.reader, self.store)
+        self.metrics = Metrics(engine=self.pipeline.engine, cache=self.pipeline.cache)
+
+    def service(self, service_id: str) -> Service:
+        service = self.services_by_id.get(service_id)
+        if service is None:
+            raise UnknownService(f"no CDS service with id {service_id!r}")
+        return service
+
+    def authenticate(self, request: Request, path: str) -> Caller | None:
+        """The verified caller, or None when authentication is off (loopback development only)."""
+        if self.auth is None:
+            return None
+        audience = (self.settings.public_url or "").rstrip("/") + path
+        return self.auth.verify(request.headers.get("authorization"), audience)
+
+    async def answer(self, service: Service, raw: bytes, caller: Caller | None) -> Response:
+        """One hook call from its raw body: the response, encoded once; counts the cards by rule. Beyond
+        max_calls_in_flight the call is refused (503) before any work, so a flood cannot queue without end."""
+        if self.in_flight >= self.settings.max_calls_in_flight:
+            raise Busy(f"more than {self.settings.max_calls_in_flight} hook calls in flight; try again")
+        self.in_flight += 1
+        try:
+            if len(raw) <= INLINE_PARSE_BYTES:  # a typical visit's body parses in ~0.1 ms: not worth a thread hop
+                request = parse_request(raw, service.hook)
+            else:
+                request = await run_in_threadpool(parse_request, raw, service.hook)
+            answer = await self.caller.call_async(service, request, caller=caller)
+        finally:
+            self.in_flight -= 1
+        for card in answer.issued:
+            self.metrics.cards.labels(card.card_kind).inc()
+            for rule in card.rules:
+                self.metrics.card_rules.labels(card.card_kind, rule_label(rule["id"], rule["version"])).inc()
+        return Response(answer.response.json(), media_type="application/json")
+
+    async def feedback(self, service: Service, raw: bytes, caller: Caller | None) -> dict[str, Any]:
+        return await run_in_threadpool(self._feedback, service, raw, caller)
+
+    def _feedback(self, service: Service, raw: bytes, caller: Caller | None) -> dict[str, Any]:
+        request = parse_feedback(raw, self.settings.max_feedback_items)
+        stored = store_feedback(request, service.id, self.store, caller)
+        for item, new in zip(request.feedback, stored, strict=True):
+            if new:
+                issued = self.store.issued(item.card.lower())
+                self.metrics.feedback.labels(issued.card_kind if issued else "unknown", item.outcome).inc()
+        return FeedbackStored(stored=sum(stored), duplicates=len(stored) - sum(stored)).model_dump()
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """Ready (200) while the store answers; 'degraded' (still 200: other EHRs are served) while some FHIR
+        server fills its pool or keeps running out of time; 503 without the store."""
+        store_ok = self.store.reachable()
+        fhir = self.reader.health()
+        status = "unavailable" if not store_ok else fhir["status"]
+        body = {"status": status, "rules": len(self.pipeline.ruleset.source.rules),
+                "compiled_rules": len(self.pipeline.ruleset.compiled), "ruleset": self.pipeline.ruleset.source.version,
+                "store": "ok" if store_ok else "unreachable", "fhir_client": fhir,
+                "authentication": "on" if self.auth else "off"}
+        return (200 if store_ok else 503), body
