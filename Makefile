@@ -32,8 +32,8 @@ run: $(STAMP)  ## start the service on 127.0.0.1:8080 (SQLite, the example rules
 # from Debian's server binaries; HIPFLEX_TEST_POSTGRES=required makes its absence a failure, not a skip.
 test: $(STAMP) debian-packages  ## install what the tests need, lint, type-check and run every test
 	$(BIN)/ruff check cds tests
-	$(BIN)/mypy cds
-	HIPFLEX_TEST_POSTGRES=required $(BIN)/python -m pytest --cucumber-json=test-artifacts/features/cucumber.json
+	$(BIN)/mypy cds tests
+	HIPFLEX_TEST_POSTGRES=required $(BIN)/python -m pytest --cov --cov-report=term --cucumber-json=test-artifacts/features/cucumber.json
 	@test -s test-artifacts/features/cucumber.json && test -s test-artifacts/features/report.md && \
 		echo "feature reports: test-artifacts/features/report.md, cucumber.json"
 
@@ -57,9 +57,9 @@ bench-long: $(STAMP)  ## bench plus 100,000 calls and the population runs
 	$(BIN)/python -m tests.bench_service --long
 	$(BIN)/python -m tests.bench_population
 
-lint: $(STAMP)  ## ruff and mypy --strict
+lint: $(STAMP)  ## ruff and mypy --strict (package and tests)
 	$(BIN)/ruff check cds tests
-	$(BIN)/mypy cds
+	$(BIN)/mypy cds tests
 
 clean:  ## remove the virtual environment
 	rm -rf $(VENV)

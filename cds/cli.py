@@ -485,7 +485,7 @@ def cmd_request(pipeline: Pipeline, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_synth(settings: Settings, args: argparse.Namespace) -> int:
+def cmd_synth(_settings: Settings, args: argparse.Namespace) -> int:
     from cds.population.synth import synthesise
 
     counts = synthesise(args.patients, args.seed, args.out, as_of=args.as_of, compress=args.gzip)

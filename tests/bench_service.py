@@ -249,7 +249,8 @@ def with_ratio(figures: dict[str, Any], bare: dict[str, Any]) -> dict[str, Any]:
 
 def service_figures(folder: str, *, long: bool) -> dict[str, Any]:
     p01, hundred, thousand = body_with(None), body_with(100), body_with(1000)
-    steps = [("bare FastAPI endpoint", 12), ("HealthChain trivial handler (installs once)", 14),
+    steps: list[tuple[str, float]] = [
+             ("bare FastAPI endpoint", 12), ("HealthChain trivial handler (installs once)", 14),
              ("P01, 1 worker, new data each call, cache off", 12), ("P01, 1 worker, same body, cache on", 12),
              ("100 Observations", 10), ("1,000 Observations", 10), ("1,000 Observations one at a time", 7),
              ("P01 at half the maximum rate", 10), ("P01, 2 workers, new data, cache off", 14),
@@ -354,7 +355,7 @@ def summary(results: dict[str, Any]) -> str:
 def main(long: bool) -> None:
     with tempfile.TemporaryDirectory() as folder:
         print("engine figures (about 1 min)", flush=True)
-        results = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
+        results: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
                    "engine": bench_engine.run(), "service": service_figures(folder, long=long)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{results['date'][:10]}-{results['machine']['host']}.json"

@@ -44,33 +44,33 @@ class Facts:
 
     @staticmethod
     def adult(age: int = 30, role: str = "practitioner") -> list[InputFact]:
-        return [AgeFact(id="age", years=age), AudienceFact(id="audience", role=role)]  # type: ignore[arg-type]
+        return [AgeFact(id="age", years=age), AudienceFact(id="audience", role=role)]
 
     @staticmethod
     def mmt(side: str, grade: str, standard: bool = False) -> MmtFact:
         kind = "standard-mmt" if standard else "end-range-mmt"
-        return MmtFact(id=f"{kind}:{side}", kind=kind, side=side, grade=grade,  # type: ignore[arg-type]
+        return MmtFact(id=f"{kind}:{side}", kind=kind, side=side, grade=grade,
                        grade_rank=GRADES.index(grade))
 
     @staticmethod
     def hhd(side: str, newtons: float) -> HhdFact:
-        return HhdFact(id=f"hhd:{side}", side=side, newtons=newtons)  # type: ignore[arg-type]
+        return HhdFact(id=f"hhd:{side}", side=side, newtons=newtons)
 
     @staticmethod
     def asymmetry(weaker: str, percent: float) -> HhdAsymmetryFact:
-        return HhdAsymmetryFact(id="hhd-asymmetry", side=weaker, percent=percent)  # type: ignore[arg-type]
+        return HhdAsymmetryFact(id="hhd-asymmetry", side=weaker, percent=percent)
 
     @staticmethod
     def hyperextension(side: str, degrees: float) -> HyperextensionFact:
-        return HyperextensionFact(id=f"hyper:{side}", side=side, degrees=degrees)  # type: ignore[arg-type]
+        return HyperextensionFact(id=f"hyper:{side}", side=side, degrees=degrees)
 
     @staticmethod
     def gait(side: str, seen: bool = True) -> GaitFact:
-        return GaitFact(id=f"gait:{side}", side=side, observed="yes" if seen else "no")  # type: ignore[arg-type]
+        return GaitFact(id=f"gait:{side}", side=side, observed="yes" if seen else "no")
 
     @staticmethod
     def pain(side: str, site: str = "peripatellar") -> PainSiteFact:
-        return PainSiteFact(id=f"pain:{side}:{site}", side=side, site=site)  # type: ignore[arg-type]
+        return PainSiteFact(id=f"pain:{side}:{site}", side=side, site=site)
 
     @staticmethod
     def unsided_pain(site: str = "peripatellar") -> UnsidedPainSiteFact:
@@ -78,7 +78,7 @@ class Facts:
 
     @staticmethod
     def pfp(side: str) -> KneeConditionFact:
-        return KneeConditionFact(id=f"pfp:{side}", side=side, condition="patellofemoral-pain")  # type: ignore[arg-type]
+        return KneeConditionFact(id=f"pfp:{side}", side=side, condition="patellofemoral-pain")
 
     @staticmethod
     def red_flag(flag: str = "knee-effusion") -> RedFlagFact:

@@ -39,8 +39,11 @@ def throwaway_cluster(binaries: Path) -> Iterator[str]:
     password, port = secrets.token_hex(16), free_port()
     (folder / "pw").write_text(password)
     data = folder / "data"
-    run = lambda *command: subprocess.run(_as_owner([str(c) for c in command], folder), check=True,  # noqa: E731
-                                          capture_output=True, text=True, timeout=120)
+
+    def run(*command: object) -> None:
+        subprocess.run(_as_owner([str(c) for c in command], folder), check=True, capture_output=True, text=True,
+                       timeout=120)
+
     try:
         if os.geteuid() == 0:
             shutil.chown(folder / "pw", "postgres")

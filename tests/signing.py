@@ -28,8 +28,8 @@ class Signer:
                 jwt.algorithms.RSAAlgorithm.to_jwk(self.rsa.public_key(), as_dict=True) | {"kid": "rsa-1"}]
         return {"keys": keys}
 
-    def token(self, aud: str, *, alg: str = "ES384", lifetime: int = 300, headers: dict[str, Any] | None = None,
-              **claims: Any) -> str:
+    def token(self, aud: str | list[str], *, alg: str = "ES384", lifetime: int = 300,
+              headers: dict[str, Any] | None = None, **claims: Any) -> str:
         now = int(time.time())
         payload = {"iss": ISSUER, "aud": aud, "iat": now, "exp": now + lifetime, "jti": str(uuid.uuid4())} | claims
         key = self.ec if alg.startswith("ES") else self.rsa

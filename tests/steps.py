@@ -178,7 +178,8 @@ def strength(code: str, side: str, grade: str) -> Callable[[Chart, str], dict[st
     return lambda chart, ident: observation(chart, ident, (LOCAL, code), site(SNOMED, "24136001", side), value)
 
 
-def condition(code: tuple[str, str], side: str | None, onset: str | None = None) -> Callable[[Chart, str], dict]:
+def condition(code: tuple[str, str], side: str | None,
+              onset: str | None = None) -> Callable[[Chart, str], dict[str, Any]]:
     def build(chart: Chart, ident: str) -> dict[str, Any]:
         return {"resourceType": "Condition", "id": ident, "subject": {"reference": "Patient/scenario"},
                 "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
@@ -294,7 +295,8 @@ def encounter_diagnosis(chart: Chart, system: str, code: str, days: int) -> None
     chart.add(coded_diagnosis(system, code, days, clinical_status=False))
 
 
-def coded_diagnosis(system: str, code: str, days: int, *, clinical_status: bool) -> Callable[[Chart, str], dict]:
+def coded_diagnosis(system: str, code: str, days: int, *,
+                    clinical_status: bool) -> Callable[[Chart, str], dict[str, Any]]:
     url = choose("code system", system, {k: CODE_SYSTEMS[k] for k in DIAGNOSIS_SYSTEMS})
     when = (EXAMPLE_DATE - dt.timedelta(days=days)).isoformat()
     status = {"clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",

@@ -42,7 +42,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-def kinds(body: dict[str, Any]) -> list[tuple[str, str]]:
+def kinds(body: dict[str, Any]) -> list[tuple[str, str | None]]:
     return [(Explanation.of(c).recommendation.card, Explanation.of(c).recommendation.side) for c in body["cards"]]
 
 
@@ -460,7 +460,8 @@ def test_two_worker_processes_share_replay_protection_feedback_and_metrics(tmp_p
     try:
         wait_until_up(url)
         workers = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
-        firsts, replays = [], []
+        firsts: list[int] = []
+        replays: list[int] = []
         for _ in range(12):
             token = signer.token(f"{PUBLIC}{PATIENT_VIEW}")
             for seen in (firsts, replays):

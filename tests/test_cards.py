@@ -63,9 +63,14 @@ def test_p01_suggestions_are_valid_draft_service_requests(pipeline: Pipeline) ->
         request = ServiceRequest.model_validate(action.resource)
         assert (request.status, request.intent) == ("draft", "proposal")
         assert request.subject.reference == "Patient/p01"
-        laterality = request.bodySite[0].extension[0].valueCodeableConcept.coding[0].code
-        assert laterality == "24028007"
-        codes.append({c.code for c in request.code.coding})
+        [site] = request.bodySite or []
+        [extension] = site.extension or []
+        concept = extension.valueCodeableConcept
+        assert concept is not None
+        assert concept.coding
+        assert concept.coding[0].code == "24028007"
+        assert request.code is not None
+        codes.append({c.code for c in request.code.coding or []})
     assert "308447003" in codes[0]
     assert "hip-flexor-strengthening-endrange" in codes[0]
     assert "patellar-glide-inferior" in codes[1]

@@ -12,7 +12,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pyarrow.parquet as pq
@@ -179,7 +179,7 @@ def test_an_export_is_downloaded_from_a_fhir_server_with_the_asynchronous_patter
     class Server(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             seen.append((self.path, self.headers.get("Authorization")))
-            base = f"http://127.0.0.1:{self.server.server_address[1]}/fhir"
+            base = f"http://127.0.0.1:{cast(http.server.HTTPServer, self.server).server_port}/fhir"
             if self.path == "/fhir/$export" and self.headers.get("Prefer") == "respond-async":
                 self.send_response(202)
                 self.send_header("Content-Location", f"{base}/status/1")

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Dialog, Page, expect
 
 from cds.hooks.store import Store
 from cds.web.app import create_app
@@ -33,8 +33,6 @@ def service(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 def page(browser: Browser, service: tuple[str, Path]) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=service[0])
     page = context.new_page()
-    page.dialogs = []  # type: ignore[attr-defined]
-    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))  # type: ignore[attr-defined]
     yield page
     context.close()
 
@@ -141,6 +139,13 @@ def injected_p01() -> str:
 
 
 def test_script_in_a_pasted_bundle_is_shown_as_text_and_never_runs(page: Page) -> None:
+    dialogs: list[str] = []
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
     page.goto("/review")
     page.click("details.paste summary")
     page.fill("#bundle", injected_p01())
@@ -150,7 +155,7 @@ def test_script_in_a_pasted_bundle_is_shown_as_text_and_never_runs(page: Page) -
     expect(data).to_contain_text('<img src=x onerror="window.__xss = 2; alert(2)">')
     assert page.evaluate("window.__xss") is None
     assert page.locator("main img").count() == 0
-    assert page.dialogs == []  # type: ignore[attr-defined]
+    assert dialogs == []
     expect(page.locator("article.card")).to_have_count(2)
     shot(page, "pasted-injection")
 

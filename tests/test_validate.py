@@ -78,7 +78,7 @@ def test_unrelated_and_unsupported_codes(terminology: Terminology) -> None:
     unrelated = resource(MMT) | {"code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}}
     checked = run(terminology, unrelated)  # a heart rate: read for red flags, not about the knee, no issue
     assert checked.issues == []
-    assert [f.display for f in checked.facts if f.kind == "records-checked"] == ["1 finding"]  # type: ignore[attr-defined]
+    assert [f.display for f in checked.facts if f.kind == "records-checked"] == ["1 finding"]
     rom = resource(MMT) | {"code": {"coding": [{"system": "http://loinc.org", "code": "41377-3"}]}}
     issue = only_issue(run(terminology, rom))
     assert (issue.severity, issue.code) == ("warning", "unsupported-code")
@@ -230,7 +230,7 @@ def test_latest_reading_wins_and_ties_conflict(terminology: Terminology) -> None
 
 
 def test_age_and_missing_birth_date(terminology: Terminology) -> None:
-    assert [f.years for f in run(terminology).facts if f.kind == "age"] == [24]  # type: ignore[attr-defined]
+    assert [f.years for f in run(terminology).facts if f.kind == "age"] == [24]
     no_birth = {k: v for k, v in PATIENT.items() if k != "birthDate"}
     result = validate([no_birth], terminology, Context(today=TODAY))
     assert kinds(result) == []

@@ -110,7 +110,7 @@ class _QuietHost(durable.Host):  # type: ignore[misc]
 
     def get_action(self, action_name: str) -> Any:
         if action_name == _OPENER:
-            return lambda c: None
+            return lambda _c: None
         rule = self._rules[action_name]
         ref = RuleRef(id=rule.rule_id, version=rule.version)
         effects = [(e.verb, e.name, e.side) for e in rule.effects]
@@ -127,7 +127,7 @@ class _QuietHost(durable.Host):  # type: ignore[misc]
                     # A finding no rule uses as a condition is recorded but has nowhere to go.
                     with contextlib.suppress(durable.MessageNotHandledException):
                         c.assert_fact(fact)
-            except BaseException as exc:
+            except Exception as exc:  # noqa: BLE001 -- durable_rules swallows an action's error: record it, fail closed
                 session.errors.append(f"{rule.key}: {exc!r}")
 
         return act
@@ -190,31 +190,31 @@ class DurableEngine:
     def _run(self, sid: str, session: _Session, facts: list[InputFact]) -> None:
         self._host.assert_fact(self.name, {"sid": sid, "type": _OPENER})
         for fact in facts:
-            self._assert(sid, session, {**fact.engine_fields(), "sid": sid})
+            self._assert(session, {**fact.engine_fields(), "sid": sid})
         for stage, shard in self._markers:
-            self._assert(sid, session, {"sid": sid, "id": f"$stage{stage}.{shard}", "type": "$stage",
+            self._assert(session, {"sid": sid, "id": f"$stage{stage}.{shard}", "type": "$stage",
                                         "n": stage, "shard": shard})
 
-    def _assert(self, sid: str, session: _Session, fact: dict[str, Any]) -> None:
+    def _assert(self, session: _Session, fact: dict[str, Any]) -> None:
         try:
             self._host.assert_fact(self.name, fact)
         except durable.MessageNotHandledException:
             pass  # no rule looks at this fact: normal
         except durable.MessageObservedException:
             session.errors.append(f"duplicate fact {json.dumps(fact.get('id'))}")
-        except Exception as exc:  # the C engine's own limits (e.g. error 303): fail closed, never half-evaluate
+        except Exception as exc:  # noqa: BLE001 -- the C engine's own limits (e.g. error 303): fail closed
             session.errors.append(f"engine refused fact {json.dumps(fact.get('id'))}: {exc}")
 
     def _close(self, sid: str) -> bool:
         try:
             self._host.delete_state(self.name, sid)
             return True
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- whatever the C engine raises, the id is retired, not reused
             log.warning("rule-engine session %s could not be deleted (%s); its id is retired", sid,
                         type(exc).__name__)
             return False
 
-    def _replace(self, sid: str) -> str:
+    def _replace(self, _retired: str) -> str:
         """A fresh id in place of one whose session may hold state, so the pool never shrinks."""
         self.failed_sessions += 1
         return self._new_sid()

@@ -184,7 +184,7 @@ def angle(resource: dict[str, Any], t: Terminology) -> float:
     return round(value, 2)
 
 
-def boolean(resource: dict[str, Any], t: Terminology) -> bool:
+def boolean(resource: dict[str, Any], _t: Terminology) -> bool:
     if not isinstance(resource.get("valueBoolean"), bool):
         raise Reject("Observation.valueBoolean", "no-value", "expected a yes/no value (valueBoolean)")
     return bool(resource["valueBoolean"])

@@ -135,12 +135,12 @@ def parse_line(line: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"JSON nested deeper than {JSON_DEPTH_LIMIT} levels"
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
         return None, "not a FHIR resource (no resourceType)"
-    if "\\u" in text and not _encodable(text, resource):
+    if "\\u" in text and not _encodable(resource):
         return None, "a lone surrogate escape (\\ud800...) that is no character"
     return resource, None
 
 
-def _encodable(text: str, resource: dict[str, Any]) -> bool:
+def _encodable(resource: dict[str, Any]) -> bool:
     try:
         json.dumps(resource, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:

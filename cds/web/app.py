@@ -103,7 +103,7 @@ def _middlewares(app: FastAPI, settings: Settings, bind: str | None) -> None:
     app.add_middleware(HostAllowList, names=host_names(bind, settings.public_url, settings.allowed_hosts))
 
 
-async def _known_error(request: Request, exc: Exception) -> JSONResponse:
+async def _known_error(_request: Request, exc: Exception) -> JSONResponse:
     return failure(exc) or error_body(500, "internal-error", "internal error")
 
 
