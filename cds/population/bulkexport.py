@@ -22,7 +22,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 import httpx
@@ -205,29 +205,37 @@ def _stream(client: httpx.Client, url: str, auth: dict[str, str], path: Path, de
             limits: ExportLimits, total_left: int) -> tuple[Path, int]:
     """Write one file, capped as sent, as written and by what the export may still take; (the file written,
     its size)."""
-    written = 0
+    written, file = 0, None
     try:
         with client.stream("GET", url, headers={"Accept": "application/fhir+ndjson"} | auth) as response:
             if response.status_code != 200:
                 raise _Skipped(f"{_netloc(url)} answered HTTP {response.status_code}")
-            with path.open("wb") as file:
-                for chunk in response.iter_bytes():
-                    if not written and chunk.startswith(GZIP_MAGIC):
-                        file.close()
-                        path.unlink()
-                        path = path.with_name(path.name + ".gz")  # gzip sent as it is: impact reads .gz
-                        file = path.open("wb")
-                    written += len(chunk)
-                    why = _over(response.num_bytes_downloaded, written, total_left, deadline, limits)
-                    if why:
-                        file.close()
-                        path.unlink()
-                        raise _Skipped(f"{why}; the part written was deleted")
-                    file.write(chunk)
+            for chunk in response.iter_bytes():
+                if file is None:  # gzip sent as it is is kept as .gz, which impact reads
+                    path = path.with_name(path.name + ".gz") if chunk.startswith(GZIP_MAGIC) else path
+                    file = path.open("wb")
+                written += len(chunk)
+                why = _over(response.num_bytes_downloaded, written, total_left, deadline, limits)
+                if why:
+                    raise _Skipped(f"{why}; the part written was deleted")
+                file.write(chunk)
     except httpx.HTTPError:
-        path.unlink(missing_ok=True)
+        _discard(file, path)
         raise _Skipped(f"could not be downloaded from {_netloc(url)}") from None
+    except _Skipped:
+        _discard(file, path)
+        raise
+    if file is None:
+        path.touch()  # an empty file is still the file the manifest named
+    else:
+        file.close()
     return path, written
+
+
+def _discard(file: BinaryIO | None, path: Path) -> None:
+    if file is not None:
+        file.close()
+    path.unlink(missing_ok=True)
 
 
 def _over(sent: int, written: int, total_left: int, deadline: float, limits: ExportLimits) -> str | None:
