@@ -183,3 +183,22 @@ def export_server() -> Iterator[ExportStub]:
     yield stub
     server.shutdown()
     server.server_close()
+
+
+@contextlib.contextmanager
+def served_by_cli(env: dict[str, str], port: int | None = None) -> Iterator[str]:
+    """`hipflex-cds serve` as a user runs it, in a subprocess with only `env` (and PATH); its URL until stopped."""
+    import subprocess
+    import sys
+
+    port = port or free_port()
+    server = subprocess.Popen([sys.executable, "-m", "cds.cli", "serve", "--port", str(port)],
+                              env={"PATH": "/usr/bin:/bin"} | env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(20)

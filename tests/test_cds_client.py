@@ -7,8 +7,6 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import subprocess
-import sys
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -20,7 +18,7 @@ from playwright.sync_api import Browser, expect
 from cds.hooks.store import Store
 from tests.builders import hook_request
 from tests.paths import PROJECT_ROOT
-from tests.servers import free_port, wait_until_up
+from tests.servers import free_port, served_by_cli
 from tests.signing import Signer
 
 CLIENT = Path(__file__).with_name("cds_client")
@@ -44,18 +42,11 @@ def client_origin() -> Iterator[str]:
 @pytest.fixture
 def service(tmp_path: Path, issuers_file: Path, client_origin: str) -> Iterator[str]:
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {"PATH": "/usr/bin:/bin", "HIPFLEX_DATA_DIR": str(tmp_path / "var"), "HIPFLEX_AS_OF": "2026-11-24",
-           "HIPFLEX_ISSUERS_FILE": str(issuers_file), "HIPFLEX_PUBLIC_URL": url,
+    env = {"HIPFLEX_DATA_DIR": str(tmp_path / "var"), "HIPFLEX_AS_OF": "2026-11-24",
+           "HIPFLEX_ISSUERS_FILE": str(issuers_file), "HIPFLEX_PUBLIC_URL": f"http://127.0.0.1:{port}",
            "HIPFLEX_CORS_ORIGINS": json.dumps([client_origin]), "HIPFLEX_PATIENT_HASH_KEY": "client-test"}
-    server = subprocess.Popen([sys.executable, "-m", "cds.cli", "serve", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until_up(url)
+    with served_by_cli(env, port) as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(20)
 
 
 def test_a_browser_client_calls_renders_follows_the_link_and_sends_feedback(

@@ -4,8 +4,6 @@ the connection limit answers 503, and the service answers normally once they are
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -13,26 +11,18 @@ import httpx
 import pytest
 
 from tests.builders import hook_request
-from tests.servers import free_port, wait_until_up
+from tests.servers import served_by_cli
 
 PATIENT_VIEW = "/cds-services/hipflex-patient-view"
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port, folder = free_port(), tmp_path_factory.mktemp("served")
-    env = {"PATH": "/usr/bin:/bin", "HIPFLEX_DATA_DIR": str(folder), "HIPFLEX_AS_OF": "2026-11-24",
+    env = {"HIPFLEX_DATA_DIR": str(tmp_path_factory.mktemp("served")), "HIPFLEX_AS_OF": "2026-11-24",
            "HIPFLEX_REQUEST_HEAD_SECONDS": "1", "HIPFLEX_REQUEST_BODY_SECONDS": "2",
            "HIPFLEX_KEEP_ALIVE_SECONDS": "1", "HIPFLEX_MAX_CONNECTIONS": "100"}
-    server = subprocess.Popen([sys.executable, "-m", "cds.cli", "serve", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(url)
+    with served_by_cli(env) as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(20)
 
 
 def connect(url: str) -> socket.socket:
