@@ -52,7 +52,11 @@ class NoSuchExample(Exception):
 
 def find_example(folder: Path, name: str) -> Example:
     """The example named `name`, or the only one whose name starts with it (`P01` -> P01-classic-right)."""
-    examples = load_examples(folder)
+    return pick_example(load_examples(folder), name)
+
+
+def pick_example(examples: list[Example], name: str) -> Example:
+    """`find_example` among examples already loaded (the review page loads them once)."""
     exact = [e for e in examples if e.name == name]
     matches = exact or [e for e in examples if e.name.lower().startswith(name.lower())]
     if len(matches) == 1:

@@ -66,9 +66,14 @@ def _origin(url: str) -> tuple[str, str | None, int | None]:
     return parts.scheme.lower(), (parts.hostname or "").lower() or None, port
 
 
+def _http(url: str) -> bool:
+    scheme, host, _ = _origin(url)
+    return scheme in ("http", "https") and host is not None
+
+
 def download(base: str, token: str | None, dest: Path, limits: ExportLimits = ExportLimits()) -> Download:
     """Kick off, poll and download the export of the server at `base` into `dest`."""
-    if _origin(base)[0] not in ("http", "https") or _origin(base)[1] is None:
+    if not _http(base):
         raise ExportFailed(f"{base}: not an http(s) URL")
     deadline = time.monotonic() + limits.deadline_seconds
     auth = {"Authorization": f"Bearer {token}"} if token else {}
@@ -172,7 +177,7 @@ def _plan(output: Any, index: int, base: str, manifest: dict[str, Any], dest: Pa
     url, rtype = output["url"], output.get("type")
     if not isinstance(rtype, str) or not RESOURCE_TYPE.fullmatch(rtype):
         raise _Skipped(f"type {str(rtype)[:40]!r} is not a FHIR resource type; not fetched")
-    if _origin(url)[0] not in ("http", "https") or _origin(url)[1] is None:
+    if not _http(url):
         raise _Skipped("the url is not an http(s) URL; not fetched")
     path = dest / f"{rtype}.{index:04d}.ndjson"
     if same_origin(url, base):

@@ -26,7 +26,7 @@ from cds.clinical.explanation import Explanation, rule_label
 from cds.clinical.fhirvalues import Reject, codings, effective, laterality, to_date, years_between
 from cds.clinical.pipeline import Decision
 from cds.clinical.validate import bundle_resources
-from cds.content.examples import Example, NoSuchExample, find_example, load_examples
+from cds.content.examples import Example, NoSuchExample, load_examples, pick_example
 from cds.content.facts import date_words
 from cds.content.terminology import Terminology
 from cds.hooks.call import NO_ORDER_SELECTED, HookCaller
@@ -312,7 +312,7 @@ def _example(review: Review, name: str) -> Example:
     if not name:
         raise ReviewInputError("Choose an example patient, or paste or upload a bundle.")
     try:
-        return find_example(review.settings.examples_dir, name)
+        return pick_example(review.examples, name)
     except NoSuchExample as exc:
         raise ReviewInputError(f"Example {exc}.") from None
 
