@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from cds import __version__
 from cds.clinical.context import Context
-from cds.clinical.explanation import Explanation, rule_label
+from cds.clinical.explanation import rule_label
 from cds.clinical.fhirvalues import to_date
 from cds.clinical.pipeline import Decision, Pipeline
 from cds.clinical.validate import SUPPORTED, bundle_resources
@@ -425,12 +425,12 @@ def cmd_evaluate(pipeline: Pipeline, args: argparse.Namespace) -> int:
         out.print(f"[bold]{escape(pipeline.cards.no_cards_reason(decision.evaluation))}[/]")
     else:
         out.print(f"[bold]Cards[/] ({len(decision.cards)}):")
-    for card in decision.cards:
+    for card, explanation in ((c.card, c.explanation) for c in decision.cards):
         style = INDICATOR_STYLE[card.indicator.value]
         out.print(f"  [{style}]{card.indicator.value:<8}[/] [bold]{escape(card.summary)}[/]")
         for s in card.suggestions or []:
             out.print(f"           suggestion: {escape(s.label)}")
-        out.print("           rules: " + escape(", ".join(Explanation.of(card).rule_labels)))
+        out.print("           rules: " + escape(", ".join(explanation.rule_labels)))
     _print_issues(out, decision)
     return 1 if errors else 0
 

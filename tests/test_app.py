@@ -198,7 +198,7 @@ def test_feedback_is_stored_and_still_there_after_a_restart(tmp_path: Path, data
     store = Store(database_url, b"test-key")
     issued = store.issued(card["uuid"])
     assert issued is not None
-    assert [r["id"] for r in issued.rules] == [r.id for r in Explanation.of(card).rules]
+    assert [r.id for r in issued.rules] == [r.id for r in Explanation.of(card).rules]
     assert [f.outcome for f in store.feedback_for(card["uuid"])] == ["accepted", "overridden"]
     store.close()
 

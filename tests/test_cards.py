@@ -14,7 +14,6 @@ from pydantic import ValidationError
 
 from cds.clinical.cards import CardBuilder
 from cds.clinical.context import Context
-from cds.clinical.explanation import Explanation
 from cds.clinical.pipeline import Decision, Pipeline
 from cds.clinical.response import Card, Indicator, Source, Suggestion
 from cds.clinical.validate import bundle_resources
@@ -57,7 +56,7 @@ def test_every_card_keeps_the_response_rules(pipeline: Pipeline) -> None:
 def test_p01_suggestions_are_valid_draft_service_requests(pipeline: Pipeline) -> None:
     decision = decide(pipeline, "P01")
     codes = []
-    for card in decision.cards:
+    for card in (c.card for c in decision.cards):
         [suggestion] = card.suggestions or []
         [action] = suggestion.actions or []
         request = ServiceRequest.model_validate(action.resource)
@@ -77,14 +76,14 @@ def test_p01_suggestions_are_valid_draft_service_requests(pipeline: Pipeline) ->
 
 
 def test_detail_states_advice_findings_evidence_and_limits(pipeline: Pipeline) -> None:
-    card = decide(pipeline, "P01").cards[0]
-    detail = card.detail or ""
+    explained = decide(pipeline, "P01").cards[0]
+    detail = explained.card.detail or ""
     assert "Not a diagnosis" in detail
     findings = "**Findings (19 Nov 2026):** right peripatellar pain; right seated hip flexion above 90°: 4/5 (MMT)."
     assert findings in detail
     assert "psoas emphasis expert opinion (F)" in detail
     assert "No red flag in the record (no conditions, procedures or medicines)." in detail
-    explanation = Explanation.of(card)
+    explanation = explained.explanation
     assert ("R3", 1) in [(r.id, r.version) for r in explanation.rules]
     assert "Observation/p01-mmt-2" in [f.source for f in explanation.facts]
     assert "weak_mmt_grade" in explanation.thresholds
@@ -93,7 +92,7 @@ def test_detail_states_advice_findings_evidence_and_limits(pipeline: Pipeline) -
 def test_p01_cards_fit_an_ehr_panel(pipeline: Pipeline) -> None:
     """Each detail at most 600 characters, no resource or rule ids, and no sentence said on both cards."""
     cards = decide(pipeline, "P01").cards
-    details = [c.detail or "" for c in cards]
+    details = [c.card.detail or "" for c in cards]
     assert [len(d) <= 600 for d in details] == [True, True], [len(d) for d in details]
     rule_ids = {r.id for r in pipeline.ruleset.source.rules}
     for detail in details:
@@ -109,30 +108,30 @@ def test_cards_link_to_the_page_of_their_rule(pipeline: Pipeline) -> None:
                           rules_url="https://cds.example.org/rules")
     evaluation = decide(pipeline, "P01").evaluation
     cards = builder.build(evaluation, [], "p01")
-    assert [c.source.url for c in cards] == ["https://cds.example.org/rules/R3", "https://cds.example.org/rules/R4"]
-    assert [(link.label, link.url, link.type.value) for link in cards[1].links or []] == [
+    assert [c.card.source.url for c in cards] == ["https://cds.example.org/rules/R3", "https://cds.example.org/rules/R4"]
+    assert [(link.label, link.url, link.type.value) for link in cards[1].card.links or []] == [
         ("Why this suggestion", "https://cds.example.org/why/patellar-glide", "absolute")]
 
 
 def test_detail_says_when_data_are_missing_or_preferred(pipeline: Pipeline) -> None:
-    p02 = decide(pipeline, "P02").cards[0].detail or ""
+    p02 = decide(pipeline, "P02").cards[0].card.detail or ""
     assert "standard-range (≤ 90°) test not recorded" in p02
-    p10 = decide(pipeline, "P10").cards[0].detail or ""
+    p10 = decide(pipeline, "P10").cards[0].card.detail or ""
     assert "dynamometer result was used over the manual grade 5/5" in p10
 
 
 def test_glide_card_says_it_is_an_adjunct(pipeline: Pipeline) -> None:
-    assert "never on its own" in (decide(pipeline, "P01").cards[1].detail or "")
+    assert "never on its own" in (decide(pipeline, "P01").cards[1].card.detail or "")
 
 
 def test_existing_referral_removes_suggestions_and_says_why(pipeline: Pipeline) -> None:
-    card = decide(pipeline, "P15c").cards[0]
+    card = decide(pipeline, "P15c").cards[0].card
     assert card.suggestions is None
     assert "active physiotherapy referral exists" in (card.detail or "")
 
 
 def test_red_flag_card_lists_the_flags(pipeline: Pipeline) -> None:
-    [card] = decide(pipeline, "P05").cards
+    [card] = [c.card for c in decide(pipeline, "P05").cards]
     assert card.indicator == Indicator.warning
     assert "recent knee trauma" in (card.detail or "")
     assert "knee effusion" in (card.detail or "")
@@ -186,12 +185,13 @@ def test_a_renamed_dynamometer_rule_keeps_its_note(pipeline: Pipeline) -> None:
     note = next(n for n in pipeline.cards.texts.notes if n.id == "dynamometer-over-manual")
     assert note.when.only_by_rules is not None
     assert all(rule_id in {r.id for r in pipeline.ruleset.source.rules} for rule_id in note.when.only_by_rules)
-    assert "dynamometer result was used over the manual grade 5/5" in (decide(pipeline, "P10").cards[0].detail or "")
+    detail = decide(pipeline, "P10").cards[0].card.detail or ""
+    assert "dynamometer result was used over the manual grade 5/5" in detail
 
 
 def suggested_reasons(decision: Decision) -> list[tuple[list[str], list[str]]]:
     out = []
-    for card in decision.cards:
+    for card in (c.card for c in decision.cards):
         for suggestion in card.suggestions or []:
             request = (suggestion.actions or [])[0].resource or {}
             out.append(([c["code"] for r in request["reasonCode"] for c in r["coding"]],

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from cds.clinical.context import Context
 from cds.clinical.pipeline import Pipeline
+from cds.clinical.response import Card
 from cds.clinical.validate import bundle_resources
 from cds.settings import Settings
 from tests.paths import EXAMPLE_DATE, EXAMPLES, load_json
@@ -62,11 +63,11 @@ def record(kind: str, code: tuple[str, str], status: bool, site: dict[str, Any] 
     return resource
 
 
-def decided(extra: dict[str, Any]) -> list[Any]:
-    return PIPELINE.decide([*P01, extra], Context(today=EXAMPLE_DATE, user_id="Practitioner/1")).cards
+def decided(extra: dict[str, Any]) -> list[Card]:
+    return [c.card for c in PIPELINE.decide([*P01, extra], Context(today=EXAMPLE_DATE, user_id="Practitioner/1")).cards]
 
 
-def assert_held_back(cards: list[Any]) -> None:
+def assert_held_back(cards: list[Card]) -> None:
     assert cards, "a knee complaint with a red flag or a record to check still gets a card"
     assert not any(c.suggestions for c in cards), [c.summary for c in cards]
     assert not any("No red flag" in (c.detail or "") for c in cards)
@@ -174,7 +175,7 @@ def test_no_string_in_any_resource_shapes_a_card(leaf: tuple[int, tuple[Any, ...
                             Context(today=EXAMPLE_DATE, user_id="Practitioner/1")).cards
     md = MarkdownIt("commonmark").enable("table").enable("strikethrough")
     for card in cards:
-        detail = card.detail or ""
+        detail = card.card.detail or ""
         for line in detail.split("\n"):
             assert not line or line.startswith(("- ", "**Findings", "Evidence")) or line in OURS, line
         tokens = [t for block in md.parse(detail) for t in [block, *(block.children or [])]]

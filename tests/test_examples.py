@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
+from cds.clinical.cards import ExplainedCard
 from cds.clinical.context import Context
-from cds.clinical.explanation import Explanation
 from cds.clinical.pipeline import Pipeline
 from cds.clinical.validate import bundle_resources
 from cds.settings import Settings
@@ -20,8 +20,8 @@ from tests.paths import example_paths, expected_for, load_json
 EXAMPLES = example_paths()
 
 
-def card_key(card: Any) -> dict[str, Any]:
-    rec = Explanation.of(card).recommendation
+def card_key(explained: ExplainedCard) -> dict[str, Any]:
+    rec, card = explained.explanation.recommendation, explained.card
     return {"card": rec.card, "side": rec.side, "indicator": card.indicator.value,
             "suggestion": bool(card.suggestions)}
 

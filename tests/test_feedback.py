@@ -10,7 +10,7 @@ import pytest
 
 from cds.hooks.errors import InvalidRequest, UnknownCard
 from cds.hooks.feedback import parse_feedback, store_feedback
-from cds.hooks.store import IssuedCard, Store
+from cds.hooks.store import CardRule, IssuedCard, Store
 
 SERVICE = "hipflex-patient-view"
 
@@ -18,7 +18,7 @@ SERVICE = "hipflex-patient-view"
 @pytest.fixture
 def issued(store: Store) -> IssuedCard:
     card = IssuedCard(card_uuid=str(uuid.uuid4()), service_id=SERVICE, hook_instance=str(uuid.uuid4()),
-                      card_kind="patellar-glide", side="right", rules=[{"id": "R3", "version": 1}],
+                      card_kind="patellar-glide", side="right", rules=[CardRule(id="R3", version=1)],
                       suggestions=[str(uuid.uuid4())])
     store.record_cards([card], "p01")
     return card

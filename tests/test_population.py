@@ -122,9 +122,8 @@ def test_a_changed_threshold_reports_exactly_the_patients_whose_cards_change(exp
     def cards(pipeline: Pipeline, pid: str, resources: list[dict[str, Any]]) -> set[str]:
         decision = pipeline.decide(resources, Context(today=EXAMPLE_DATE, patient_id=pid,
                                                       user_id="Practitioner/impact"))
-        explained = [c.extension["urn:hipflex-cds:explanation"]["recommendation"] for c in decision.cards
-                     if c.extension]
-        return {f"{e['card']}:{e.get('side') or '-'}" for e in explained}
+        explained = [c.explanation.recommendation for c in decision.cards]
+        return {f"{e.card}:{e.side or '-'}" for e in explained}
 
     old, new = Pipeline(Settings()), Pipeline(Settings(rule_path=candidate))
     expected = {digest(pid) for pid, resources in by_patient(export).items()

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from cds.clinical.context import Context
-from cds.clinical.explanation import Explanation
 from cds.clinical.pipeline import Decision, Pipeline
 from cds.clinical.validate import bundle_resources
 from tests.paths import EXAMPLE_DATE, EXAMPLES, load_json
@@ -52,7 +51,7 @@ def p01_with(pipeline: Pipeline, *extra: dict[str, Any]) -> Decision:
 
 
 def kinds(decision: Decision) -> list[str]:
-    return [Explanation.of(c).recommendation.card for c in decision.cards]
+    return [c.explanation.recommendation.card for c in decision.cards]
 
 
 @pytest.mark.parametrize("record", [
@@ -88,8 +87,8 @@ def test_each_red_flag_family_withholds_treatment_and_shows_the_red_flag_card(pi
                                                                              record: dict[str, Any]) -> None:
     decision = p01_with(pipeline, record)
     assert kinds(decision) == ["red-flag"]
-    assert not any(c.suggestions for c in decision.cards)
-    assert "Recorded: " in (decision.cards[0].detail or "")
+    assert not any(c.card.suggestions for c in decision.cards)
+    assert "Recorded: " in (decision.cards[0].card.detail or "")
 
 
 @pytest.mark.parametrize("record", [
@@ -101,7 +100,7 @@ def test_each_red_flag_family_withholds_treatment_and_shows_the_red_flag_card(pi
 def test_old_or_benign_records_do_not_withhold_treatment(pipeline: Pipeline, record: dict[str, Any]) -> None:
     decision = p01_with(pipeline, record)
     assert kinds(decision) == ["hip-strengthening", "patellar-glide"]
-    assert re.search(r"No red flag in 1 (condition|procedure)\.", decision.cards[0].detail or "")
+    assert re.search(r"No red flag in 1 (condition|procedure)\.", decision.cards[0].card.detail or "")
 
 
 @pytest.mark.parametrize("record", [
@@ -113,8 +112,8 @@ def test_an_unclassified_knee_record_is_named_and_holds_back_every_suggestion(pi
                                                                               record: dict[str, Any]) -> None:
     decision = p01_with(pipeline, record)
     assert kinds(decision) == ["check-records"]
-    assert not any(c.suggestions for c in decision.cards)
-    detail = decision.cards[0].detail or ""
+    assert not any(c.card.suggestions for c in decision.cards)
+    detail = decision.cards[0].card.detail or ""
     code = record["code"]["coding"][0]["code"]
     assert "To check: Condition “no text” (" in detail
     assert code in detail

@@ -6,12 +6,12 @@ import time
 import uuid
 from pathlib import Path
 
-from cds.hooks.store import FeedbackRecord, IssuedCard, Store, patient_key
+from cds.hooks.store import CardRule, FeedbackRecord, IssuedCard, Store, patient_key
 
 
 def card(service: str = "hipflex-patient-view") -> IssuedCard:
     return IssuedCard(card_uuid=str(uuid.uuid4()), service_id=service, hook_instance=str(uuid.uuid4()),
-                      card_kind="hip-strengthening", side="right", rules=[{"id": "R1", "version": 1}],
+                      card_kind="hip-strengthening", side="right", rules=[CardRule(id="R1", version=1)],
                       suggestions=[str(uuid.uuid4())])
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from cds.clinical.explanation import Explanation, FactUsed, FindingUsed, Recommendation, RulesetRef, RuleUsed
@@ -49,6 +50,19 @@ MAX_ISSUE_NOTES = 5  # a panel shows a few; the explanation extension keeps the 
 MAX_EXPLAINED_ISSUES = 50
 
 
+@dataclass(frozen=True)
+class ExplainedCard:
+    """A card and the typed account of why it was issued, side by side until the response is encoded: the store,
+    metrics, pages and population runs read `explanation`, never the JSON extension."""
+
+    card: Card
+    explanation: Explanation
+
+    def encoded(self) -> Card:
+        """The card as the EHR receives it, with its explanation as an extension (S2 #extensions)."""
+        return self.card.model_copy(update={"extension": self.explanation.extension()})
+
+
 class CardBuilder:
     """Builds the cards of one evaluation; holds the loaded content, no per-request state."""
 
@@ -56,12 +70,13 @@ class CardBuilder:
                  *, rules_url: str | None = None) -> None:
         self.texts, self.ruleset, self.t, self.rules_url = texts, ruleset, terminology, rules_url
 
-    def build(self, evaluation: Evaluation, issues: list[DataIssue], patient_id: str | None) -> list[Card]:
+    def build(self, evaluation: Evaluation, issues: list[DataIssue], patient_id: str | None) -> list[ExplainedCard]:
         suggest = bool(patient_id) and not _holds(self.texts.no_suggestion_when, evaluation, None)
         return [self._card(rec, evaluation, issues, patient_id if suggest else None)
                 for rec in evaluation.recommendations]
 
-    def _card(self, rec: Derived, evaluation: Evaluation, issues: list[DataIssue], patient_id: str | None) -> Card:
+    def _card(self, rec: Derived, evaluation: Evaluation, issues: list[DataIssue],
+              patient_id: str | None) -> ExplainedCard:
         text = self.texts.cards[rec.name]
         words = side_words(rec.side)
         facts, findings, rules = evaluation.explain(rec)
@@ -86,7 +101,7 @@ class CardBuilder:
             notes.append(f"{len(listed) - MAX_ISSUE_NOTES} more records were not used; see the data issues.")
         page = f"{self.rules_url}/{rec.rules[0].id}" if self.rules_url and rec.rules else None
         why = f"{self.rules_url.removesuffix('/rules')}/why/{rec.name}" if self.rules_url else None
-        return Card(
+        return ExplainedCard(Card(
             summary=text.summary.format(**words),
             detail=self._detail(text, self._own_facts(rec, evaluation), notes),
             indicator=Indicator(text.indicator),
@@ -96,8 +111,7 @@ class CardBuilder:
             selectionBehavior=SelectionBehavior.at_most_one if suggestions else None,
             overrideReasons=[OverrideReason(system=self.t.local_system, **r) for r in self.texts.override_reasons],
             links=[Link(label="Why this suggestion", url=why, type=LinkType.absolute)] if why else None,
-            extension=explanation.extension(),
-        )
+        ), explanation)
 
     @staticmethod
     def _own_facts(rec: Derived, evaluation: Evaluation) -> list[InputFact]:

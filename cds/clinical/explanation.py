@@ -1,7 +1,8 @@
 """Why a card was issued: the typed explanation that cards, store, metrics, CLI, pages and tests share.
 
-It travels inside each card as the extension `urn:hipflex-cds:explanation` (S2 #extensions), so an
-EHR or an auditor gets the same account a clinician reads: the rules with their versions and
+Built once with the card and kept beside it, typed; it is written into the card as the extension
+`urn:hipflex-cds:explanation` (S2 #extensions) only when the response is encoded, so an EHR or an auditor gets
+the same account a clinician reads: the rules with their versions and
 evidence, the facts and findings they used, the thresholds, the data issues, the ruleset.
 """
 
@@ -73,10 +74,10 @@ class Explanation(_Part):
         return {EXPLANATION_KEY: {k: v for k, v in dumped.items() if v not in ([], {}, "")}}
 
     @classmethod
-    def of(cls, card: Any) -> Explanation:
-        """The explanation inside a card, given as a response model or as its JSON."""
-        extension = card.get("extension") if isinstance(card, dict) else card.extension
-        return cls.model_validate((extension or {})[EXPLANATION_KEY])
+    def of(cls, card: dict[str, Any]) -> Explanation:
+        """The explanation inside a card as an EHR received it (JSON): for clients and tests, never for the
+        service's own cards, which carry their explanation typed (`cds.clinical.cards.ExplainedCard`)."""
+        return cls.model_validate((card.get("extension") or {})[EXPLANATION_KEY])
 
     @property
     def rule_labels(self) -> list[str]:

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cds.clinical.cards import CardBuilder
+from cds.clinical.cards import CardBuilder, ExplainedCard
 from cds.clinical.context import Context, Validated
 from cds.clinical.engine import DurableEngine
 from cds.clinical.outcome import Evaluation
-from cds.clinical.response import Card, CDSResponse
+from cds.clinical.response import CDSResponse
 from cds.clinical.validate import validate
 from cds.content.cardtexts import load_card_texts
 from cds.content.conceptmaps import load_concept_maps
@@ -32,10 +32,10 @@ from cds.settings import Settings
 class Decision:
     validated: Validated
     evaluation: Evaluation
-    cards: list[Card]
+    cards: list[ExplainedCard]
 
     def response(self) -> CDSResponse:
-        return CDSResponse(cards=self.cards)
+        return CDSResponse(cards=[c.encoded() for c in self.cards])
 
 
 class Pipeline:

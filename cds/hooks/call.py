@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cds.clinical.cards import ExplainedCard
 from cds.clinical.context import Context
-from cds.clinical.explanation import Explanation
 from cds.clinical.pipeline import Decision, Pipeline
-from cds.clinical.response import Card, CDSResponse
+from cds.clinical.response import CDSResponse
 from cds.content.facts import DataIssue
 from cds.hooks.auth import Caller
 from cds.hooks.discovery import Service
@@ -26,7 +26,7 @@ from cds.hooks.errors import InvalidRequest, LargeCallsQueued
 from cds.hooks.fhirclient import FhirReader
 from cds.hooks.prefetch import gather
 from cds.hooks.request import HookRequest, selected_knee_physiotherapy
-from cds.hooks.store import IssuedCard, Store
+from cds.hooks.store import CardRule, IssuedCard, Store
 from cds.hooks.terminologyserver import TerminologyServer
 
 NO_ORDER_SELECTED = "No cards: order-select answers only when a physiotherapy order for the knee is selected."
@@ -41,15 +41,14 @@ class Answer:
     issued: list[IssuedCard] = field(default_factory=list)
 
 
-def issued_cards(cards: list[Card], service_id: str, hook_instance: str,
+def issued_cards(cards: list[ExplainedCard], service_id: str, hook_instance: str,
                  caller: Caller | None = None, preview: bool = False) -> list[IssuedCard]:
     """What the store keeps of each card: ids, kind, side and the rule versions behind it."""
     out = []
-    for card in cards:
-        explanation = Explanation.of(card)
+    for card, explanation in ((c.card, c.explanation) for c in cards):
         out.append(IssuedCard(card_uuid=card.uuid, service_id=service_id, hook_instance=hook_instance.lower(),
                               card_kind=explanation.recommendation.card, side=explanation.recommendation.side,
-                              rules=[{"id": r.id, "version": r.version, "recommends": r.recommends}
+                              rules=[CardRule(id=r.id, version=r.version, recommends=r.recommends)
                                      for r in explanation.rules],
                               suggestions=[s.uuid for s in card.suggestions or []],
                               issuer=caller.issuer if caller else None, tenant=caller.tenant if caller else None,

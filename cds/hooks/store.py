@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 from sqlalchemy.exc import IntegrityError
 
 from cds.clinical.explanation import rule_label
@@ -67,6 +68,23 @@ seen_tokens = sa.Table(
 )
 
 
+class CardRule(BaseModel):
+    """A rule behind a stored card, as kept in `issued_cards.rules` (JSON)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: str
+    version: int
+    recommends: bool = False  # made the card (the others support it); cards stored before the flag have none
+
+    @property
+    def label(self) -> str:
+        return rule_label(self.id, self.version)
+
+
+CARD_RULES = TypeAdapter(list[CardRule])
+
+
 @dataclass(frozen=True)
 class IssuedCard:
     card_uuid: str
@@ -74,7 +92,7 @@ class IssuedCard:
     hook_instance: str
     card_kind: str
     side: str | None
-    rules: list[dict[str, Any]]
+    rules: list[CardRule]
     suggestions: list[str]
     issuer: str | None = None
     tenant: str | None = None
@@ -152,7 +170,7 @@ class Store:
     def record_cards(self, cards: list[IssuedCard], patient_id: str) -> None:
         now, digest = dt.datetime.now(dt.UTC), self.patient_hash(patient_id)
         rows = [{"card_uuid": c.card_uuid, "service_id": c.service_id, "hook_instance": c.hook_instance,
-                 "card_kind": c.card_kind, "side": c.side, "rules": json.dumps(c.rules),
+                 "card_kind": c.card_kind, "side": c.side, "rules": CARD_RULES.dump_json(c.rules).decode(),
                  "suggestions": json.dumps(c.suggestions), "patient_hash": digest, "issued_at": now,
                  "issuer": c.issuer, "tenant": c.tenant, "origin": PREVIEW if c.preview else None} for c in cards]
         if rows:
@@ -165,8 +183,8 @@ class Store:
         if row is None:
             return None
         return IssuedCard(row["card_uuid"], row["service_id"], row["hook_instance"], row["card_kind"], row["side"],
-                          json.loads(row["rules"]), json.loads(row["suggestions"]), row["issuer"], row["tenant"],
-                          row["origin"] == PREVIEW)
+                          CARD_RULES.validate_json(row["rules"]), json.loads(row["suggestions"]), row["issuer"],
+                          row["tenant"], row["origin"] == PREVIEW)
 
     def record_feedback(self, record: FeedbackRecord) -> bool:
         """Store one feedback item; False when the same item was stored before (clients may resend)."""
@@ -236,15 +254,15 @@ def rule_use(store: Store) -> dict[str, RuleUse]:
     latest = _latest_outcomes(items)
     use: dict[str, RuleUse] = {}
     for card_uuid, rules_json in cards:
-        rules = json.loads(rules_json)
-        makers = [r for r in rules if r.get("recommends")] or rules  # cards stored before the flag: all rules
+        rules = CARD_RULES.validate_json(rules_json)
+        makers = [r for r in rules if r.recommends] or rules  # cards stored before the flag: all rules
         for rule in rules:
-            use.setdefault(rule_label(rule["id"], rule["version"]), RuleUse()).fired += 1
+            use.setdefault(rule.label, RuleUse()).fired += 1
         if card_uuid not in latest:
             continue
         _, outcome, reason = latest[card_uuid]
         for rule in makers:
-            entry = use[rule_label(rule["id"], rule["version"])]
+            entry = use[rule.label]
             entry.accepted += outcome == "accepted"
             entry.overridden += outcome == "overridden"
             if outcome == "overridden":

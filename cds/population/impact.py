@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from cds.clinical.context import Context
-from cds.clinical.explanation import Explanation
 from cds.clinical.pipeline import Decision, Pipeline
 from cds.content.facts import AgeFact
 from cds.hooks.fhirclient import JSON_DEPTH_LIMIT, parse_json
@@ -241,7 +240,7 @@ def outcome(pipeline: Pipeline, resources: list[dict[str, Any]], pid: str, as_of
     """What the service would show this patient: card kinds and sides, the rules behind them, data issues."""
     decision = pipeline.decide(resources, Context(today=as_of, patient_id=pid, user_id=USER,
                                                   lookback_days=pipeline.settings.lookback_days))
-    explanations = [Explanation.of(card) for card in decision.cards]
+    explanations = [card.explanation for card in decision.cards]
     cards = sorted(f"{e.recommendation.card}:{e.recommendation.side or '-'}" for e in explanations)
     makers = {f"{e.recommendation.card}:{e.recommendation.side or '-'}": sorted(r.label for r in e.rules
                                                                                 if r.recommends)

@@ -142,9 +142,8 @@ def patient_header(resources: list[dict[str, Any]], day: dt.date) -> str:
                                         age))
 
 
-def card_view(card: dict[str, Any], service: str) -> dict[str, Any]:
+def card_view(card: dict[str, Any], explanation: Explanation, service: str) -> dict[str, Any]:
     icon, label = INDICATORS[card["indicator"]]
-    explanation = Explanation.of(card)
     links = [link for link in card.get("links", []) if str(link.get("url", "")).startswith(("https://", "http://"))]
     source = card["source"]
     return {"card": card, "service": service, "icon": icon, "label": label, "explanation": explanation,
@@ -188,7 +187,8 @@ class Review:
         decision = answer.decision
         pipeline = self.caller.pipeline
         day = as_of or self.caller.today()
-        return {"cards": [card_view(c, service.id) for c in answer.response.dump()["cards"]],
+        explained = {c.card.uuid: c.explanation for c in decision.cards} if decision else {}
+        return {"cards": [card_view(c, explained[c["uuid"]], service.id) for c in answer.response.dump()["cards"]],
                 "findings": [pipeline.cards.texts.words(f.name, f.side) for f in decision.evaluation.findings]
                 if decision else [],
                 "no_cards": pipeline.cards.no_cards_reason(decision.evaluation) if decision else

@@ -13,7 +13,6 @@ from fastapi import Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from cds.clinical.explanation import rule_label
 from cds.clinical.pipeline import Pipeline
 from cds.hooks.auth import Authenticator, Caller, load_issuers
 from cds.hooks.call import HookCaller
@@ -79,7 +78,7 @@ class CdsService:
         for card in answer.issued:
             self.metrics.cards.labels(card.card_kind).inc()
             for rule in card.rules:
-                self.metrics.card_rules.labels(card.card_kind, rule_label(rule["id"], rule["version"])).inc()
+                self.metrics.card_rules.labels(card.card_kind, rule.label).inc()
         return Response(answer.response.json(), media_type="application/json")
 
     async def feedback(self, service: Service, raw: bytes, caller: Caller | None) -> dict[str, Any]:
