@@ -28,7 +28,7 @@ from cds.clinical.validate import SUPPORTED, bundle_resources
 from cds.content.examples import Example, NoSuchExample, find_example, load_examples
 from cds.content.files import ContentError
 from cds.hooks.auth import TrustedIssuer, load_issuers
-from cds.hooks.call import NO_ORDER_SELECTED, Answer, HookCaller
+from cds.hooks.call import NO_ORDER_SELECTED, Answer, HookCalls
 from cds.hooks.discovery import service_id, services
 from cds.hooks.errors import HookError
 from cds.hooks.fhirclient import FetchLimits, FhirReader, parse_json
@@ -399,7 +399,7 @@ def _answer(pipeline: Pipeline, args: argparse.Namespace) -> tuple[Answer, dt.da
     except ValueError as exc:
         raise UsageError(f"{args.file}: {exc} (or name one with --patient)") from None
     request = parse_request(json.dumps(body).encode(), args.hook)
-    answer = HookCaller(pipeline, FhirReader(FetchLimits())).call(service, request, today=as_of)  # prefetch only
+    answer = HookCalls(pipeline, FhirReader(FetchLimits())).call(service, request, today=as_of)  # prefetch only
     return answer, as_of, why
 
 

@@ -16,7 +16,7 @@ from playwright.sync_api import Browser, sync_playwright
 from cds.clinical.pipeline import Pipeline
 from cds.content.rules import RuleSet, load_rules
 from cds.content.terminology import Terminology, load_terminology
-from cds.hooks.call import HookCaller
+from cds.hooks.call import HookCalls
 from cds.hooks.fhirclient import FetchLimits, FhirReader
 from cds.hooks.store import Store
 from cds.hooks.store import metadata as store_tables
@@ -44,9 +44,9 @@ def pipeline() -> Pipeline:
 
 
 @pytest.fixture(scope="session")
-def hook_caller(pipeline: Pipeline) -> HookCaller:
+def hook_caller(pipeline: Pipeline) -> HookCalls:
     """The service's hook call without HTTP or store (scenarios, CLI parity)."""
-    return HookCaller(pipeline, FhirReader(FetchLimits()))
+    return HookCalls(pipeline, FhirReader(FetchLimits()))
 
 
 @pytest.fixture

@@ -26,8 +26,10 @@ from pytest_bdd import given, parsers, then, when
 from pytest_bdd.parser import Feature, Scenario, Step
 
 from cds.clinical.explanation import Explanation
+from cds.content.cardtexts import CardTexts
+from cds.content.files import load_model
 from cds.content.terminology import Terminology, load_terminology
-from cds.hooks.call import HookCaller
+from cds.hooks.call import HookCalls
 from cds.hooks.discovery import services
 from cds.hooks.prefetch import prefetch_templates, request_for
 from cds.hooks.request import HookRequest
@@ -38,10 +40,8 @@ SNOMED, UCUM = "http://snomed.info/sct", "http://unitsofmeasure.org"
 TERMINOLOGY: Terminology = load_terminology(PROJECT_ROOT / "rules" / "terminology.yaml")
 LOCAL = TERMINOLOGY.local_system
 SIDES = {"left": ("7771000", "Left"), "right": ("24028007", "Right")}
-CARDS = {"hip-flexor strengthening": "hip-strengthening", "patellar glides": "patellar-glide",
-         "red-flag assessment": "red-flag", "hip-flexion test": "hip-test", "dynamometer retest": "retest",
-         "data-quality check": "data-quality", "side check": "record-side",
-         "check of the knee records": "check-records"}
+CARD_TEXTS, _ = load_model(PROJECT_ROOT / "rules" / "cards.yaml", CardTexts)
+CARDS = {text.in_scenarios: kind for kind, text in CARD_TEXTS.cards.items()}  # an analyst adds a kind in YAML
 CODE_SYSTEMS = {s.name: s.system for s in TERMINOLOGY.code_systems}
 DIAGNOSIS_SYSTEMS = ["ICD-10-CM", "ICD-10 (WHO)", "SNOMED CT"]
 PROCEDURE_SYSTEMS = ["CPT", "ICD-10-PCS", "OPCS-4", "SNOMED CT"]
@@ -571,11 +571,11 @@ def decide(chart: Chart, hook: str, request: pytest.FixtureRequest) -> Outcome:
     return outcome
 
 
-def through_hook_call(caller: HookCaller, hook: str, chart: Chart, resources: list[dict[str, Any]]) -> Outcome:
+def through_hook_call(calls: HookCalls, hook: str, chart: Chart, resources: list[dict[str, Any]]) -> Outcome:
     """The service's own hook call, without HTTP: findings and data issues are visible too."""
-    service = next(s for s in services(caller.pipeline.terminology) if s.hook == hook)
-    body = request_for(resources, hook, service.prefetch, chart.user, terminology=caller.pipeline.terminology)
-    answer = caller.call(service, HookRequest.model_validate(body), today=chart.today)
+    service = next(s for s in services(calls.pipeline.terminology) if s.hook == hook)
+    body = request_for(resources, hook, service.prefetch, chart.user, terminology=calls.pipeline.terminology)
+    answer = calls.call(service, HookRequest.model_validate(body), today=chart.today)
     decision = answer.decision
     if decision is None:
         return Outcome(cards=[], rules=set(), findings=set(), issues=set())

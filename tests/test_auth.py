@@ -49,8 +49,8 @@ def claims(**extra: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("alg", ["ES384", "RS384"])
 def test_a_token_signed_with_the_issuers_key_is_accepted(auth: Authenticator, signer: Signer, alg: str) -> None:
-    caller = auth.verify("Bearer " + signer.token(AUD, alg=alg, tenant="clinic-1"), AUD)
-    assert (caller.issuer, caller.tenant) == (ISSUER, "clinic-1")
+    client = auth.verify("Bearer " + signer.token(AUD, alg=alg, tenant="clinic-1"), AUD)
+    assert (client.issuer, client.tenant) == (ISSUER, "clinic-1")
 
 
 def test_epic_style_extra_claims_and_an_audience_list_are_accepted(auth: Authenticator, signer: Signer) -> None:
@@ -154,15 +154,15 @@ def test_a_sandbox_shaped_token_is_accepted_and_its_jku_never_fetched(tmp_path: 
     auth = Authenticator(load_issuers(sandbox_issuers(tmp_path, signer)), store.first_use_of_token)
     jku = f"{fhir_stub.base}/.well-known/jwks.json"  # a listener: any request to it fails the test below
     fhir_stub.serve(".well-known/jwks.json", {"keys": []})
-    caller = auth.verify("Bearer " + sandbox_token(signer, AUD, jku), AUD)
-    assert (caller.issuer, caller.tenant) == (SANDBOX_ISSUER, PUBLIC_KEY_TENANT)
+    client = auth.verify("Bearer " + sandbox_token(signer, AUD, jku), AUD)
+    assert (client.issuer, client.tenant) == (SANDBOX_ISSUER, PUBLIC_KEY_TENANT)
     assert fhir_stub.seen == []
 
 
 def test_the_sandbox_is_marked_as_signing_with_a_published_key_and_its_tenant_claim_binds_nothing(
         tmp_path: Path, signer: Signer, store: Store) -> None:
-    """Anyone can sign as the sandbox (its private key is public), so a forged `tenant` must not let a caller land
-    feedback on another sandbox caller's tenant: every caller of such an issuer gets the same fixed tenant."""
+    """Anyone can sign as the sandbox (its private key is public), so a forged `tenant` must not let a client land
+    feedback on another sandbox caller's tenant: every client of such an issuer gets the same fixed tenant."""
     [issuer] = load_issuers(Path(cds.hooks.__file__).with_name("issuers") / "cds-hooks-sandbox.yaml")
     assert issuer.public_signing_key
     auth = Authenticator(load_issuers(sandbox_issuers(tmp_path, signer)), store.first_use_of_token)

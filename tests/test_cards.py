@@ -222,3 +222,31 @@ def test_a_parameter_renamed_without_its_placeholder_stops_start_up_at_the_text(
     expected = rf"{re.escape(str(content / 'cards.yaml'))}:{line}: no_cards\.\d+\.text: \{{max_age_minus_one\}} is not"
     assert re.match(expected, str(caught.value)), str(caught.value)
     assert "oldest_age_minus_one" in str(caught.value)
+
+
+def test_two_card_kinds_with_the_same_scenario_words_stop_start_up_at_the_second(tmp_path: Path) -> None:
+    import shutil
+
+    from cds.settings import Settings
+    from tests.paths import RULES
+
+    content = tmp_path / "rules"
+    shutil.copytree(RULES, content)
+    texts = content / "cards.yaml"
+    texts.write_text(texts.read_text().replace('in_scenarios: "patellar glides"',
+                                               'in_scenarios: "hip-flexor strengthening"'))
+    with pytest.raises(ContentError) as caught:
+        Pipeline(Settings(rules_dir=content))
+    _, line = [n for n, text in enumerate(texts.read_text().splitlines(), 1)
+               if 'in_scenarios: "hip-flexor strengthening"' in text]
+    assert str(caught.value).startswith(f"{texts}:{line}: cards.patellar-glide.in_scenarios"), str(caught.value)
+    assert "'hip-strengthening'" in str(caught.value)
+
+
+def test_a_card_kind_has_one_id_the_topic_code(pipeline: Pipeline) -> None:
+    """The YAML key is what the rules recommend, the topic code the EHR sees and the kind the store counts."""
+    for explained in decide(pipeline, "P01").cards:
+        topic = explained.card.source.topic
+        assert topic is not None
+        assert topic.code == explained.explanation.recommendation.card
+        assert topic.display == pipeline.cards.texts.cards[topic.code].title

@@ -106,7 +106,7 @@ class CardBuilder:
             detail=self._detail(text, self._own_facts(rec, evaluation), notes),
             indicator=Indicator(text.indicator),
             source=Source(label=self.texts.source_label, url=page,
-                          topic=Coding(system=self.t.local_system, **text.topic)),
+                          topic=Coding(system=self.t.local_system, code=rec.name, display=text.title)),
             suggestions=suggestions,
             selectionBehavior=SelectionBehavior.at_most_one if suggestions else None,
             overrideReasons=[OverrideReason(system=self.t.local_system, **r) for r in self.texts.override_reasons],

@@ -38,7 +38,9 @@ class WhyText(ContentModel):
 
 class CardText(ContentModel):
     indicator: Literal["info", "warning", "critical"]
-    topic: dict[str, str]
+    title: str = Field(min_length=1, description="The card kind's name for clinicians: the topic's display")
+    in_scenarios: str = Field(pattern=r"^[a-z][a-z -]*[a-z]$",
+                              description="The words for this card kind in Gherkin scenarios, lower case")
     summary: str
     advice: str
     evidence: str
@@ -109,7 +111,13 @@ def side_words(side: str | None) -> dict[str, str]:
 def load_card_texts(path: Path, ruleset: RuleSet, fact_kinds: set[str]) -> CardTexts:
     """Load card texts and check them against the rules: every card exists, summaries fit, notes name real things."""
     texts, lines = load_model(path, CardTexts)
+    said: dict[str, str] = {}
     for kind, text in texts.cards.items():
+        if text.in_scenarios in said:
+            raise ContentError(path, lines.get(("cards", kind, "in_scenarios")),
+                               f"cards.{kind}.in_scenarios {text.in_scenarios!r} is already the words for card "
+                               f"{said[text.in_scenarios]!r}; scenarios could not tell them apart")
+        said[text.in_scenarios] = kind
         for side in ("left", "right", "bilateral", None):
             summary = text.summary.format(**side_words(side))
             if len(summary) >= 140:

@@ -83,7 +83,7 @@ def why_page(card: str, texts: CardTexts, ruleset: RuleSet, terminology: Termino
               source=r.evidence.source) for r in makers]
     flags = [f"{f.display} (within {days} days)" if (days := terminology.window_days(f)) else f.display
              for f in terminology.red_flags]
-    return WhyPage(card=card, title=text.topic.get("display", card), advice=" ".join(text.advice.split()),
+    return WhyPage(card=card, title=text.title, advice=" ".join(text.advice.split()),
                    how=text.why.how, applies=text.why.applies,
                    thresholds=[threshold(n, ruleset) for n in names], not_when=text.why.not_when,
                    red_flags=flags, claims=claims,

@@ -88,7 +88,7 @@ def load_issuers(path: Path) -> list[TrustedIssuer]:
 
 
 @dataclass(frozen=True)
-class Caller:
+class VerifiedClient:
     """What a verified token says about the caller; safe to log."""
 
     issuer: str
@@ -143,7 +143,7 @@ class Authenticator:
         self.leeway, self.max_lifetime = leeway_seconds, max_lifetime_seconds
         self.keys = KeySets(http or httpx.Client(timeout=5.0, follow_redirects=False, trust_env=False))
 
-    def verify(self, authorization: str | None, audience: str) -> Caller:
+    def verify(self, authorization: str | None, audience: str) -> VerifiedClient:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthError("no-bearer", "an 'Authorization: Bearer <JWT>' header is required")
@@ -171,7 +171,7 @@ class Authenticator:
             raise exc.about(claimed, kid) from None
         # a tenant claim anyone can forge binds nothing: all callers of a public-key issuer share one tenant
         tenant = PUBLIC_KEY_TENANT if issuer.public_signing_key else payload.get("tenant")
-        return Caller(issuer=issuer.iss, jti=jti, tenant=tenant, fhir_servers=tuple(issuer.fhir_servers),
+        return VerifiedClient(issuer=issuer.iss, jti=jti, tenant=tenant, fhir_servers=tuple(issuer.fhir_servers),
                       profile=issuer.profile)
 
     def _issuer(self, header: dict[str, Any], claims: dict[str, Any]) -> TrustedIssuer:

@@ -1,6 +1,6 @@
 """One CDS Hooks call, with no HTTP in it: gather the data, decide, record the issued cards.
 
-The web app, the review page, the CLI's `evaluate` and the Gherkin steps all call `HookCaller.call`,
+The web app, the review page, the CLI's `evaluate` and the Gherkin steps all call `HookCalls.call`,
 so every front door gives the same answer for the same data (order-select included). Problems
 are raised as domain errors (`cds.hooks.errors`); the web layer alone turns them into statuses.
 """
@@ -20,7 +20,7 @@ from cds.clinical.context import Context
 from cds.clinical.pipeline import Decision, Pipeline
 from cds.clinical.response import CDSResponse
 from cds.content.facts import DataIssue
-from cds.hooks.auth import Caller
+from cds.hooks.auth import VerifiedClient
 from cds.hooks.discovery import Service
 from cds.hooks.errors import InvalidRequest, LargeCallsQueued
 from cds.hooks.fhirclient import FhirReader
@@ -42,7 +42,7 @@ class Answer:
 
 
 def issued_cards(cards: list[ExplainedCard], service_id: str, hook_instance: str,
-                 caller: Caller | None = None, preview: bool = False) -> list[IssuedCard]:
+                 client: VerifiedClient | None = None, preview: bool = False) -> list[IssuedCard]:
     """What the store keeps of each card: ids, kind, side and the rule versions behind it."""
     out = []
     for card, explanation in ((c.card, c.explanation) for c in cards):
@@ -51,13 +51,14 @@ def issued_cards(cards: list[ExplainedCard], service_id: str, hook_instance: str
                               rules=[CardRule(id=r.id, version=r.version, recommends=r.recommends)
                                      for r in explanation.rules],
                               suggestions=[s.uuid for s in card.suggestions or []],
-                              issuer=caller.issuer if caller else None, tenant=caller.tenant if caller else None,
+                              issuer=client.issuer if client else None, tenant=client.tenant if client else None,
                               preview=preview))
     return out
 
 
-class HookCaller:
-    """The loaded pipeline with its data source and store; one instance per process."""
+class HookCalls:
+    """Runs the hook calls of this process: the loaded pipeline with its data source and store (one instance per
+    process; `VerifiedClient` is who made a call)."""
 
     def __init__(self, pipeline: Pipeline, reader: FhirReader, store: Store | None = None,
                  *, today: Callable[[], dt.date] | None = None) -> None:
@@ -82,12 +83,12 @@ class HookCaller:
         return asyncio.run(self.call_async(service, request, today))
 
     async def call_async(self, service: Service, request: HookRequest, today: dt.date | None = None,
-                         caller: Caller | None = None, record: bool = True, preview: bool = False) -> Answer:
+                         client: VerifiedClient | None = None, record: bool = True, preview: bool = False) -> Answer:
         """Gather (concurrently, within one deadline, only from the FHIR servers the caller's issuer lists, else
         HIPFLEX_FHIR_SERVERS), decide in a worker thread, remember the cards with who asked (unless `record` is
         false: a preview nobody can give feedback on; `preview`: kept, for feedback, but counted nowhere). `today`
         replays a date (review page, CLI, scenarios)."""
-        allowed = (caller.fhir_servers if caller is not None else ()) or tuple(self.pipeline.settings.fhir_servers)
+        allowed = (client.fhir_servers if client is not None else ()) or tuple(self.pipeline.settings.fhir_servers)
         drafts = []
         if service.hook == "order-select":
             drafts = selected_knee_physiotherapy(request, self.pipeline.terminology)
@@ -108,7 +109,7 @@ class HookCaller:
                           selected_orders=frozenset(str(d.get("id")) for d in drafts), memberships=memberships)
         def decide() -> Awaitable[Answer]:
             return asyncio.to_thread(self._decide, service, request, gathered.resources + drafts, context,
-                                     gathered.issues, caller, record, preview)
+                                     gathered.issues, client, record, preview)
 
         if len(gathered.resources) <= self.pipeline.settings.large_call_resources:
             return await decide()
@@ -127,11 +128,11 @@ class HookCaller:
             self.large_waiting -= 1
 
     def _decide(self, service: Service, request: HookRequest, resources: list[dict[str, Any]], context: Context,
-                unavailable: list[DataIssue], caller: Caller | None, record: bool, preview: bool) -> Answer:
+                unavailable: list[DataIssue], client: VerifiedClient | None, record: bool, preview: bool) -> Answer:
         with self.deciding:
             decision = self.pipeline.decide(resources, context, unavailable)
-        issued = issued_cards(decision.cards, service.id, request.hookInstance, caller, preview)
+        issued = issued_cards(decision.cards, service.id, request.hookInstance, client, preview)
         if self.store is not None and record:
             self.store.record_cards(issued, request.patient_id)
         response = decision.response()
-        return Answer(caller.profile.fit(response) if caller else response, decision, issued)
+        return Answer(client.profile.fit(response) if client else response, decision, issued)

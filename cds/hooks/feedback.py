@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cds.hooks.auth import Caller
+from cds.hooks.auth import VerifiedClient
 from cds.hooks.errors import InvalidRequest, UnknownCard
 from cds.hooks.request import first_error, parse_json
 from cds.hooks.store import FeedbackRecord, Store
@@ -108,16 +108,17 @@ def parse_feedback(raw: bytes, max_items: int = 100) -> FeedbackRequest:
         raise InvalidRequest(f"{field}: {message}", field, error="invalid-feedback") from None
 
 
-def store_feedback(request: FeedbackRequest, service_id: str, store: Store, caller: Caller | None = None) -> list[bool]:
+def store_feedback(request: FeedbackRequest, service_id: str, store: Store,
+                   client: VerifiedClient | None = None) -> list[bool]:
     """Check every item against the issued cards, then store them; True per item newly stored. A card takes
     feedback only on its own service and from the issuer (and tenant) whose call it answered."""
-    records = [_record(index, item, service_id, store, caller) for index, item in enumerate(request.feedback)]
+    records = [_record(index, item, service_id, store, client) for index, item in enumerate(request.feedback)]
     return [store.record_feedback(r) for r in records]
 
 
-def _record(index: int, item: Feedback, service_id: str, store: Store, caller: Caller | None) -> FeedbackRecord:
+def _record(index: int, item: Feedback, service_id: str, store: Store, client: VerifiedClient | None) -> FeedbackRecord:
     issued = store.issued(item.card.lower())
-    issuer, tenant = (caller.issuer, caller.tenant) if caller else (None, None)
+    issuer, tenant = (client.issuer, client.tenant) if client else (None, None)
     if issued is None or issued.service_id != service_id or (issued.issuer, issued.tenant) != (issuer, tenant):
         raise UnknownCard(f"card {item.card} was not issued by service {service_id}",
                            f"feedback.{index}.card")

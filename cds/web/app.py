@@ -84,7 +84,7 @@ def create_app(settings: Settings, bind: str | None = None) -> FastAPI:
     app.include_router(calls_router(cds))
     app.include_router(operations_router(cds))
     if cds.auth is None:  # its buttons send feedback without a JWT, so it exists only where auth is off
-        app.include_router(review_router(cds.caller, cds.services_by_id, cds.store))
+        app.include_router(review_router(cds.calls, cds.services_by_id, cds.store))
     app.include_router(rule_router(cds.pipeline, settings.coverage_report, review_pages=cds.auth is None))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/docs/static", StaticFiles(directory=Path(swagger_ui.__file__).with_name("static")), name="docs-static")

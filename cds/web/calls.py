@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from cds.hooks.auth import AuthError, Caller
+from cds.hooks.auth import AuthError, VerifiedClient
 from cds.hooks.discovery import Discovery, Service
 from cds.hooks.errors import HookError, UnknownService
 from cds.web.errors import NotJson, error_body, failure, in_format
@@ -26,7 +26,7 @@ from cds.web.openapi import contract
 from cds.web.service import CdsService
 
 log = logging.getLogger("hipflex_cds.service")
-Handler = Callable[[Service, bytes, Caller | None], Awaitable[dict[str, Any] | Response]]
+Handler = Callable[[Service, bytes, VerifiedClient | None], Awaitable[dict[str, Any] | Response]]
 
 
 def calls_router(cds: CdsService) -> APIRouter:
@@ -35,8 +35,8 @@ def calls_router(cds: CdsService) -> APIRouter:
     @router.get("/cds-services", summary="CDS Hooks discovery", openapi_extra=contract(None, "Discovery"))
     async def discovery(request: Request) -> Response:
         async def work() -> dict[str, Any]:
-            caller = await verified(cds, request, "/cds-services")
-            offered = [s for s in cds.services_by_id.values() if caller is None or caller.profile.offers(s.hook)]
+            client = await verified(cds, request, "/cds-services")
+            offered = [s for s in cds.services_by_id.values() if client is None or client.profile.offers(s.hook)]
             return Discovery(services=offered).model_dump()
         return await guarded(cds, request, "discovery", "discovery", work)
 
@@ -53,12 +53,12 @@ def calls_router(cds: CdsService) -> APIRouter:
     return router
 
 
-async def verified(cds: CdsService, request: Request, path: str) -> Caller | None:
-    """The caller verified for this exact URL (None with authentication off); its EHR profile is kept for the
+async def verified(cds: CdsService, request: Request, path: str) -> VerifiedClient | None:
+    """The client verified for this exact URL (None with authentication off); its EHR profile is kept for the
     error format."""
-    caller = await run_in_threadpool(cds.authenticate, request, path)
-    request.state.profile = caller.profile if caller else None
-    return caller
+    client = await run_in_threadpool(cds.authenticate, request, path)
+    request.state.profile = client.profile if client else None
+    return client
 
 
 async def posted(cds: CdsService, service_id: str, request: Request, endpoint: str, handle: Handler) -> Response:
@@ -67,14 +67,14 @@ async def posted(cds: CdsService, service_id: str, request: Request, endpoint: s
     async def work() -> dict[str, Any] | Response:
         service = cds.service(service_id)
         suffix = "/feedback" if endpoint == "feedback" else ""
-        caller = await verified(cds, request, f"/cds-services/{service_id}{suffix}")
-        if caller is not None and not caller.profile.offers(service.hook):
+        client = await verified(cds, request, f"/cds-services/{service_id}{suffix}")
+        if client is not None and not client.profile.offers(service.hook):
             raise UnknownService(f"no CDS service with id {service_id!r} for this EHR (its profile offers "
-                                 f"{', '.join(caller.profile.hooks or [])})")
+                                 f"{', '.join(client.profile.hooks or [])})")
         media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media not in ("application/json", "application/fhir+json"):
             raise NotJson(f"the body must be sent as Content-Type: application/json, not {media[:60] or 'none'!r}")
-        return await handle(service, await read_body(request, cds.settings.max_body_bytes), caller)
+        return await handle(service, await read_body(request, cds.settings.max_body_bytes), client)
     return await guarded(cds, request, service_id, endpoint, work)
 
 
@@ -83,7 +83,7 @@ async def guarded(cds: CdsService, request: Request, service_id: str, endpoint: 
     """Run one call, mapping every failure to its status; time it; log ids and outcome only."""
     started, correlation = time.perf_counter(), str(uuid.uuid4())
     if service_id not in cds.services_by_id and service_id != "discovery":
-        service_id = "(unknown)"  # a caller-chosen path must not become a log field or a metric label
+        service_id = "(unknown)"  # a client-chosen path must not become a log field or a metric label
     extra: dict[str, Any] = {"service": service_id, "correlation_id": correlation}
     try:
         result = await work()

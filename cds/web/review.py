@@ -29,7 +29,7 @@ from cds.clinical.validate import bundle_resources
 from cds.content.examples import Example, NoSuchExample, load_examples, pick_example
 from cds.content.facts import date_words
 from cds.content.terminology import Terminology
-from cds.hooks.call import NO_ORDER_SELECTED, HookCaller
+from cds.hooks.call import NO_ORDER_SELECTED, HookCalls
 from cds.hooks.discovery import Service, service_id
 from cds.hooks.errors import HookError
 from cds.hooks.prefetch import request_for
@@ -163,11 +163,11 @@ class KindRow:
 
 
 class Review:
-    """The two pages; calls take the EHR's path (the same hook caller and store), so feedback joins up."""
+    """The two pages; calls take the EHR's path (the same hook calls and store), so feedback joins up."""
 
-    def __init__(self, caller: HookCaller, services_by_id: dict[str, Service], store: Store) -> None:
-        self.caller, self.services_by_id, self.store = caller, services_by_id, store
-        self.settings = caller.pipeline.settings
+    def __init__(self, calls: HookCalls, services_by_id: dict[str, Service], store: Store) -> None:
+        self.calls, self.services_by_id, self.store = calls, services_by_id, store
+        self.settings = calls.pipeline.settings
         self.examples = load_examples(self.settings.examples_dir)
 
     def page(self, **values: Any) -> str:
@@ -182,11 +182,11 @@ class Review:
             raise ReviewInputError(f"Unknown user {user!r}; choose one of {', '.join(USERS)}.")
         service = self.services_by_id[service_id(hook)]
         resources = [r for r in bundle_resources(bundle) if isinstance(r, dict)]
-        request = hook_request(resources, hook, service.prefetch, self.caller.pipeline.terminology, user)
-        answer = await self.caller.call_async(service, request, today=as_of, record=record, preview=True)
+        request = hook_request(resources, hook, service.prefetch, self.calls.pipeline.terminology, user)
+        answer = await self.calls.call_async(service, request, today=as_of, record=record, preview=True)
         decision = answer.decision
-        pipeline = self.caller.pipeline
-        day = as_of or self.caller.today()
+        pipeline = self.calls.pipeline
+        day = as_of or self.calls.today()
         explained = {c.card.uuid: c.explanation for c in decision.cards} if decision else {}
         return {"cards": [card_view(c, explained[c["uuid"]], service.id) for c in answer.response.dump()["cards"]],
                 "findings": [pipeline.cards.texts.words(f.name, f.side) for f in decision.evaluation.findings]
@@ -202,7 +202,7 @@ class Review:
         report = self.settings.coverage_report
         coverage = json.loads(report.read_text()) if report.exists() else None
         use = rule_use(self.store)
-        pipeline = self.caller.pipeline
+        pipeline = self.calls.pipeline
         texts = {r["code"]: r["display"] for r in pipeline.cards.texts.override_reasons}
         rows = []
         for rule in pipeline.ruleset.source.rules:
@@ -212,7 +212,7 @@ class Review:
             rows.append({"rule": rule, "key": key, "scenarios": (coverage or {}).get(key, []), "use": used,
                          "reasons": reasons})
         cards = card_use(self.store)
-        kinds = [KindRow(kind, pipeline.cards.texts.cards[kind].topic.get("display", kind), cards[kind],
+        kinds = [KindRow(kind, pipeline.cards.texts.cards[kind].title, cards[kind],
                          wilson(cards[kind].accepted, cards[kind].accepted + cards[kind].overridden),
                          [(texts.get(code, code), count) for code, count in cards[kind].reasons.most_common()])
                  for kind in pipeline.cards.texts.cards if kind in cards]
@@ -222,8 +222,8 @@ class Review:
                                                            previews=previews(self.store))
 
 
-def review_router(caller: HookCaller, services_by_id: dict[str, Service], store: Store) -> APIRouter:
-    review = Review(caller, services_by_id, store)
+def review_router(calls: HookCalls, services_by_id: dict[str, Service], store: Store) -> APIRouter:
+    review = Review(calls, services_by_id, store)
     router = APIRouter(prefix="/review", tags=["review"])
     headers = HEADERS
 

@@ -14,8 +14,8 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from cds.clinical.pipeline import Pipeline
-from cds.hooks.auth import Authenticator, Caller, load_issuers
-from cds.hooks.call import HookCaller
+from cds.hooks.auth import Authenticator, VerifiedClient, load_issuers
+from cds.hooks.call import HookCalls
 from cds.hooks.discovery import Service, services
 from cds.hooks.errors import UnknownService
 from cds.hooks.feedback import FeedbackStored, parse_feedback, store_feedback
@@ -30,7 +30,7 @@ INLINE_PARSE_BYTES = 64_000
 
 
 class CdsService:
-    """The loaded pipeline, store, authenticator and hook caller behind the HTTP routes."""
+    """The loaded pipeline, store, authenticator and hook calls behind the HTTP routes."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -45,7 +45,7 @@ class CdsService:
                                              settings.fhir_deadline_seconds, settings.fhir_call_bytes))
         self.in_flight = 0  # hook calls being answered; only touched on the event loop
         self.health_pool = ThreadPoolExecutor(1, thread_name_prefix="health")  # never queues behind hook calls
-        self.caller = HookCaller(self.pipeline, self.reader, self.store)
+        self.calls = HookCalls(self.pipeline, self.reader, self.store)
         self.metrics = Metrics(engine=self.pipeline.engine, cache=self.pipeline.cache)
 
     def service(self, service_id: str) -> Service:
@@ -54,14 +54,14 @@ class CdsService:
             raise UnknownService(f"no CDS service with id {service_id!r}")
         return service
 
-    def authenticate(self, request: Request, path: str) -> Caller | None:
-        """The verified caller, or None when authentication is off (loopback development only)."""
+    def authenticate(self, request: Request, path: str) -> VerifiedClient | None:
+        """The verified client, or None when authentication is off (loopback development only)."""
         if self.auth is None:
             return None
         audience = (self.settings.public_url or "").rstrip("/") + path
         return self.auth.verify(request.headers.get("authorization"), audience)
 
-    async def answer(self, service: Service, raw: bytes, caller: Caller | None) -> Response:
+    async def answer(self, service: Service, raw: bytes, client: VerifiedClient | None) -> Response:
         """One hook call from its raw body: the response, encoded once; counts the cards by rule. Beyond
         max_calls_in_flight the call is refused (503) before any work, so a flood cannot queue without end."""
         if self.in_flight >= self.settings.max_calls_in_flight:
@@ -72,7 +72,7 @@ class CdsService:
                 request = parse_request(raw, service.hook)
             else:
                 request = await run_in_threadpool(parse_request, raw, service.hook)
-            answer = await self.caller.call_async(service, request, caller=caller)
+            answer = await self.calls.call_async(service, request, client=client)
         finally:
             self.in_flight -= 1
         for card in answer.issued:
@@ -81,12 +81,12 @@ class CdsService:
                 self.metrics.card_rules.labels(card.card_kind, rule.label).inc()
         return Response(answer.response.json(), media_type="application/json")
 
-    async def feedback(self, service: Service, raw: bytes, caller: Caller | None) -> dict[str, Any]:
-        return await run_in_threadpool(self._feedback, service, raw, caller)
+    async def feedback(self, service: Service, raw: bytes, client: VerifiedClient | None) -> dict[str, Any]:
+        return await run_in_threadpool(self._feedback, service, raw, client)
 
-    def _feedback(self, service: Service, raw: bytes, caller: Caller | None) -> dict[str, Any]:
+    def _feedback(self, service: Service, raw: bytes, client: VerifiedClient | None) -> dict[str, Any]:
         request = parse_feedback(raw, self.settings.max_feedback_items)
-        stored = store_feedback(request, service.id, self.store, caller)
+        stored = store_feedback(request, service.id, self.store, client)
         for item, new in zip(request.feedback, stored, strict=True):
             if new:
                 issued = self.store.issued(item.card.lower())
