@@ -517,13 +517,13 @@ def cmd_impact(settings: Settings, args: argparse.Namespace) -> int:
             raise
         raise Unreachable(f"--scheduler {args.scheduler}: no Dask scheduler answers there ({type(exc).__name__})"
                           ) from None
-    unreadable = sum(p["count"] for p in summary["unreadable"]) + len(summary["download_problems"])
+    unreadable = sum(p.count for p in summary.unreadable) + len(summary.download_problems)
     if unreadable:
         print(f"{unreadable:,} lines or files could not be read: see 'unreadable' and 'download_problems' in "
               "summary.json", file=sys.stderr)
-    print(f"{summary['patients_evaluated']:,} patients in {summary['seconds']} s; cards: "
-          + (", ".join(f"{k} {v:,}" for k, v in summary["cards"].items()) or "none")
-          + (f"; {summary['patients_whose_cards_change']:,} patients' cards change" if args.baseline_rules else ""))
+    print(f"{summary.patients_evaluated:,} patients in {summary.seconds} s; cards: "
+          + (", ".join(f"{k} {v:,}" for k, v in summary.cards.items()) or "none")
+          + (f"; {summary.patients_whose_cards_change or 0:,} patients' cards change" if args.baseline_rules else ""))
     print(f"wrote {args.out / 'summary.json'}, {args.out / 'patients.parquet'}, {args.out / 'report.html'}")
     return 0
 

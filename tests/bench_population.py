@@ -24,8 +24,8 @@ def figures(patients: int, workers: int, folder: Path) -> dict[str, Any]:
     out = folder / f"out-{patients}-{workers}"
     summary = run_impact(export, out, Run(as_of=EXAMPLE_DATE, patient_key=b"bench", out=str(out)), scheduler=None,
                          workers=workers)
-    return {"patients": patients, "workers": workers, "patients_per_second": summary["patients_per_second"],
-            "worker_peak_rss_mb": summary["worker_peak_rss_mb"]}
+    return {"patients": patients, "workers": workers, "patients_per_second": summary.patients_per_second,
+            "worker_peak_rss_mb": summary.worker_peak_rss_mb}
 
 
 def main(sizes: list[int]) -> None:

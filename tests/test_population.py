@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import httpx
+import jsonschema_rs
 import pyarrow.parquet as pq
 import pytest
 
@@ -36,8 +37,12 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(export: Path, out: Path, workers: int = 2, scheduler: str | None = None, **rules: str) -> dict[str, Any]:
-    return run_impact(export, out, Run(as_of=EXAMPLE_DATE, patient_key=KEY, out=str(out), **rules),
-                      scheduler=scheduler, workers=workers)
+    """summary.json as an analyst's notebook reads it, after checking it against the schema written beside it."""
+    run_impact(export, out, Run(as_of=EXAMPLE_DATE, patient_key=KEY, out=str(out), **rules),
+               scheduler=scheduler, workers=workers)
+    summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
+    jsonschema_rs.validate(json.loads((out / "summary.schema.json").read_text()), summary)
+    return summary
 
 
 def stable(summary: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from cds.content.facts import AgeFact
 from cds.hooks.fhirclient import JSON_DEPTH_LIMIT, parse_json
 from cds.hooks.store import patient_digest
 from cds.population.bulkexport import PROBLEMS_FILE
+from cds.population.summary import Change, PatientOutcome, Summary, Unreadable
 from cds.population.synth import export_files
 from cds.settings import Settings
 
@@ -98,8 +99,8 @@ class Problems:
         if len(self.where.setdefault(what, [])) < EXAMPLES:
             self.where[what].append(place)
 
-    def summary(self) -> list[dict[str, Any]]:
-        return [{"problem": what, "count": n, "first": self.where[what]} for what, n in sorted(self.counts.items())]
+    def summary(self) -> list[Unreadable]:
+        return [Unreadable(problem=what, count=n, first=self.where[what]) for what, n in sorted(self.counts.items())]
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes | None]]:
@@ -219,15 +220,15 @@ def evaluate_bucket(path: str, run: Run, part: int) -> Tally:
             continue
         digest = patient_digest(run.patient_key, pid)
         now = outcome(candidate, resources, pid, run.as_of)
-        row = {"patient": digest, "age": now["age"], "cards": now["cards"], "rules": now["rules"],
-               "issues": now["issues"]}
+        row: dict[str, Any] = {"patient": digest, "age": now.age, "cards": now.cards, "rules": now.rules,
+                               "issues": now.issues}
         tally.patients += 1
-        tally.out_of_scope += not now["in_scope"]
-        tally.cards.update(now["cards"])
-        tally.rules.update(now["rules"])
-        tally.issues.update(now["issues"])
-        if now["cards"] and now["age"] is not None:
-            tally.ages_with_cards[f"{now['age'] // 10 * 10}s"] += 1
+        tally.out_of_scope += not now.in_scope
+        tally.cards.update(now.cards)
+        tally.rules.update(now.rules)
+        tally.issues.update(now.issues)
+        if now.cards and now.age is not None:
+            tally.ages_with_cards[f"{now.age // 10 * 10}s"] += 1
         if baseline is not None:
             before = outcome(baseline, resources, pid, run.as_of)
             _diff(tally, row, before, now, digest)
@@ -236,7 +237,7 @@ def evaluate_bucket(path: str, run: Run, part: int) -> Tally:
     return tally
 
 
-def outcome(pipeline: Pipeline, resources: list[dict[str, Any]], pid: str, as_of: dt.date) -> dict[str, Any]:
+def outcome(pipeline: Pipeline, resources: list[dict[str, Any]], pid: str, as_of: dt.date) -> PatientOutcome:
     """What the service would show this patient: card kinds and sides, the rules behind them, data issues."""
     decision = pipeline.decide(resources, Context(today=as_of, patient_id=pid, user_id=USER,
                                                   lookback_days=pipeline.settings.lookback_days))
@@ -246,9 +247,9 @@ def outcome(pipeline: Pipeline, resources: list[dict[str, Any]], pid: str, as_of
                                                                                 if r.recommends)
               for e in explanations}
     age = next((f.years for f in decision.validated.facts if isinstance(f, AgeFact)), None)
-    return {"cards": cards, "makers": makers, "rules": sorted({r.label for e in explanations for r in e.rules}),
-            "issues": sorted({i.code for i in decision.validated.issues}), "age": age,
-            "in_scope": in_scope(pipeline, decision)}
+    return PatientOutcome(cards=cards, makers=makers, rules=sorted({r.label for e in explanations for r in e.rules}),
+                          issues=sorted({i.code for i in decision.validated.issues}), age=age,
+                          in_scope=in_scope(pipeline, decision))
 
 
 def in_scope(pipeline: Pipeline, decision: Decision) -> bool:
@@ -257,16 +258,16 @@ def in_scope(pipeline: Pipeline, decision: Decision) -> bool:
     return roles is None or (roles.scope_finding, None) in decision.evaluation.finding_names()
 
 
-def _diff(tally: Tally, row: dict[str, Any], before: dict[str, Any], now: dict[str, Any], digest: str) -> None:
-    gained = sorted(set(now["cards"]) - set(before["cards"]))
-    lost = sorted(set(before["cards"]) - set(now["cards"]))
-    row |= {"baseline_cards": before["cards"], "gained": gained, "lost": lost}
+def _diff(tally: Tally, row: dict[str, Any], before: PatientOutcome, now: PatientOutcome, digest: str) -> None:
+    gained = sorted(set(now.cards) - set(before.cards))
+    lost = sorted(set(before.cards) - set(now.cards))
+    row |= {"baseline_cards": before.cards, "gained": gained, "lost": lost}
     if not gained and not lost:
         return
     tally.changed += 1
     for direction, cards, source in (("gained", gained, now), ("lost", lost, before)):
         for card in cards:
-            key = f"{direction} {card} by {', '.join(source['makers'].get(card, [])) or 'no rule'}"
+            key = f"{direction} {card} by {', '.join(source.makers.get(card, [])) or 'no rule'}"
             tally.changes[key] += 1
             if len(tally.examples.setdefault(key, [])) < EXAMPLES:
                 tally.examples[key].append(digest)
@@ -285,9 +286,9 @@ def _write_part(rows: list[dict[str, Any]], path: Path, compared: bool) -> None:
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
 
 
-def run_impact(export: Path, out: Path, run: Run, *, scheduler: str | None, workers: int) -> dict[str, Any]:
+def run_impact(export: Path, out: Path, run: Run, *, scheduler: str | None, workers: int) -> Summary:
     """Bucket the export, evaluate the buckets on Dask (a local cluster of processes, or `scheduler`), write
-    summary.json, patients.parquet/ and report.html under `out`; the summary."""
+    summary.json (with its schema), patients.parquet/ and report.html under `out`; the summary."""
     from dask.distributed import Client, LocalCluster, as_completed
 
     from cds.population.report import write_report
@@ -321,10 +322,10 @@ def run_impact(export: Path, out: Path, run: Run, *, scheduler: str | None, work
         cluster.close()
     _remove(paths, out / "buckets")
     seconds = time.monotonic() - started
-    summary = summarise(tally, run, seconds, total) | {"worker_peak_rss_mb": sorted(peaks.values()),
-                                                       "unreadable": problems.summary(),
-                                                       "download_problems": download_problems(export)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary = summarise(tally, run, seconds, total).model_copy(update={
+        "worker_peak_rss_mb": sorted(peaks.values()), "unreadable": problems.summary(),
+        "download_problems": download_problems(export)})
+    summary.write(out)
     write_report(summary, out / "report.html")
     return summary
 
@@ -356,18 +357,16 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def summarise(tally: Tally, run: Run, seconds: float, read: int) -> dict[str, Any]:
-    summary: dict[str, Any] = {
-        "as_of": run.as_of.isoformat(), "patients_read": read, "patients_evaluated": tally.patients,
-        "out_of_scope": tally.out_of_scope, "resources_without_a_patient": tally.orphans,
-        "cards": dict(sorted(tally.cards.items())), "rules_fired": dict(sorted(tally.rules.items())),
-        "data_issues": dict(sorted(tally.issues.items())), "ages_of_patients_with_cards":
-        dict(sorted(tally.ages_with_cards.items())), "seconds": round(seconds, 2),
-        "patients_per_second": round(tally.patients / seconds, 1) if seconds else None,
-        "rules": run.rules or "(configured)"}
-    if run.baseline:
-        summary["baseline_rules"] = run.baseline
-        summary["patients_whose_cards_change"] = tally.changed
-        summary["changes"] = [{"change": key, "patients": count, "examples": tally.examples.get(key, [])}
-                              for key, count in sorted(tally.changes.items())]
-    return summary
+def summarise(tally: Tally, run: Run, seconds: float, read: int) -> Summary:
+    compared = run.baseline is not None
+    return Summary(
+        as_of=run.as_of.isoformat(), patients_read=read, patients_evaluated=tally.patients,
+        out_of_scope=tally.out_of_scope, resources_without_a_patient=tally.orphans,
+        cards=dict(sorted(tally.cards.items())), rules_fired=dict(sorted(tally.rules.items())),
+        data_issues=dict(sorted(tally.issues.items())),
+        ages_of_patients_with_cards=dict(sorted(tally.ages_with_cards.items())), seconds=round(seconds, 2),
+        patients_per_second=round(tally.patients / seconds, 1) if seconds else None,
+        rules=run.rules or "(configured)", baseline_rules=run.baseline,
+        patients_whose_cards_change=tally.changed if compared else None,
+        changes=[Change(change=key, patients=count, examples=tally.examples.get(key, []))
+                 for key, count in sorted(tally.changes.items())] if compared else None)

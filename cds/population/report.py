@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+
+from cds.population.summary import Summary
 
 TEMPLATES = Environment(loader=PackageLoader("cds.population", "templates"), autoescape=select_autoescape(["html"]))
 
 
-
-def write_report(summary: dict[str, Any], path: Path) -> None:
-    charts = [("Cards by kind and side", summary["cards"]), ("Rules behind the cards", summary["rules_fired"]),
-              ("Data issues", summary["data_issues"]),
-              ("Age of the patients with cards", summary["ages_of_patients_with_cards"])]
+def write_report(summary: Summary, path: Path) -> None:
+    charts = [("Cards by kind and side", summary.cards), ("Rules behind the cards", summary.rules_fired),
+              ("Data issues", summary.data_issues),
+              ("Age of the patients with cards", summary.ages_of_patients_with_cards)]
     page = TEMPLATES.get_template("report.html").render(s=summary, charts=charts)
     path.write_text(page, encoding="utf-8")
