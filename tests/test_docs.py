@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import cds
+from cds.content.facts import IssueCode
 from cds.settings import Settings, variable
 from tests import configreference
 from tests.paths import PROJECT_ROOT
@@ -64,3 +65,9 @@ def test_a_bare_make_lists_the_targets() -> None:
                           check=True)
     listed = {line.split()[1] for line in done.stdout.splitlines() if line.startswith("  make ")}
     assert {"help", "run", "test", "bench", "lint"} <= listed
+
+
+def test_every_data_issue_code_is_explained_for_ehr_teams() -> None:
+    page = (PROJECT_ROOT / "docs" / "ehr-integration.md").read_text()
+    listed = set(re.findall(r"^\| `([a-z-]+)` \|", page, flags=re.MULTILINE))
+    assert listed == {code.value for code in IssueCode}

@@ -15,11 +15,13 @@ from typing import Any
 from cds.clinical.context import Validated
 from cds.content.facts import (
     BodyTemperatureFact,
+    DataIssue,
     GaitFact,
     HhdAsymmetryFact,
     HhdFact,
     HyperextensionFact,
     InputFact,
+    IssueCode,
     MmtFact,
     PainScoreFact,
     PainSiteFact,
@@ -65,8 +67,9 @@ def assemble(readings: list[Reading], out: Validated) -> None:
     expanded: list[Reading] = []
     for r in readings:
         if r.side == "bilateral" and r.kind == "end-range-hhd":
-            out.issue(r.ref, "Observation.bodySite", "error", "no-side",
-                      "dynamometer force must be recorded for each side separately")
+            out.issues.append(DataIssue(resource=r.ref, path="Observation.bodySite", severity="error",
+                                        code=IssueCode.no_side,
+                                        message="dynamometer force must be recorded for each side separately"))
             continue
         sides: tuple[Side | None, ...] = ("left", "right") if r.side == "bilateral" else (r.side,)
         expanded += [Reading(r.kind, s, r.date, r.issued, r.ref, r.value) for s in sides]
@@ -79,15 +82,18 @@ def assemble(readings: list[Reading], out: Validated) -> None:
         top = [r for r in group if (r.date, r.issued) == (group[0].date, group[0].issued)]
         if len({repr(r.value) for r in top}) > 1:
             refs = ", ".join(sorted({r.ref for r in top}))
-            out.issue(top[0].ref, "Observation.value[x]", "warning", "conflicting-values",
-                      f"{key[0]} {key[1] or ''} recorded twice at the same time with different "
-                      f"values ({refs}): neither is used")
+            out.issues.append(DataIssue(resource=top[0].ref, path="Observation.value[x]", severity="warning",
+                                        code=IssueCode.conflicting_values,
+                                        message=f"{key[0]} {key[1] or ''} recorded twice at the same time with "
+                                                f"different values ({refs}): neither is used"))
             continue
         chosen[key] = top[0]
     for reading in chosen.values():
         if reading.side is None and reading.kind not in UNSIDED:
-            out.issue(reading.ref, "Observation.bodySite", "warning", "no-side",
-                      "pain location recorded without a side: not used for side-specific rules")
+            out.issues.append(DataIssue(resource=reading.ref, path="Observation.bodySite", severity="warning",
+                                        code=IssueCode.no_side,
+                                        message="pain location recorded without a side: not used for side-specific "
+                                                "rules"))
             out.facts.append(UnsidedPainSiteFact(**_base(reading), site=reading.value))
             continue
         out.facts.append(FACTS[reading.kind](reading))
@@ -99,12 +105,15 @@ def _asymmetry(chosen: dict[tuple[str, Side | None], Reading], out: Validated) -
     if left is None or right is None:
         one = left or right
         if one is not None:
-            out.issue(one.ref, "Observation", "information", "one-side-only",
-                      "dynamometer force for one side only: asymmetry needs both sides")
+            out.issues.append(DataIssue(resource=one.ref, path="Observation", severity="information",
+                                        code=IssueCode.one_side_only,
+                                        message="dynamometer force for one side only: asymmetry needs both sides"))
         return
     if left.date != right.date:
-        out.issue(right.ref, "Observation.effective[x]", "warning", "different-dates",
-                  "left and right dynamometer forces are from different dates: asymmetry not computed")
+        out.issues.append(DataIssue(resource=right.ref, path="Observation.effective[x]", severity="warning",
+                                    code=IssueCode.different_dates,
+                                    message="left and right dynamometer forces are from different dates: asymmetry "
+                                            "not computed"))
         return
     weaker, stronger = (left, right) if left.value < right.value else (right, left)
     percent = round((stronger.value - weaker.value) / stronger.value * 100, 2)

@@ -39,13 +39,13 @@ from cds.content.cardtexts import (
     side_words,
 )
 from cds.content.catalog import value_with_unit
-from cds.content.facts import DataIssue, InputFact, date_words
+from cds.content.facts import DataIssue, InputFact, IssueCode, date_words
 from cds.content.rules import RuleSet
 from cds.content.terminology import Terminology
 
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>~&])")  # inline markup; data never starts a line
 # Issues a note already names (the records to check, the records that cannot be read): not listed twice.
-NOTED_ISSUES = {"unknown-knee-record", "unreadable-record"}
+NOTED_ISSUES = {IssueCode.unknown_knee_record, IssueCode.unreadable_record}
 MAX_ISSUE_NOTES = 5  # a panel shows a few; the explanation extension keeps the first MAX_EXPLAINED_ISSUES
 MAX_EXPLAINED_ISSUES = 50
 
@@ -95,7 +95,7 @@ class CardBuilder:
             ruleset=RulesetRef(id=self.ruleset.source.ruleset, version=self.ruleset.source.version))
         listed = [i for i in reported if i.code not in NOTED_ISSUES]
         notes = list(self._notes(rec, evaluation)) + [
-            f"{'Not available' if i.code == 'unavailable' else 'Not used'}: {_kind_of(i.resource)} — "
+            f"{'Not available' if i.code == IssueCode.unavailable else 'Not used'}: {_kind_of(i.resource)} — "
             f"{plain(i.message)}." for i in listed[:MAX_ISSUE_NOTES]]
         if len(listed) > MAX_ISSUE_NOTES:
             notes.append(f"{len(listed) - MAX_ISSUE_NOTES} more records were not used; see the data issues.")

@@ -20,6 +20,8 @@ from cds.clinical.context import Context, Validated
 from cds.clinical.fhirvalues import codings, effective, listed, to_date
 from cds.content.facts import (
     AnticoagulationFact,
+    DataIssue,
+    IssueCode,
     KneeSwellingFact,
     RecordsCheckedFact,
     RedFlagFact,
@@ -142,8 +144,9 @@ class ChartCheck:
         if not self._recent(when, limit):
             return
         if when is None and (window is not None or not status_given):
-            self.out.issue(ref, f"{resource['resourceType']}.date", "warning", "no-date",
-                           "red flag without a date: treated as recent, to be safe")
+            self.out.issues.append(DataIssue(resource=ref, path=f"{resource['resourceType']}.date", severity="warning",
+                                             code=IssueCode.no_date,
+                                             message="red flag without a date: treated as recent, to be safe"))
         display = flag.display + (f" (counted within {window} days)" if window else "")
         ident = f"red-flag:{ref}:{flag.flag}"
         if all(f.id != ident for f in self.out.facts):
@@ -161,15 +164,18 @@ class ChartCheck:
         described = f"{rtype} “{words}” ({coded}; {dated})"
         why = "about the knee, but these rules cannot tell whether it stands against exercise" if readable else \
             "in a code system these rules cannot read"
-        self.out.issue(ref, f"{rtype}.code", "warning", "unknown-knee-record" if readable else "unreadable-record",
-                       f"{described}: {why}; check it before acting on any suggestion")
+        self.out.issues.append(DataIssue(resource=ref, path=f"{rtype}.code", severity="warning",
+                                         code=(IssueCode.unknown_knee_record if readable
+                                               else IssueCode.unreadable_record),
+                                         message=f"{described}: {why}; check it before acting on any suggestion"))
         self.to_check.append(described)
 
     def _unread(self, ref: str, kind: Kind, system: str, path: str, words: str) -> None:
         self.unread[(kind, system)] = self.unread.get((kind, system), 0) + 1
-        self.out.issue(ref, path, "information", "unreadable-record",
-                       f"“{words or 'no text'}” is coded in {system}, which these rules cannot read: "
-                       "not checked for red flags")
+        self.out.issues.append(DataIssue(resource=ref, path=path, severity="information",
+                                         code=IssueCode.unreadable_record,
+                                         message=f"“{words or 'no text'}” is coded in {system}, which these rules "
+                                                 "cannot read: not checked for red flags"))
 
     def _knee_words(self, text: str) -> bool:
         return any(re.search(word, text, re.IGNORECASE) for word in self.t.knee_words)

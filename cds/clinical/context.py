@@ -32,7 +32,3 @@ class Validated:
     @property
     def has_errors(self) -> bool:
         return any(i.severity == "error" for i in self.issues)
-
-    def issue(self, ref: str, path: str, severity: str, code: str, message: str) -> None:
-        self.issues.append(DataIssue(resource=ref, path=path, severity=severity, code=code,
-                                     message=message))

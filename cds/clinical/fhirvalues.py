@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from cds.content.facts import DataIssue, IssueCode
 from cds.content.terminology import ObservationBinding, Side, Terminology
 
 UCUM = "http://unitsofmeasure.org"
@@ -19,11 +20,15 @@ LATERALITY_ATTRIBUTE = ("http://snomed.info/sct", "272741003")
 
 
 class Reject(Exception):
-    """A resource (or one value of it) cannot be used; carries the issue to report."""
+    """A resource (or one value of it) cannot be used: the error issue to report, less the resource, which only the
+    caller knows."""
 
-    def __init__(self, path: str, code: str, message: str, severity: str = "error") -> None:
+    def __init__(self, *, path: str, code: IssueCode, message: str) -> None:
         super().__init__(message)
-        self.path, self.code, self.message, self.severity = path, code, message, severity
+        self.path, self.code, self.message = path, code, message
+
+    def issue(self, resource: str) -> DataIssue:
+        return DataIssue(resource=resource, path=self.path, severity="error", code=self.code, message=self.message)
 
 
 SNOMED = "http://snomed.info/sct"
@@ -106,7 +111,8 @@ def laterality(resource: dict[str, Any], t: Terminology) -> tuple[Side | None, s
                 found.append((path, lat.legacy[value], True))
     sides = {side for _, side, _ in found}
     if len(sides) > 1:
-        raise Reject(f"{rtype}.bodySite", "conflicting-side", "laterality is given twice, differently")
+        raise Reject(path=f"{rtype}.bodySite", code=IssueCode.conflicting_side,
+                     message="laterality is given twice, differently")
     legacy = next((path for path, _, old in found if old), None)
     return next(iter(sides), None), legacy
 
@@ -135,58 +141,63 @@ def grade(resource: dict[str, Any], t: Terminology) -> tuple[str, int]:
     elif "valueInteger" in resource:
         path, raw = "Observation.valueInteger", str(resource["valueInteger"])
     else:
-        raise Reject("Observation.value[x]", "no-value", f"no MRC grade recorded (expected one of {grades})")
+        raise Reject(path="Observation.value[x]", code=IssueCode.no_value,
+                     message=f"no MRC grade recorded (expected one of {grades})")
     rank = t.grade_rank(raw or "")
     if raw is None or rank is None:
-        raise Reject(path, "invalid-value", f"{raw!r} is not an MRC grade (expected one of {grades})")
+        raise Reject(path=path, code=IssueCode.invalid_value,
+                     message=f"{raw!r} is not an MRC grade (expected one of {grades})")
     return raw, rank
 
 
 def quantity(resource: dict[str, Any], what: str) -> tuple[float, str]:
     value = resource.get("valueQuantity")
     if not isinstance(value, dict) or value.get("value") is None:
-        raise Reject("Observation.valueQuantity", "no-value", f"no {what} recorded")
+        raise Reject(path="Observation.valueQuantity", code=IssueCode.no_value, message=f"no {what} recorded")
     if isinstance(value["value"], bool) or not isinstance(value["value"], int | float):
-        raise Reject("Observation.valueQuantity.value", "invalid-value", f"the {what} is not a number")
+        raise Reject(path="Observation.valueQuantity.value", code=IssueCode.invalid_value,
+                     message=f"the {what} is not a number")
     unit = str(value.get("code") or value.get("unit") or "")
     if value.get("system") not in (None, UCUM):
-        raise Reject("Observation.valueQuantity.system", "invalid-unit", f"unit system must be UCUM ({UCUM})")
+        raise Reject(path="Observation.valueQuantity.system", code=IssueCode.invalid_unit,
+                     message=f"unit system must be UCUM ({UCUM})")
     return float(value["value"]), unit
 
 
 def force(resource: dict[str, Any], t: Terminology) -> float:
     value, unit = quantity(resource, "force")
     if unit in t.mass_units:
-        raise Reject("Observation.valueQuantity.code", "invalid-unit",
-                     f"{unit!r} is a unit of mass; dynamometer force must be N, kgf or [lbf_av]")
+        raise Reject(path="Observation.valueQuantity.code", code=IssueCode.invalid_unit,
+                     message=f"{unit!r} is a unit of mass; dynamometer force must be N, kgf or [lbf_av]")
     factor = t.force_units.get(unit)
     if factor is None:
-        raise Reject("Observation.valueQuantity.code", "invalid-unit",
-                     f"unit {unit!r} is not a force unit (N, kgf, [lbf_av])")
+        raise Reject(path="Observation.valueQuantity.code", code=IssueCode.invalid_unit,
+                     message=f"unit {unit!r} is not a force unit (N, kgf, [lbf_av])")
     newtons = round(value * factor, 2)
     limits = t.plausible.force
     if not limits.holds(newtons):
-        raise Reject("Observation.valueQuantity.value", "out-of-range",
-                     f"{newtons:g} N is outside the plausible range ({limits.describe('N')})")
+        raise Reject(path="Observation.valueQuantity.value", code=IssueCode.out_of_range,
+                     message=f"{newtons:g} N is outside the plausible range ({limits.describe('N')})")
     return newtons
 
 
 def angle(resource: dict[str, Any], t: Terminology) -> float:
     value, unit = quantity(resource, "angle")
     if unit != t.angle_unit:
-        raise Reject("Observation.valueQuantity.code", "invalid-unit",
-                     f"angle unit must be {t.angle_unit!r}, not {unit!r}")
+        raise Reject(path="Observation.valueQuantity.code", code=IssueCode.invalid_unit,
+                     message=f"angle unit must be {t.angle_unit!r}, not {unit!r}")
     limits = t.plausible.angle
     if not limits.holds(value):
-        raise Reject("Observation.valueQuantity.value", "out-of-range",
-                     f"{value:g}° is outside {limits.describe('°')} "
-                     "(degrees beyond neutral, positive = hyperextension)")
+        raise Reject(path="Observation.valueQuantity.value", code=IssueCode.out_of_range,
+                     message=f"{value:g}° is outside {limits.describe('°')} "
+                             "(degrees beyond neutral, positive = hyperextension)")
     return round(value, 2)
 
 
 def boolean(resource: dict[str, Any], _t: Terminology) -> bool:
     if not isinstance(resource.get("valueBoolean"), bool):
-        raise Reject("Observation.valueBoolean", "no-value", "expected a yes/no value (valueBoolean)")
+        raise Reject(path="Observation.valueBoolean", code=IssueCode.no_value,
+                     message="expected a yes/no value (valueBoolean)")
     return bool(resource["valueBoolean"])
 
 
@@ -196,10 +207,11 @@ def pain_score(resource: dict[str, Any], t: Terminology) -> int:
     elif isinstance(resource.get("valueQuantity"), dict):
         path, raw = "Observation.valueQuantity.value", resource["valueQuantity"].get("value")
     else:
-        raise Reject("Observation.value[x]", "no-value", "no pain score recorded")
+        raise Reject(path="Observation.value[x]", code=IssueCode.no_value, message="no pain score recorded")
     limits = t.plausible.pain_score
     if isinstance(raw, bool) or not isinstance(raw, int | float) or raw != int(raw) or not limits.holds(raw):
-        raise Reject(path, "out-of-range", f"pain score {raw} is not a whole number in {limits.describe('')}")
+        raise Reject(path=path, code=IssueCode.out_of_range,
+                     message=f"pain score {raw} is not a whole number in {limits.describe('')}")
     return int(raw)
 
 
@@ -208,24 +220,27 @@ def body_site(resource: dict[str, Any], t: Terminology) -> str:
         site = t.site_by_code.get(key)
         if site is not None:
             return site.site
-    raise Reject("Observation.valueCodeableConcept", "unknown-site", "pain location is not a recognised body site")
+    raise Reject(path="Observation.valueCodeableConcept", code=IssueCode.unknown_site,
+                 message="pain location is not a recognised body site")
 
 
 def temperature(resource: dict[str, Any], t: Terminology) -> float:
     """Body temperature in degrees Celsius (UCUM Cel or [degF]); implausible values are refused."""
     quantity = resource.get("valueQuantity")
     if not isinstance(quantity, dict):
-        raise Reject("Observation.valueQuantity", "no-value", "no temperature recorded")
+        raise Reject(path="Observation.valueQuantity", code=IssueCode.no_value, message="no temperature recorded")
     raw, unit = quantity.get("value"), quantity.get("code") or quantity.get("unit")
     if isinstance(raw, bool) or not isinstance(raw, int | float):
-        raise Reject("Observation.valueQuantity.value", "invalid-value", "the temperature is not a number")
+        raise Reject(path="Observation.valueQuantity.value", code=IssueCode.invalid_value,
+                     message="the temperature is not a number")
     conversion = t.temperature_units.get(str(unit))
     if conversion is None:
-        raise Reject("Observation.valueQuantity.code", "invalid-unit",
-                     f"temperature unit is not one of {', '.join(t.temperature_units)}")
+        raise Reject(path="Observation.valueQuantity.code", code=IssueCode.invalid_unit,
+                     message=f"temperature unit is not one of {', '.join(t.temperature_units)}")
     celsius = raw * conversion[0] + conversion[1]
     if not 25 <= celsius <= 45:
-        raise Reject("Observation.valueQuantity.value", "out-of-range", "temperature outside 25 to 45 °C")
+        raise Reject(path="Observation.valueQuantity.value", code=IssueCode.out_of_range,
+                     message="temperature outside 25 to 45 °C")
     return round(celsius, 1)
 
 

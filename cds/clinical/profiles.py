@@ -18,6 +18,8 @@ from cds.clinical.fhirvalues import Reject, codings, effective, laterality, obse
 from cds.content.facts import (
     AgeFact,
     AudienceFact,
+    DataIssue,
+    IssueCode,
     KneeConditionFact,
     ReferralFact,
     RejectedInputFact,
@@ -52,25 +54,32 @@ class Profiles:
         if any(seen == resource for seen in self.patients):
             return  # the same Patient again (a search that _include-s it): nothing new
         if any(seen.get("id") == resource.get("id") for seen in self.patients):
-            self.out.issue(ref, "Patient", "error", "conflicting-patient",
-                           "the same Patient was sent twice with different contents: neither copy is used")
+            self.out.issues.append(DataIssue(resource=ref, path="Patient", severity="error",
+                                             code=IssueCode.conflicting_patient,
+                                             message="the same Patient was sent twice with different contents: "
+                                                     "neither copy is used"))
             self.out.facts[:] = [f for f in self.out.facts if f.kind != "age"]
             return
         self.patients.append(resource)
         if self.out.patient_id is None:
             self.out.patient_id = resource.get("id")
         elif resource.get("id") != self.out.patient_id:
-            self.out.issue(ref, "Patient.id", "error", "wrong-patient",
-                           f"a different patient than the one in context (Patient/{self.out.patient_id})")
+            self.out.issues.append(DataIssue(resource=ref, path="Patient.id", severity="error",
+                                             code=IssueCode.wrong_patient,
+                                             message="a different patient than the one in context "
+                                                     f"(Patient/{self.out.patient_id})"))
             return
         birth = to_date(resource.get("birthDate"))
         if birth is None:
-            self.out.issue(ref, "Patient.birthDate", "warning", "missing",
-                           "no birth date: age unknown, so no exercise suggestions can be made")
+            self.out.issues.append(DataIssue(resource=ref, path="Patient.birthDate", severity="warning",
+                                             code=IssueCode.missing,
+                                             message="no birth date: age unknown, so no exercise suggestions can "
+                                                     "be made"))
             return
         years = years_between(birth, self.ctx.today)
         if years < 0:
-            self.out.issue(ref, "Patient.birthDate", "error", "future-date", "birth date is in the future")
+            self.out.issues.append(DataIssue(resource=ref, path="Patient.birthDate", severity="error",
+                                             code=IssueCode.future_date, message="birth date is in the future"))
             return
         self.out.facts.append(AgeFact(id="age", source=ref, years=years))
 
@@ -91,40 +100,45 @@ class Profiles:
         subject = holder.get("reference") if isinstance(holder, dict) else None
         expected = f"Patient/{self.out.patient_id}"
         if not isinstance(subject, str) or not subject:
-            self.out.issue(ref, f"{rtype}.{field_name}", "error", "no-subject", "no subject: whose data is this?")
+            self.out.issues.append(DataIssue(resource=ref, path=f"{rtype}.{field_name}", severity="error",
+                                             code=IssueCode.no_subject, message="no subject: whose data is this?"))
             return False
         if self.out.patient_id and subject.split("/_history")[0].rsplit("/", 2)[-2:] != expected.split("/"):
-            self.out.issue(ref, f"{rtype}.{field_name}", "error", "wrong-patient",
-                           f"subject {subject} is not the patient in context ({expected})")
+            self.out.issues.append(DataIssue(resource=ref, path=f"{rtype}.{field_name}", severity="error",
+                                             code=IssueCode.wrong_patient,
+                                             message=f"subject {subject} is not the patient in context ({expected})"))
             return False
         return True
 
     def _date_ok(self, ref: str, path: str, when: dt.date | None, *, window: int | None) -> bool:
         if when is None:
-            self.out.issue(ref, path, "error", "no-date", "no usable date: cannot tell how recent it is")
+            self.out.issues.append(DataIssue(resource=ref, path=path, severity="error", code=IssueCode.no_date,
+                                             message="no usable date: cannot tell how recent it is"))
             return False
         if when > self.ctx.today:
-            self.out.issue(ref, path, "error", "future-date", f"dated {when.isoformat()}, in the future")
+            self.out.issues.append(DataIssue(resource=ref, path=path, severity="error", code=IssueCode.future_date,
+                                             message=f"dated {when.isoformat()}, in the future"))
             return False
         if window is not None and (self.ctx.today - when).days > window:
-            self.out.issue(ref, path, "warning", "stale",
-                           f"dated {when.isoformat()}, older than {window} days: not used")
+            self.out.issues.append(DataIssue(resource=ref, path=path, severity="warning", code=IssueCode.stale,
+                                             message=f"dated {when.isoformat()}, older than {window} days: not used"))
             return False
         return True
 
     def _side(self, resource: dict[str, Any], ref: str) -> Side | None:
         side, legacy = laterality(resource, self.t)
         if legacy is not None:
-            self.out.issue(ref, legacy, "warning", "legacy-code",
-                           "laterality uses an inactive SNOMED code (419161000/419465000); "
-                           "read as left/right, please use 7771000/24028007")
+            self.out.issues.append(DataIssue(resource=ref, path=legacy, severity="warning", code=IssueCode.legacy_code,
+                                             message="laterality uses an inactive SNOMED code (419161000/419465000); "
+                                                     "read as left/right, please use 7771000/24028007"))
         return side
 
     # ---- Observation -------------------------------------------------------------------------------
     def observation(self, resource: dict[str, Any]) -> None:
         ref = f"Observation/{resource.get('id')}"
         if resource.get("status") == "entered-in-error":
-            self.out.issue(ref, "Observation.status", "information", "entered-in-error", "entered in error: ignored")
+            self.out.issues.append(DataIssue(resource=ref, path="Observation.status", severity="information",
+                                             code=IssueCode.entered_in_error, message="entered in error: ignored"))
             return
         binding = self._binding(resource, ref)
         if binding is None:
@@ -142,10 +156,11 @@ class Profiles:
         try:
             side = self._side(resource, ref)
             if binding.lateralised and side is None and binding.kind != "pain-location":
-                raise Reject("Observation.bodySite", "no-side", f"{binding.display}: no side (left/right) recorded")
+                raise Reject(path="Observation.bodySite", code=IssueCode.no_side,
+                             message=f"{binding.display}: no side (left/right) recorded")
             value = observation_value(resource, binding, self.t)
         except Reject as exc:
-            self.out.issue(ref, exc.path, exc.severity, exc.code, exc.message)
+            self.out.issues.append(exc.issue(ref))
             self.out.facts.append(RejectedInputFact(id=f"rejected:{ref}", source=ref, input=binding.kind))
             return
         issued = str(resource.get("issued", ""))
@@ -156,8 +171,9 @@ class Profiles:
     def _binding(self, resource: dict[str, Any], ref: str) -> ObservationBinding | None:
         codes = codings(resource.get("code"))
         if not codes:
-            self.out.issue(ref, "Observation.code", "error", "no-code",
-                           "code has no coding: cannot tell what was measured")
+            self.out.issues.append(DataIssue(resource=ref, path="Observation.code", severity="error",
+                                             code=IssueCode.no_code,
+                                             message="code has no coding: cannot tell what was measured"))
             return None
         for key in codes:
             binding = self.t.observation_by_code.get(key)
@@ -165,7 +181,9 @@ class Profiles:
                 return binding
         for key in codes:
             if key in self.t.unsupported_by_code:
-                self.out.issue(ref, "Observation.code", "warning", "unsupported-code", self.t.unsupported_by_code[key])
+                self.out.issues.append(DataIssue(resource=ref, path="Observation.code", severity="warning",
+                                                 code=IssueCode.unsupported_code,
+                                                 message=self.t.unsupported_by_code[key]))
                 return None
         return None
 
@@ -174,11 +192,14 @@ class Profiles:
         if status in USABLE_STATUS:
             return True
         if status == "preliminary":
-            self.out.issue(ref, "Observation.status", "warning", "preliminary",
-                           "preliminary result: not used until final")
+            self.out.issues.append(DataIssue(resource=ref, path="Observation.status", severity="warning",
+                                             code=IssueCode.preliminary,
+                                             message="preliminary result: not used until final"))
         else:
-            self.out.issue(ref, "Observation.status", "error", "invalid-status",
-                           f"status {status!r} is not a usable observation status (final, amended, corrected)")
+            self.out.issues.append(DataIssue(resource=ref, path="Observation.status", severity="error",
+                                             code=IssueCode.invalid_status,
+                                             message=f"status {status!r} is not a usable observation status "
+                                                     "(final, amended, corrected)"))
         return False
 
     def _pain_site_from_body_site(self, resource: dict[str, Any], ref: str, side: Side | None,
@@ -188,9 +209,10 @@ class Profiles:
         if not sites:
             return
         if score < self.t.current_pain_from:
-            self.out.issue(ref, "Observation.valueInteger", "information", "no-current-pain",
-                           f"pain {score}/10 at the {sites[0].site.replace('-', ' ')}: below "
-                           f"{self.t.current_pain_from}/10, not counted as current pain")
+            self.out.issues.append(DataIssue(resource=ref, path="Observation.valueInteger", severity="information",
+                                             code=IssueCode.no_current_pain,
+                                             message=f"pain {score}/10 at the {sites[0].site.replace('-', ' ')}: below "
+                                                     f"{self.t.current_pain_from}/10, not counted as current pain"))
             return
         self.readings.append(Reading("pain-location", side, when, issued, ref, sites[0].site))
 
@@ -216,12 +238,14 @@ class Profiles:
         try:
             side = self._side(resource, ref) if side_rule == "from-body-site" else side_rule
         except Reject as exc:
-            self.out.issue(ref, exc.path, "error", exc.code, exc.message)
+            self.out.issues.append(exc.issue(ref))
             return
         side = side or self.t.side_in_code(*code)
         if side is None:
-            self.out.issue(ref, "Condition.bodySite", "warning", "no-side",
-                           "patellofemoral pain recorded without a side: not used for side-specific rules")
+            self.out.issues.append(DataIssue(resource=ref, path="Condition.bodySite", severity="warning",
+                                             code=IssueCode.no_side,
+                                             message="patellofemoral pain recorded without a side: not used for "
+                                                     "side-specific rules"))
             self.out.facts.append(UnsidedPainSiteFact(id=f"pain-site-unsided:{ref}", source=ref, date=when,
                                                       site="patellofemoral-joint"))
             return

@@ -16,6 +16,7 @@ from cds.clinical import structure
 from cds.clinical.assemble import assemble
 from cds.clinical.context import Context, Validated
 from cds.clinical.profiles import Profiles
+from cds.content.facts import DataIssue, IssueCode
 from cds.content.terminology import Terminology
 
 SUPPORTED = ("Patient", "Observation", "Condition", "Procedure", "ServiceRequest", "MedicationRequest",
@@ -31,8 +32,9 @@ def validate(resources: Iterable[Any], terminology: Terminology, context: Contex
     for resource in (r for r in parsed if r["resourceType"] == "Patient"):
         profiles.patient(resource)
     if out.patient_id is None:
-        out.issue("Bundle", "Bundle.entry", "error", "no-patient",
-                  "no patient in context and no Patient resource: cannot tell whose data this is")
+        out.issues.append(DataIssue(resource="Bundle", path="Bundle.entry", severity="error",
+                                    code=IssueCode.no_patient, message="no patient in context and no Patient "
+                                                                       "resource: cannot tell whose data this is"))
     for resource in parsed:
         profiles.check(resource)
     assemble(profiles.readings, out)
@@ -45,26 +47,31 @@ def _usable(index: int, resource: Any, t: Terminology, out: Validated) -> dict[s
     """The resource if it is a supported, structurally valid FHIR resource; else None, with the issue reported."""
     where = f"entry[{index}]"
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-        out.issue(where, f"Bundle.{where}.resource", "error", "not-fhir", "not a FHIR resource (no resourceType)")
+        out.issues.append(DataIssue(resource=where, path=f"Bundle.{where}.resource", severity="error",
+                                    code=IssueCode.not_fhir, message="not a FHIR resource (no resourceType)"))
         return None
     rtype = resource["resourceType"]
     ref = f"{rtype}/{resource.get('id', where)}"
     if rtype == "OperationOutcome":
-        out.issue(ref, rtype, "warning", "source-error", "the data source sent an OperationOutcome instead of data")
+        out.issues.append(DataIssue(resource=ref, path=rtype, severity="warning", code=IssueCode.source_error,
+                                    message="the data source sent an OperationOutcome instead of data"))
         return None
     if rtype not in SUPPORTED:
-        out.issue(ref, rtype, "information", "not-used", f"{rtype} resources are not used by these rules")
+        out.issues.append(DataIssue(resource=ref, path=rtype, severity="information", code=IssueCode.not_used,
+                                    message=f"{rtype} resources are not used by these rules"))
         return None
     if not structure.may_be_used(resource, t):
         return resource  # its profile check reports it as unrelated; its structure cannot matter
     errors = structure.structure_errors(resource)
     for path, message in errors:
-        out.issue(ref, path, "error", "structure", f"not valid FHIR R4: {message}")
+        out.issues.append(DataIssue(resource=ref, path=path, severity="error", code=IssueCode.structure,
+                                    message=f"not valid FHIR R4: {message}"))
     if errors:
         # a malformed record may still hold a red flag: it is classified (the reading is defensive), never dropped
         return resource if rtype in CLASSIFIED_EVEN_IF_MALFORMED else None
     if not resource.get("id"):
-        out.issue(ref, f"{rtype}.id", "warning", "no-id", "resource has no id")
+        out.issues.append(DataIssue(resource=ref, path=f"{rtype}.id", severity="warning", code=IssueCode.no_id,
+                                    message="resource has no id"))
     return resource
 
 

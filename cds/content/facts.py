@@ -10,6 +10,7 @@ strings, booleans and odd floats (shared/engine/durable-rules-notes.md §5.4).
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -289,13 +290,53 @@ def fact_properties() -> dict[str, dict[str, str]]:
     return known
 
 
+class IssueCode(StrEnum):
+    """Why data were not used, or are doubtful: the codes in data issues (card explanations, the review page,
+    population summaries). docs/ehr-integration.md says what each means; a new code is added here first."""
+
+    conflicting_patient = "conflicting-patient"
+    conflicting_side = "conflicting-side"
+    conflicting_values = "conflicting-values"
+    different_dates = "different-dates"
+    entered_in_error = "entered-in-error"
+    future_date = "future-date"
+    invalid_status = "invalid-status"
+    invalid_unit = "invalid-unit"
+    invalid_value = "invalid-value"
+    legacy_code = "legacy-code"
+    missing = "missing"
+    no_code = "no-code"
+    no_current_pain = "no-current-pain"
+    no_date = "no-date"
+    no_id = "no-id"
+    no_patient = "no-patient"
+    no_side = "no-side"
+    no_subject = "no-subject"
+    no_value = "no-value"
+    not_fhir = "not-fhir"
+    not_used = "not-used"
+    one_side_only = "one-side-only"
+    out_of_range = "out-of-range"
+    preliminary = "preliminary"
+    source_error = "source-error"
+    stale = "stale"
+    structure = "structure"
+    unavailable = "unavailable"
+    unknown_knee_record = "unknown-knee-record"
+    unknown_site = "unknown-site"
+    unreadable_record = "unreadable-record"
+    unsupported_code = "unsupported-code"
+    wrong_patient = "wrong-patient"
+
+
 class DataIssue(BaseModel):
-    """Something wrong or doubtful in the input, said plainly and located precisely."""
+    """Something wrong or doubtful in the input, said plainly and located precisely. Built one way, with its
+    fields by name (`DataIssue(resource=..., path=..., severity=..., code=IssueCode.x, message=...)`)."""
 
     model_config = ConfigDict(frozen=True)
 
     resource: str = Field(description="FHIR reference of the resource, e.g. 'Observation/p13-mmt'")
     path: str = Field(description="FHIRPath-like element path, e.g. 'Observation.valueQuantity.code'")
     severity: Literal["error", "warning", "information"]
-    code: str = Field(description="Machine-readable reason, e.g. 'invalid-value', 'stale'")
+    code: IssueCode = Field(description="Machine-readable reason, e.g. 'invalid-value', 'stale'")
     message: str

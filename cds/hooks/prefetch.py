@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cds.content.facts import DataIssue
+from cds.content.facts import DataIssue, IssueCode
 from cds.content.terminology import Terminology
 from cds.hooks.errors import DataUnavailable
 from cds.hooks.fhirclient import FetchFailed, FhirReader, ReadBudget, same_origin
@@ -222,4 +222,5 @@ def _unavailable(out: Gathered, key: str, template: str, failed: FetchFailed) ->
                               log={"prefetch_key": key, "check": failed.check})
     rtype = template.split("?", 1)[0].split("/", 1)[0]
     out.issues.append(DataIssue(resource=f"{rtype} (prefetch '{key}')", path=rtype, severity="warning",
-                                code="unavailable", message=f"could not be read ({reason}), so it was not checked"))
+                                code=IssueCode.unavailable,
+                                message=f"could not be read ({reason}), so it was not checked"))

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from cds.clinical.fhirvalues import codings
-from cds.content.facts import DataIssue
+from cds.content.facts import DataIssue, IssueCode
 from cds.content.terminology import Terminology
 
 CACHE_ENTRIES = 50_000  # (system, code, value set) -> bool, about 200 bytes each
@@ -86,7 +86,7 @@ class TerminologyServer:
                 self._remember(ask, answer)
         issue = None if not failed else DataIssue(
             resource="ValueSet (terminology server)", path="ValueSet/$validate-code", severity="warning",
-            code="unavailable",
+            code=IssueCode.unavailable,
             message=f"the terminology server did not answer for {failed} code look-ups: SNOMED CT descendants of "
                     "the red-flag concepts were not checked (the listed concepts and knee words were)")
         return Answered(frozenset(ask for ask, holds in known.items() if holds), issue)
