@@ -25,6 +25,7 @@ from cds.clinical.explanation import rule_label
 from cds.clinical.fhirvalues import to_date
 from cds.clinical.pipeline import Decision, Pipeline
 from cds.clinical.validate import SUPPORTED, bundle_resources
+from cds.content.catalog import rule_pages, scenario_coverage
 from cds.content.examples import Example, NoSuchExample, find_example, load_examples
 from cds.content.files import ContentError
 from cds.hooks.auth import TrustedIssuer, load_issuers
@@ -462,9 +463,9 @@ def cmd_rules(pipeline: Pipeline, args: argparse.Namespace) -> int:
                 print(f"  {row['input']:<28} {row['system']}|{row['code']}  ({row['via']})")
         return 0
     rules = pipeline.ruleset.source.rules
-    if args.json:
-        print(json.dumps([{"id": r.id, "version": r.version, "status": r.status, "title": r.title,
-                           "evidence": r.evidence.model_dump()} for r in rules], indent=2))
+    if args.json:  # the rule pages' model, as /rules gives it with Accept: application/json
+        pages = rule_pages(pipeline.ruleset, pipeline.terminology, scenario_coverage(pipeline.settings.coverage_report))
+        print(json.dumps([page.model_dump(mode="json") for page in pages], indent=2))
         return 0
     print(f"{pipeline.ruleset.source.ruleset} {pipeline.ruleset.source.version} ({pipeline.ruleset.path})")
     for r in rules:

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cds.cli import main
+from cds.content.catalog import RulePage
 from cds.content.terminology import load_terminology
 from tests.paths import EXAMPLES, RULES
 
@@ -57,9 +58,10 @@ def test_validate_exit_status_follows_errors() -> None:
 def test_rules_catalog_lists_ids_versions_status_evidence() -> None:
     run = cli("rules", "--json")
     catalog = {r["id"]: r for r in json.loads(run.stdout)}
+    assert set(catalog["R3"]) == set(RulePage.model_fields)  # the shape of /rules in JSON
     assert catalog["R3"]["version"] == 1
-    assert catalog["R3"]["evidence"]["grade"] == "F"  # its weakest claim: the psoas emphasis
-    assert [c["grade"] for c in catalog["R3"]["evidence"]["claims"]] == ["A", "C/D", "F"]
+    assert catalog["R3"]["evidence_grade"] == "F"  # its weakest claim: the psoas emphasis
+    assert [c["grade"] for c in catalog["R3"]["claims"]] == ["A", "C/D", "F"]
     assert catalog["R11"]["status"] == "draft"
     assert "R3" in cli("rules").stdout
 

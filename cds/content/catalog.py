@@ -6,11 +6,13 @@ only the content of `rules/`, so it is served with authentication on and off.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from cds.content.rules import Condition, Rule, RuleSet
+from cds.content.rules import Claim, Condition, Rule, RuleSet
 from cds.content.terminology import RedFlag, Terminology
 
 UNIT_WORDS = {"mrc-grade": "/5", "a": " years", "deg": "°", "%": " %", "Cel": " °C"}
@@ -37,6 +39,7 @@ class RulePage(BaseModel):
     title: str
     evidence_grade: str
     evidence: str
+    claims: list[Claim]
     checks: list[str]
     then: list[str]
     thresholds: list[Threshold]
@@ -46,7 +49,16 @@ class RulePage(BaseModel):
 
 
 def rule_pages(ruleset: RuleSet, terminology: Terminology, coverage: dict[str, list[str]] | None) -> list[RulePage]:
+    """Every rule's page: what `/rules` and `hipflex-cds rules --json` give, in one shape."""
     return [rule_page(rule, ruleset, terminology, coverage) for rule in ruleset.source.rules]
+
+
+def scenario_coverage(report: Path) -> dict[str, list[str]] | None:
+    """The scenarios that fired each rule label, from the last `make test` (None before any run)."""
+    if not report.is_file():
+        return None
+    coverage: dict[str, list[str]] = json.loads(report.read_text(encoding="utf-8"))
+    return coverage
 
 
 def rule_page(rule: Rule, ruleset: RuleSet, terminology: Terminology,
@@ -60,7 +72,7 @@ def rule_page(rule: Rule, ruleset: RuleSet, terminology: Terminology,
         days=terminology.condition_lookback_days)] if about_flags else []
     label = f"{rule.id} v{rule.version}"
     return RulePage(id=rule.id, version=rule.version, status=rule.status, title=rule.title,
-                    evidence_grade=rule.evidence.grade, evidence=rule.evidence.source,
+                    evidence_grade=rule.evidence.grade, evidence=rule.evidence.source, claims=rule.evidence.claims,
                     checks=[_condition(c, ruleset) for c in rule.when],
                     then=[_action(a.model_dump()) for a in rule.then],
                     thresholds=thresholds, history=history, red_flags=red_flags,

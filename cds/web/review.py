@@ -26,6 +26,7 @@ from cds.clinical.explanation import Explanation, rule_label
 from cds.clinical.fhirvalues import Reject, codings, effective, laterality, to_date, years_between
 from cds.clinical.pipeline import Decision
 from cds.clinical.validate import bundle_resources
+from cds.content.catalog import scenario_coverage
 from cds.content.examples import Example, NoSuchExample, load_examples, pick_example
 from cds.content.facts import date_words
 from cds.content.terminology import Terminology
@@ -199,8 +200,7 @@ class Review:
                 "as_of_words": date_words(day), "recorded": record}
 
     def rules_page(self) -> str:
-        report = self.settings.coverage_report
-        coverage = json.loads(report.read_text()) if report.exists() else None
+        coverage = scenario_coverage(self.settings.coverage_report)
         use = rule_use(self.store)
         pipeline = self.calls.pipeline
         texts = {r["code"]: r["display"] for r in pipeline.cards.texts.override_reasons}

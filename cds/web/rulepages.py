@@ -8,14 +8,13 @@ answered to `Accept: application/json`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from cds.clinical.pipeline import Pipeline
-from cds.content.catalog import RulePage, rule_pages
+from cds.content.catalog import RulePage, rule_pages, scenario_coverage
 from cds.content.whypage import why_page
 from cds.hooks.errors import UnknownRule
 from cds.web.html import HEADERS, templates
@@ -31,8 +30,7 @@ def rule_router(pipeline: Pipeline, coverage_report: Path, *, review_pages: bool
     ruleset = {"id": pipeline.ruleset.source.ruleset, "version": pipeline.ruleset.source.version}
 
     def pages() -> list[RulePage]:
-        coverage = json.loads(coverage_report.read_text()) if coverage_report.is_file() else None
-        return rule_pages(pipeline.ruleset, pipeline.terminology, coverage)
+        return rule_pages(pipeline.ruleset, pipeline.terminology, scenario_coverage(coverage_report))
 
     @router.get("/rules", summary="The rule catalog (HTML, or JSON on Accept)")
     def catalog(request: Request) -> Response:
