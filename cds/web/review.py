@@ -28,7 +28,7 @@ from cds.clinical.pipeline import Decision
 from cds.clinical.validate import bundle_resources
 from cds.content.catalog import scenario_coverage
 from cds.content.examples import Example, NoSuchExample, load_examples, pick_example
-from cds.content.facts import date_words
+from cds.content.facts import DataIssue, date_words
 from cds.content.terminology import Terminology
 from cds.hooks.call import NO_ORDER_SELECTED, HookCalls
 from cds.hooks.discovery import Service, service_id
@@ -99,8 +99,21 @@ def _is_pain(resource: dict[str, Any], terminology: Terminology) -> bool:
     return any(b is not None and b.kind == "pain-severity" for b in bindings)
 
 
+@dataclass(frozen=True)
+class RecordRow:
+    """One record of the chart as the review page lists it."""
+
+    what: str
+    note: str
+    value: str
+    side: str
+    date: str
+    status: str
+    used: str
+
+
 def resource_rows(resources: list[dict[str, Any]], decision: Decision | None,
-                  terminology: Terminology) -> list[dict[str, str]]:
+                  terminology: Terminology) -> list[RecordRow]:
     """The record as a clinician reads it: what, value, side, date, status, and whether the rules used it."""
     used = {f.source for f in decision.validated.facts} if decision else set()
     issues: dict[str, str] = {}
@@ -119,11 +132,11 @@ def resource_rows(resources: list[dict[str, Any]], decision: Decision | None,
             side = "conflicting"
         when = next((d for d in (effective(r, p)[1] for p in ("effective", "onset", "performed")) if d), None)
         notes = [str(n.get("text", "")) for n in r.get("note") or [] if isinstance(n, dict)]
-        rows.append({"what": str(code.get("text") or ", ".join(shown) or r.get("resourceType")),
-                     "note": " ".join(notes),
-                     "value": value_words(r, terminology), "side": side,
-                     "date": date_words(when) if when else "", "status": _status(r),
-                     "used": "used" if ref in used else f"not used: {issues[ref]}" if ref in issues else "not used"})
+        rows.append(RecordRow(what=str(code.get("text") or ", ".join(shown) or r.get("resourceType")),
+                              note=" ".join(notes), value=value_words(r, terminology), side=side,
+                              date=date_words(when) if when else "", status=_status(r),
+                              used="used" if ref in used else f"not used: {issues[ref]}" if ref in issues
+                              else "not used"))
     return rows
 
 
@@ -143,13 +156,44 @@ def patient_header(resources: list[dict[str, Any]], day: dt.date) -> str:
                                         age))
 
 
-def card_view(card: dict[str, Any], explanation: Explanation, service: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CardView:
+    """One card as the page shows it: the card as the EHR got it (JSON), its explanation, and what the template
+    needs ready (the indicator's icon and words, the detail as HTML, the links that are web links)."""
+
+    card: dict[str, Any]
+    explanation: Explanation
+    service: str
+    icon: str
+    label: str
+    detail: Markup
+    links: list[dict[str, Any]]
+    source_url: str | None
+
+
+def card_view(card: dict[str, Any], explanation: Explanation, service: str) -> CardView:
     icon, label = INDICATORS[card["indicator"]]
     links = [link for link in card.get("links", []) if str(link.get("url", "")).startswith(("https://", "http://"))]
-    source = card["source"]
-    return {"card": card, "service": service, "icon": icon, "label": label, "explanation": explanation,
-            "detail": Markup(markdown.render(card.get("detail", ""))),  # safe: markdown-it escapes raw HTML here
-            "links": links, "source_url": source.get("url") if str(source.get("url", "")).startswith("http") else None}
+    url = card["source"].get("url")
+    return CardView(card=card, explanation=explanation, service=service, icon=icon, label=label,
+                    detail=Markup(markdown.render(card.get("detail", ""))),  # safe: markdown-it escapes raw HTML
+                    links=links, source_url=url if str(url or "").startswith("http") else None)
+
+
+@dataclass(frozen=True)
+class ReviewResult:
+    """What one run of the review page shows."""
+
+    cards: list[CardView]
+    findings: list[str]
+    no_cards: str
+    issues: list[DataIssue]
+    rows: list[RecordRow]
+    patient: str
+    hook: str
+    user_label: str
+    as_of_words: str
+    recorded: bool
 
 
 @dataclass(frozen=True)
@@ -176,7 +220,7 @@ class Review:
                                                              **({"user": "clinician"} | values))
 
     async def run(self, bundle: dict[str, Any], hook: str, as_of: dt.date | None, user: str,
-                  record: bool) -> dict[str, Any]:
+                  record: bool) -> ReviewResult:
         if hook not in HOOKS:
             raise ReviewInputError(f"Unknown hook {hook!r}; choose one of {', '.join(HOOKS)}.")
         if user not in USERS:
@@ -189,15 +233,15 @@ class Review:
         pipeline = self.calls.pipeline
         day = as_of or self.calls.today()
         explained = {c.card.uuid: c.explanation for c in decision.cards} if decision else {}
-        return {"cards": [card_view(c, explained[c["uuid"]], service.id) for c in answer.response.dump()["cards"]],
-                "findings": [pipeline.cards.texts.words(f.name, f.side) for f in decision.evaluation.findings]
-                if decision else [],
-                "no_cards": pipeline.cards.no_cards_reason(decision.evaluation) if decision else
-                NO_ORDER_SELECTED,
-                "issues": decision.validated.issues if decision else [],
-                "rows": resource_rows(resources, decision, pipeline.terminology),
-                "patient": patient_header(resources, day), "hook": hook, "user_label": USERS[user],
-                "as_of_words": date_words(day), "recorded": record}
+        return ReviewResult(
+            cards=[card_view(c, explained[c["uuid"]], service.id) for c in answer.response.dump()["cards"]],
+            findings=[pipeline.cards.texts.words(f.name, f.side) for f in decision.evaluation.findings]
+            if decision else [],
+            no_cards=pipeline.cards.no_cards_reason(decision.evaluation) if decision else NO_ORDER_SELECTED,
+            issues=decision.validated.issues if decision else [],
+            rows=resource_rows(resources, decision, pipeline.terminology),
+            patient=patient_header(resources, day), hook=hook, user_label=USERS[user], as_of_words=date_words(day),
+            recorded=record)
 
     def rules_page(self) -> str:
         coverage = scenario_coverage(self.settings.coverage_report)
