@@ -375,6 +375,11 @@ def test_openapi_documents_the_hook_contract(base_url: str) -> None:
     assert "summary" in components["Card"]["properties"]
     feedback = schema["paths"]["/cds-services/{service_id}/feedback"]["post"]
     assert feedback["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/FeedbackRequest")
+    contexts = [ref["$ref"].rsplit("/", 1)[1] for ref in components["HookRequest"]["properties"]["context"]["anyOf"]]
+    assert contexts == ["PatientViewContext", "EncounterStartContext", "OrderSelectContext"]
+    assert set(components["PatientViewContext"]["required"]) == {"userId", "patientId"}
+    assert set(components["EncounterStartContext"]["required"]) == {"userId", "patientId", "encounterId"}
+    assert set(components["OrderSelectContext"]["required"]) == {"userId", "patientId", "selections", "draftOrders"}
 
 
 def test_docs_are_served_from_the_package_not_a_cdn(base_url: str) -> None:

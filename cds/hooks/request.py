@@ -1,9 +1,9 @@
 """Parse and check a CDS Hooks request body (https://cds-hooks.hl7.org/2.0/#http-request).
 
-A request that breaks the spec is refused here with the field and the problem named, before any
-data is gathered. Hook contexts are checked for the fields each hook requires (CDS Hooks
-Library STU1), but leniently beyond that: the sandbox's order-select drafts lack `intent` and
-Bundle `type`, and a service that demanded them would fail real clients.
+A request that breaks the spec is refused here with the field and the problem named, before any data is
+gathered. Hook contexts are checked against one model per hook (`CONTEXTS`, also in the OpenAPI document) for
+the fields each hook requires (CDS Hooks Library STU1), but leniently beyond that: the sandbox's order-select
+drafts lack `intent` and Bundle `type`, and a service that demanded them would fail real clients.
 """
 
 from __future__ import annotations
@@ -23,12 +23,68 @@ from cds.hooks.errors import InvalidRequest
 REFERENCE = re.compile(r"[A-Za-z]+/[A-Za-z0-9\-.]{1,64}")  # always fullmatch: `$` would accept a trailing newline
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
-REQUIRED_CONTEXT: dict[str, tuple[str, ...]] = {
-    "patient-view": ("userId", "patientId"),
-    "encounter-start": ("userId", "patientId", "encounterId"),
-    "order-select": ("userId", "patientId", "selections", "draftOrders"),
-}
-HOOKS = tuple(REQUIRED_CONTEXT)  # the hooks this service answers, in discovery order
+
+
+class HookContext(BaseModel):
+    """The context fields every hook this service answers carries (CDS Hooks Library STU1); others are allowed."""
+
+    model_config = ConfigDict(extra="allow")
+
+    userId: str = Field(min_length=1, description="Who is using the EHR, e.g. Practitioner/123")  # noqa: N815
+    patientId: str = Field(min_length=1, description="The patient in context (a FHIR id)")  # noqa: N815
+    encounterId: str | None = Field(default=None, description="The encounter, if any (a FHIR id)")  # noqa: N815
+
+    @field_validator("userId")
+    @classmethod
+    def _reference(cls, value: str) -> str:
+        if not REFERENCE.fullmatch(value):
+            raise ValueError("must be a reference like Practitioner/123")
+        return value
+
+    @field_validator("patientId", "encounterId")
+    @classmethod
+    def _fhir_id(cls, value: str | None) -> str | None:
+        if value is not None and not FHIR_ID.fullmatch(value):
+            raise ValueError("must be a FHIR id (letters, digits, '-', '.')")
+        return value
+
+
+class PatientViewContext(HookContext):
+    """patient-view: the chart is opened."""
+
+
+class EncounterStartContext(HookContext):
+    """encounter-start: a visit begins; the encounter is required."""
+
+    encounterId: str = Field(min_length=1, description="The encounter starting (a FHIR id)")  # noqa: N815
+
+
+class OrderSelectContext(HookContext):
+    """order-select: orders are being chosen; the selected ones must be among the drafts."""
+
+    selections: list[str] = Field(min_length=1, description="References of the draft orders selected, e.g. "
+                                                            "ServiceRequest/123")
+    draftOrders: dict[str, Any] = Field(min_length=1, description="A FHIR Bundle of the draft orders")  # noqa: N815
+
+    @field_validator("selections")
+    @classmethod
+    def _references(cls, value: list[str]) -> list[str]:
+        if not all(REFERENCE.fullmatch(s) for s in value):
+            raise ValueError("must be a list of references like ServiceRequest/123")
+        return value
+
+    @field_validator("draftOrders")
+    @classmethod
+    def _bundle(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value.get("resourceType") != "Bundle":
+            raise ValueError("must be a FHIR Bundle")
+        return value
+
+
+CONTEXTS: dict[str, type[HookContext]] = {"patient-view": PatientViewContext,
+                                          "encounter-start": EncounterStartContext,
+                                          "order-select": OrderSelectContext}
+HOOKS = tuple(CONTEXTS)  # the hooks this service answers, in discovery order
 
 
 class FhirAuthorization(BaseModel):
@@ -67,7 +123,9 @@ class HookRequest(BaseModel):
     hookInstance: str = Field(pattern=r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")  # noqa: N815, E501
     fhirServer: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")  # noqa: N815 - spec name
     fhirAuthorization: FhirAuthorization | None = None  # noqa: N815 - spec name
-    context: dict[str, Any]
+    context: dict[str, Any] = Field(json_schema_extra={"anyOf": [
+        {"$ref": f"#/components/schemas/{model.__name__}"} for model in CONTEXTS.values()]},
+        description="The hook's context: one of the context models, by `hook`")
     prefetch: dict[str, Any] | None = None
 
     @field_validator("fhirServer")
@@ -134,30 +192,27 @@ def parse_request(raw: bytes, hook: str) -> HookRequest:
 
 
 def _check_context(context: dict[str, Any], hook: str) -> None:
-    for name in REQUIRED_CONTEXT[hook]:
-        if context.get(name) in (None, "", [], {}):
-            raise InvalidRequest(f"context.{name} is required for {hook}", f"context.{name}", error="invalid-context")
-    if not REFERENCE.fullmatch(str(context["userId"])):
-        raise InvalidRequest("context.userId must be a reference like Practitioner/123",
-                           "context.userId", error="invalid-context")
-    for name in ("patientId", "encounterId"):
-        if name in context and not FHIR_ID.fullmatch(str(context[name])):
-            raise InvalidRequest(f"context.{name} must be a FHIR id (letters, digits, '-', '.')",
-                               f"context.{name}", error="invalid-context")
-    if hook == "order-select":
-        _check_selections(context)
+    """The hook's context model, its first problem as a 400 naming the field; then the selections' drafts."""
+    try:
+        typed = CONTEXTS[hook].model_validate(context)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "context." + ".".join(str(p) for p in first["loc"])
+        missing = first["type"] in ("missing", "string_too_short", "too_short") or first.get("input") is None
+        if missing:
+            message = f"{name} is required for {hook}"
+        elif first["type"] == "value_error":  # ours: "context.userId must be a reference like ..."
+            message = f"{name} {str(first['msg']).removeprefix('Value error, ')}"
+        else:
+            message = f"{name}: {first['msg']}"
+        raise InvalidRequest(message, name, error="invalid-context") from None
+    if isinstance(typed, OrderSelectContext):
+        _check_selections(typed)
 
 
-def _check_selections(context: dict[str, Any]) -> None:
-    selections, draft = context["selections"], context["draftOrders"]
-    if not isinstance(selections, list) or not all(isinstance(s, str) and REFERENCE.fullmatch(s) for s in selections):
-        raise InvalidRequest("context.selections must be a list of references like "
-                           "ServiceRequest/123", "context.selections", error="invalid-context")
-    if not isinstance(draft, dict) or draft.get("resourceType") != "Bundle":
-        raise InvalidRequest("context.draftOrders must be a FHIR Bundle", "context.draftOrders",
-                             error="invalid-context")
-    present = {f"{r.get('resourceType')}/{r.get('id')}" for r in entry_resources(draft)}
-    for index, selected in enumerate(selections):
+def _check_selections(context: OrderSelectContext) -> None:
+    present = {f"{r.get('resourceType')}/{r.get('id')}" for r in entry_resources(context.draftOrders)}
+    for index, selected in enumerate(context.selections):
         if selected not in present:
             raise InvalidRequest(f"{selected} is selected but not in context.draftOrders",
                                f"context.selections.{index}", error="invalid-context")

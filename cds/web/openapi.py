@@ -13,7 +13,7 @@ from pydantic.json_schema import models_json_schema
 from cds.clinical.response import CDSResponse
 from cds.hooks.discovery import Discovery
 from cds.hooks.feedback import FeedbackRequest, FeedbackStored
-from cds.hooks.request import HookRequest
+from cds.hooks.request import CONTEXTS, HookRequest
 from cds.web.errors import ErrorBody
 
 
@@ -43,7 +43,7 @@ def openapi_builder(app: FastAPI, service_ids: list[str]) -> Callable[[], dict[s
             _, definitions = models_json_schema(
                 [(HookRequest, "validation"), (FeedbackRequest, "validation"), (CDSResponse, "serialization"),
                  (Discovery, "serialization"), (ErrorBody, "serialization"),
-                 (FeedbackStored, "serialization")],
+                 (FeedbackStored, "serialization"), *((model, "validation") for model in CONTEXTS.values())],
                 ref_template="#/components/schemas/{model}")
             schema.setdefault("components", {}).setdefault("schemas", {}).update(definitions.get("$defs", {}))
             for operations in schema["paths"].values():
