@@ -28,6 +28,7 @@ from cds.clinical.validate import SUPPORTED, bundle_resources
 from cds.content.catalog import rule_pages, scenario_coverage
 from cds.content.examples import Example, NoSuchExample, find_example, load_examples
 from cds.content.files import ContentError
+from cds.errors import HipflexError
 from cds.hooks.auth import TrustedIssuer, load_issuers
 from cds.hooks.call import NO_ORDER_SELECTED, Answer, HookCalls
 from cds.hooks.discovery import service_id, services
@@ -53,7 +54,7 @@ class Output(Console):
         raise SystemExit(0)
 
 
-class UsageError(Exception):
+class UsageError(HipflexError):
     """The input file cannot be used at all; the message is the one line shown."""
 
 
@@ -616,7 +617,7 @@ def registration_sheet(issuer: TrustedIssuer, pipeline: Pipeline) -> str:
     return "\n".join(lines)
 
 
-class Unreachable(Exception):
+class Unreachable(HipflexError):
     """A service the command needs does not answer (exit 4); the message names it."""
 
 

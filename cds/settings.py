@@ -12,6 +12,8 @@ from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
+from cds.errors import HipflexError
+
 # Content shipped inside the package (the wheel holds copies of rules/ and fhir_examples/; a source
 # checkout links them), so an installed service runs from any working directory.
 PACKAGED = Path(str(files("cds") / "packaged"))
@@ -108,7 +110,7 @@ class Settings(BaseSettings):
         return self
 
 
-class ConfigurationError(Exception):
+class ConfigurationError(HipflexError):
     """A setting that cannot be used; the message is one line naming the environment variable."""
 
 

@@ -32,7 +32,7 @@ def imports() -> dict[str, set[str]]:
 
 def layer(module: str) -> int:
     parts = module.split(".")
-    if module in ("cds", "cds.settings"):
+    if module in ("cds", "cds.settings", "cds.errors"):
         return -1
     if len(parts) > 1 and parts[1] in LAYERS:
         return LAYERS.index(parts[1])
@@ -63,7 +63,7 @@ def test_imports_point_down_the_layers_only() -> None:
 
 def test_the_layer_folders_exist_and_cds_holds_no_loose_step_modules() -> None:
     loose = sorted(p.name for p in PACKAGE.glob("*.py"))
-    assert loose == ["__init__.py", "cli.py", "settings.py"]
+    assert loose == ["__init__.py", "cli.py", "errors.py", "settings.py"]
     assert all((PACKAGE / name / "__init__.py").exists() for name in LAYERS)
 
 
@@ -116,3 +116,18 @@ def test_no_module_names_a_finding_rule_parameter_or_code_the_content_defines() 
             if match.group(1) in names:
                 found.append(f"{module}: {names[match.group(1)]} {match.group(1)!r}")
     assert found == []
+
+
+def test_every_error_the_package_defines_derives_from_the_one_root() -> None:
+    import importlib
+    import inspect
+
+    from cds.errors import HipflexError
+
+    strays = []
+    for module in imports():
+        for name, value in vars(importlib.import_module(module)).items():
+            if (inspect.isclass(value) and issubclass(value, BaseException) and value.__module__ == module
+                    and not issubclass(value, HipflexError)):
+                strays.append(f"{module}.{name}")
+    assert strays == []

@@ -28,13 +28,14 @@ from durable import engine as durable
 from cds.clinical.outcome import Collector, Evaluation, RuleRef
 from cds.content.facts import InputFact
 from cds.content.rules import CompiledRule, Pattern, RuleSet
+from cds.errors import HipflexError
 
 log = logging.getLogger("hipflex_cds.engine")
 _OPS = {"ge": "$gte", "le": "$lte", "gt": "$gt", "lt": "$lt"}
 _OPENER = "$open"
 
 
-class EngineError(RuntimeError):
+class EngineError(HipflexError):
     """The rules could not be evaluated; no partial result is returned (fail closed)."""
 
 

@@ -14,12 +14,13 @@ from typing import Any
 
 from cds.content.facts import DataIssue, IssueCode
 from cds.content.terminology import ObservationBinding, Side, Terminology
+from cds.errors import HipflexError
 
 UCUM = "http://unitsofmeasure.org"
 LATERALITY_ATTRIBUTE = ("http://snomed.info/sct", "272741003")
 
 
-class Reject(Exception):
+class Reject(HipflexError):
     """A resource (or one value of it) cannot be used: the error issue to report, less the resource, which only the
     caller knows."""
 

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from cds.content.files import ContentError
+from cds.errors import HipflexError
 
 
 class Example(BaseModel):
@@ -46,7 +47,7 @@ def load_examples(folder: Path) -> list[Example]:
     return found
 
 
-class NoSuchExample(Exception):
+class NoSuchExample(HipflexError):
     """No example, or more than one, has this name; the message says which there are."""
 
 

@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from cds.errors import HipflexError
+
 Model = TypeVar("Model", bound=BaseModel)
 Location = tuple[str | int, ...]
 
@@ -24,7 +26,7 @@ class ContentModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ContentError(Exception):
+class ContentError(HipflexError):
     """A content file is malformed; `str()` is the one line shown to the person who wrote it."""
 
     def __init__(self, path: Path | str, line: int | None, reason: str) -> None:

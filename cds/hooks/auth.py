@@ -28,6 +28,7 @@ import jwt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cds.content.files import load_model
+from cds.errors import HipflexError
 from cds.hooks.ehrprofile import EhrProfile
 
 ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
@@ -35,7 +36,7 @@ JWKS_REFRESH_SECONDS = 60.0
 JWKS_MAX_BYTES = 200_000
 
 
-class AuthError(Exception):
+class AuthError(HipflexError):
     """A refused token. `check` names the failed check (for logs and metrics), the message says it in words;
     `issuer` and `kid` are what the token claimed, when it got that far. None of it is secret."""
 

@@ -8,8 +8,10 @@ data), `field` names where in the body, when it is somewhere in the body.
 
 from __future__ import annotations
 
+from cds.errors import HipflexError
 
-class HookError(Exception):
+
+class HookError(HipflexError):
     """Base of the domain errors; never raised itself."""
 
     error = "hook-error"

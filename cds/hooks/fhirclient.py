@@ -26,10 +26,12 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from cds.errors import HipflexError
+
 JSON_DEPTH_LIMIT = 100
 
 
-class FetchFailed(Exception):
+class FetchFailed(HipflexError):
     """Why a FHIR read failed, in words safe to show the caller (no token, no patient data, no network detail);
     `check` is the failed check in one word, for the log line (not-allowed, private-address, unreachable,
     timeout, status, too-large, not-fhir, budget, pages, no-server, not-found)."""

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 from sqlalchemy.exc import IntegrityError
 
 from cds.clinical.explanation import rule_label
+from cds.errors import HipflexError
 from cds.settings import masked
 
 metadata = sa.MetaData()
@@ -362,7 +363,7 @@ def patient_key(explicit: str | None, key_file: Path) -> bytes:
                                "check HIPFLEX_DATA_DIR or set HIPFLEX_PATIENT_HASH_KEY") from None
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(HipflexError):
     """The store (or its key file) cannot be used; `unreachable`: a database server that does not answer."""
 
     def __init__(self, message: str, unreachable: bool = False) -> None:

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from cds.errors import HipflexError
 from cds.hooks.fhirclient import is_public_address, parse_json, same_origin
 
 PROBLEMS_FILE = "download-problems.json"
@@ -34,7 +35,7 @@ RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-class ExportFailed(Exception):
+class ExportFailed(HipflexError):
     """Why the export could not be had, in words for the analyst (never the token)."""
 
 
@@ -103,7 +104,7 @@ def download(base: str, token: str | None, dest: Path, limits: ExportLimits = Ex
     return result
 
 
-class _Skipped(Exception):
+class _Skipped(HipflexError):
     """One manifest entry that is not fetched; the rest of the export still is."""
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from cds.clinical.context import Context
 from cds.clinical.pipeline import Decision, Pipeline
 from cds.content.facts import AgeFact
+from cds.errors import HipflexError
 from cds.hooks.fhirclient import JSON_DEPTH_LIMIT, parse_json
 from cds.hooks.store import patient_digest
 from cds.population.bulkexport import PROBLEMS_FILE
@@ -330,7 +331,7 @@ def run_impact(export: Path, out: Path, run: Run, *, scheduler: str | None, work
     return summary
 
 
-class NothingToRead(Exception):
+class NothingToRead(HipflexError):
     """The export holds nothing to evaluate; the message says what was found instead."""
 
 

@@ -16,12 +16,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 
+from cds.errors import HipflexError
 from cds.hooks.auth import AuthError
 from cds.hooks.ehrprofile import operation_outcome
 from cds.hooks.errors import DataUnavailable, InvalidRequest, LargeCallsQueued, UnknownCard, UnknownRule, UnknownService
 
 
-class WebError(Exception):
+class WebError(HipflexError):
     """An HTTP-level failure (the body, the connection, the load); `status` and `error` are its answer."""
 
     status = 400

@@ -30,6 +30,7 @@ from cds.content.catalog import scenario_coverage
 from cds.content.examples import Example, NoSuchExample, load_examples, pick_example
 from cds.content.facts import DataIssue, date_words
 from cds.content.terminology import Terminology
+from cds.errors import HipflexError
 from cds.hooks.call import NO_ORDER_SELECTED, HookCalls
 from cds.hooks.discovery import Service, service_id
 from cds.hooks.errors import HookError
@@ -44,7 +45,7 @@ INDICATORS = {"info": ("\u2139", "Info"), "warning": ("⚠", "Warning"), "critic
 markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
 
 
-class ReviewInputError(Exception):
+class ReviewInputError(HipflexError):
     """A pasted or uploaded bundle that cannot be reviewed; the message is shown on the page."""
 
 
