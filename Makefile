@@ -23,9 +23,11 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 WORKERS ?= 1
 
-# Its own public URL, so local cards carry their "Why this suggestion" links (a set HIPFLEX_PUBLIC_URL wins).
+# Its own public URL, so local cards carry their "Why this suggestion" links, and the scenario coverage of the
+# last `make test` on the rule pages (set variables win).
 run: $(STAMP)  ## start the service on 127.0.0.1:8080 (SQLite, the example rules)
 	HIPFLEX_PUBLIC_URL=$${HIPFLEX_PUBLIC_URL:-http://$(HOST):$(PORT)} \
+	HIPFLEX_COVERAGE_REPORT=$${HIPFLEX_COVERAGE_REPORT:-test-artifacts/features/rule-coverage.json} \
 		$(BIN)/hipflex-cds serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 # The tests start their own throwaway PostgreSQL cluster (tests/pgcluster.py: a temporary folder, a free port)

@@ -33,12 +33,12 @@ from cds.hooks.auth import TrustedIssuer, load_issuers
 from cds.hooks.call import NO_ORDER_SELECTED, Answer, HookCalls
 from cds.hooks.discovery import service_id, services
 from cds.hooks.errors import HookError
-from cds.hooks.fhirclient import FetchLimits, FhirReader, parse_json
+from cds.hooks.fhirclient import FhirReader, parse_json
 from cds.hooks.prefetch import prefetch_templates, request_for
 from cds.hooks.request import HOOKS, parse_request
 from cds.hooks.store import StoreUnavailable
 from cds.population.bulkexport import ExportLimits
-from cds.settings import ConfigurationError, Settings, load_settings
+from cds.settings import ConfigurationError, FhirReads, Settings, load_settings
 
 ISSUES_KEY = "urn:hipflex-cds:data-issues"
 FHIR_DATE = re.compile(r"\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?)?")
@@ -72,15 +72,15 @@ def example_or_path(path: Path, examples: Path) -> tuple[Path, Example | None]:
 
 def in_context(args: argparse.Namespace, settings: Settings) -> Settings:
     """Fill what the user did not give from the example's context: file, user, hook, date, ConceptMaps."""
-    args.file, example = example_or_path(args.file, settings.examples_dir)
+    args.file, example = example_or_path(args.file, settings.content.examples_dir)
     if getattr(args, "user", "") is None:
         args.user = example.user if example and example.user else USER
     if getattr(args, "hook", "") is None:
         args.hook = example.hook if example and example.hook else "patient-view"
     if example is not None and getattr(args, "as_of", "") is None and example.as_of:
         args.as_of, args.as_of_from = example.as_of, "the example's date"
-    if example is not None and example.concept_maps_dir and settings.concept_maps_dir is None:
-        return settings.model_copy(update={"concept_maps_dir": example.concept_maps_dir})
+    if example is not None and example.concept_maps_dir and settings.content.concept_maps_dir is None:
+        return settings.with_flat(concept_maps_dir=example.concept_maps_dir)
     return settings
 
 
@@ -401,7 +401,7 @@ def _answer(pipeline: Pipeline, args: argparse.Namespace) -> tuple[Answer, dt.da
     except ValueError as exc:
         raise UsageError(f"{args.file}: {exc} (or name one with --patient)") from None
     request = parse_request(json.dumps(body).encode(), args.hook)
-    answer = HookCalls(pipeline, FhirReader(FetchLimits())).call(service, request, today=as_of)  # prefetch only
+    answer = HookCalls(pipeline, FhirReader(FhirReads())).call(service, request, today=as_of)  # prefetch only
     return answer, as_of, why
 
 
@@ -465,7 +465,8 @@ def cmd_rules(pipeline: Pipeline, args: argparse.Namespace) -> int:
         return 0
     rules = pipeline.ruleset.source.rules
     if args.json:  # the rule pages' model, as /rules gives it with Accept: application/json
-        pages = rule_pages(pipeline.ruleset, pipeline.terminology, scenario_coverage(pipeline.settings.coverage_report))
+        coverage = scenario_coverage(pipeline.settings.content.coverage_report)
+        pages = rule_pages(pipeline.ruleset, pipeline.terminology, coverage)
         print(json.dumps([page.model_dump(mode="json") for page in pages], indent=2))
         return 0
     print(f"{pipeline.ruleset.source.ruleset} {pipeline.ruleset.source.version} ({pipeline.ruleset.path})")
@@ -505,9 +506,9 @@ def cmd_impact(settings: Settings, args: argparse.Namespace) -> int:
         raise UsageError(f"{args.export}: not a folder of NDJSON files")
     for rule_file in (args.rules, args.baseline_rules):
         if rule_file is not None:  # a broken rule file stops the run here, naming file and line
-            Pipeline(settings.model_copy(update={"rule_path": rule_file.resolve()}))
+            Pipeline(settings.with_flat(rule_path=rule_file.resolve()))
     run = Run(as_of=args.as_of or settings.as_of or dt.date.today(),
-              patient_key=patient_key(settings.patient_hash_key, settings.key_file),
+              patient_key=patient_key(settings.store.patient_hash_key, settings.store.key_file),
               rules=str(args.rules.resolve()) if args.rules else None,
               baseline=str(args.baseline_rules.resolve()) if args.baseline_rules else None, out=str(args.out))
     try:
@@ -557,7 +558,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_examples(settings: Settings, args: argparse.Namespace) -> int:
-    examples = load_examples(settings.examples_dir)
+    examples = load_examples(settings.content.examples_dir)
     if args.json:
         print(json.dumps([e.model_dump(mode="json", exclude={"path"}) for e in examples], indent=2))
         return 0
@@ -572,15 +573,15 @@ def cmd_examples(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_issuers(pipeline: Pipeline, args: argparse.Namespace) -> int:
     settings = pipeline.settings
-    if settings.issuers_file is None:
+    if settings.auth.issuers_file is None:
         raise UsageError("HIPFLEX_ISSUERS_FILE is not set: there are no trusted issuers (authentication is off)")
-    trusted = {i.iss: i for i in load_issuers(settings.issuers_file)}
+    trusted = {i.iss: i for i in load_issuers(settings.auth.issuers_file)}
     if args.action == "list":
         for issuer in trusted.values():
             print(f"{issuer.iss}  hooks: {', '.join(issuer.profile.hooks or HOOKS)}")
         return 0
     if args.issuer not in trusted:
-        raise UsageError(f"{args.issuer!r} is not a trusted issuer of {settings.issuers_file} (it has "
+        raise UsageError(f"{args.issuer!r} is not a trusted issuer of {settings.auth.issuers_file} (it has "
                          f"{', '.join(trusted)})")
     print(registration_sheet(trusted[args.issuer], pipeline))
     return 0
@@ -589,11 +590,11 @@ def cmd_issuers(pipeline: Pipeline, args: argparse.Namespace) -> int:
 def registration_sheet(issuer: TrustedIssuer, pipeline: Pipeline) -> str:
     """What an EHR's integration team enters on its side, from the same configuration the service runs on."""
     settings, profile = pipeline.settings, issuer.profile
-    base = (settings.public_url or "http://127.0.0.1:8080").rstrip("/")
+    base = (settings.auth.public_url or "http://127.0.0.1:8080").rstrip("/")
     offered = [s for s in services(pipeline.terminology) if profile.offers(s.hook)]
     keys = issuer.jwks_url or (f"file {issuer.jwks_file.name} (exchanged out of band)" if issuer.jwks_file else
                                f"jku: {', '.join(issuer.jku)}")
-    servers = issuer.fhir_servers or settings.fhir_servers
+    servers = issuer.fhir_servers or settings.fhir.servers
     lines = [f"Registration sheet: {issuer.iss}", "", "Services (discovery and each hook)",
              f"  discovery        {base}/cds-services"]
     lines += [f"  {s.hook:<16} {base}/cds-services/{s.id}" for s in offered]
@@ -603,9 +604,9 @@ def registration_sheet(issuer: TrustedIssuer, pipeline: Pipeline) -> str:
     lines += ["", "Authentication (JWT bearer, CDS Hooks 2.0)", f"  iss              {issuer.iss}",
               f"  key set          {keys}",
               f"  algorithms       {', '.join(profile.algorithms or ['ES384', 'RS384', 'other ES/RS/PS'])}",
-              f"  token lifetime   at most {profile.max_lifetime_seconds or settings.jwt_max_lifetime_seconds} s",
+              f"  token lifetime   at most {profile.max_lifetime_seconds or settings.auth.jwt_max_lifetime_seconds} s",
               "  aud              the URL called, exactly (e.g. the patient-view URL above)",
-              "", f"CORS origins       {', '.join(settings.cors_origins) or 'none (server-to-server calls only)'}",
+              "", f"CORS origins       {', '.join(settings.auth.cors_origins) or 'none (server-to-server calls only)'}",
               f"FHIR servers read  {', '.join(servers) or 'none: everything must come as prefetch'}",
               "", "Cards", f"  detail           {profile.detail_chars or 'no limit'} characters at most",
               "  links            " + {"all": "all (absolute)", "none": "none",

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
-from cds.settings import PACKAGED, Settings, variable
+from cds.settings import GROUPS, PACKAGED, Settings, variable
 from tests.paths import PROJECT_ROOT
 
 INTRO = """# Configuration
@@ -37,10 +37,17 @@ def _limits(info: FieldInfo) -> str:
     return ", ".join(found)
 
 
+def settings_by_flat_name() -> dict[str, FieldInfo]:
+    """Every setting by its flat name (the variable less HIPFLEX_), group by group, then the top-level ones."""
+    found = {model.PREFIX + name: info for model in GROUPS.values() for name, info in model.model_fields.items()}
+    return found | {name: info for name, info in Settings.model_fields.items() if name not in GROUPS}
+
+
 def reference() -> str:
     rows = [f"| `{variable(name)}` | {_default(info)} | {_limits(info)} | {info.description or ''} |"
-            for name, info in Settings.model_fields.items()]
-    extra = ("\n`DATABASE_URL` may also be given as `HIPFLEX_DATABASE_URL`. The default store is SQLite in "
+            for name, info in settings_by_flat_name().items()]
+    extra = ("\n`DATABASE_URL` may also be given as `HIPFLEX_DATABASE_URL`, and `HIPFLEX_RULE_PATH` as "
+             "`HIPFLEX_RULE_FILE`. The default store is SQLite in "
              "`HIPFLEX_DATA_DIR`; `postgresql://user:password@host/db` uses the same code. Without "
              "`HIPFLEX_PATIENT_HASH_KEY` a random key is kept in `HIPFLEX_DATA_DIR/patient-hash.key`.\n")
     return INTRO + "\n" + "\n".join(rows) + "\n" + extra

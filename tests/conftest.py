@@ -17,10 +17,10 @@ from cds.clinical.pipeline import Pipeline
 from cds.content.rules import RuleSet, load_rules
 from cds.content.terminology import Terminology, load_terminology
 from cds.hooks.call import HookCalls
-from cds.hooks.fhirclient import FetchLimits, FhirReader
-from cds.hooks.store import Store
+from cds.hooks.fhirclient import FhirReader
+from cds.hooks.store import Store, engine_url
 from cds.hooks.store import metadata as store_tables
-from cds.settings import Settings
+from cds.settings import FhirReads, Settings
 from tests.builders import Facts
 from tests.paths import RULES
 from tests.pgcluster import server_binaries, throwaway_cluster
@@ -46,7 +46,7 @@ def pipeline() -> Pipeline:
 @pytest.fixture(scope="session")
 def hook_caller(pipeline: Pipeline) -> HookCalls:
     """The service's hook call without HTTP or store (scenarios, CLI parity)."""
-    return HookCalls(pipeline, FhirReader(FetchLimits()))
+    return HookCalls(pipeline, FhirReader(FhirReads()))
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         if os.environ.get("HIPFLEX_TEST_POSTGRES") == "required":
             pytest.fail("PostgreSQL's server binaries are not installed (apt-get install postgresql)")
         pytest.skip("no PostgreSQL: install Debian's postgresql (make test does) or set HIPFLEX_TEST_DATABASE_URL")
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    engine = sa.create_engine(engine_url(url))
     store_tables.drop_all(engine)
     engine.dispose()
     return url

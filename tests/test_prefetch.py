@@ -9,9 +9,10 @@ import pytest
 
 from cds.content.terminology import Terminology
 from cds.hooks.errors import DataUnavailable
-from cds.hooks.fhirclient import FetchLimits, FhirReader
+from cds.hooks.fhirclient import FhirReader
 from cds.hooks.prefetch import Gathered, gather, prefetch_templates, render
 from cds.hooks.request import HookRequest
+from cds.settings import FhirReads
 from tests.builders import example_prefetch, hook_request, searchset
 from tests.servers import FhirStub
 
@@ -25,7 +26,7 @@ def templates(terminology: Terminology) -> dict[str, str]:
 
 @pytest.fixture
 def reader() -> FhirReader:
-    return FhirReader(FetchLimits(connect_seconds=1, read_seconds=0.5, max_bytes=200_000, max_pages=3))
+    return FhirReader(FhirReads(connect_seconds=1, read_seconds=0.5, max_bytes=200_000, max_pages=3))
 
 
 def collect(request: HookRequest, templates: dict[str, str], reader: FhirReader, stub: FhirStub) -> Gathered:

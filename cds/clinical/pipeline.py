@@ -43,17 +43,17 @@ class Pipeline:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        terminology = load_terminology(settings.rules_dir / "terminology.yaml")
-        if settings.concept_maps_dir is not None:
-            terminology = terminology.with_aliases(load_concept_maps(settings.concept_maps_dir, terminology))
+        terminology = load_terminology(settings.content.rules_dir / "terminology.yaml")
+        if settings.content.concept_maps_dir is not None:
+            terminology = terminology.with_aliases(load_concept_maps(settings.content.concept_maps_dir, terminology))
         self.terminology: Terminology = terminology
-        rule_file = settings.rule_path or settings.rules_dir / settings.rule_file
-        self.ruleset: RuleSet = load_rules(rule_file, self.terminology, include_drafts=settings.include_draft_rules)
-        texts = load_card_texts(settings.rules_dir / "cards.yaml", self.ruleset, set(fact_properties()))
-        rules_url = f"{settings.public_url.rstrip('/')}/rules" if settings.public_url else None
+        self.ruleset: RuleSet = load_rules(settings.content.rule_file, self.terminology,
+                                           include_drafts=settings.content.include_draft_rules)
+        texts = load_card_texts(settings.content.rules_dir / "cards.yaml", self.ruleset, set(fact_properties()))
+        rules_url = f"{settings.auth.public_url.rstrip('/')}/rules" if settings.auth.public_url else None
         self.cards = CardBuilder(texts, self.ruleset, self.terminology, rules_url=rules_url)
         self.engine = DurableEngine(self.ruleset)
-        self.cache = DecisionCache(settings.decision_cache_size, settings.decision_cache_bytes)
+        self.cache = DecisionCache(settings.limits.decision_cache_size, settings.limits.decision_cache_bytes)
 
     def decide(self, resources: list[Any], context: Context, unavailable: Sequence[DataIssue] = ()) -> Decision:
         """Validate, evaluate and build cards; invalid data never reaches the engine.

@@ -53,9 +53,9 @@ def rule_pages(ruleset: RuleSet, terminology: Terminology, coverage: dict[str, l
     return [rule_page(rule, ruleset, terminology, coverage) for rule in ruleset.source.rules]
 
 
-def scenario_coverage(report: Path) -> dict[str, list[str]] | None:
-    """The scenarios that fired each rule label, from the last `make test` (None before any run)."""
-    if not report.is_file():
+def scenario_coverage(report: Path | None) -> dict[str, list[str]] | None:
+    """The scenarios that fired each rule label, from a `make test` run's report (None: no report set, or none yet)."""
+    if report is None or not report.is_file():
         return None
     coverage: dict[str, list[str]] = json.loads(report.read_text(encoding="utf-8"))
     return coverage

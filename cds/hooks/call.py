@@ -64,9 +64,9 @@ class HookCalls:
                  *, today: Callable[[], dt.date] | None = None) -> None:
         self.pipeline, self.reader, self.store = pipeline, reader, store
         settings = pipeline.settings
-        self.terminology = TerminologyServer(settings.terminology_server, pipeline.terminology,
-                                             settings.terminology_deadline_seconds) \
-            if settings.terminology_server else None
+        self.terminology = TerminologyServer(settings.terminology.server, pipeline.terminology,
+                                             settings.terminology.deadline_seconds) \
+            if settings.terminology.server else None
         self.today = today or (lambda: pipeline.settings.as_of or dt.datetime.now(dt.UTC).date())
         # Deciding is pure CPU under the GIL: threads running it side by side only thrash (measured with 8
         # connections: 149 req/s and p99 858 ms, against 212 req/s with one). Waiting threads sleep on this
@@ -88,14 +88,14 @@ class HookCalls:
         HIPFLEX_FHIR_SERVERS), decide in a worker thread, remember the cards with who asked (unless `record` is
         false: a preview nobody can give feedback on; `preview`: kept, for feedback, but counted nowhere). `today`
         replays a date (review page, CLI, scenarios)."""
-        allowed = (client.fhir_servers if client is not None else ()) or tuple(self.pipeline.settings.fhir_servers)
+        allowed = (client.fhir_servers if client is not None else ()) or tuple(self.pipeline.settings.fhir.servers)
         drafts = []
         if service.hook == "order-select":
             drafts = selected_knee_physiotherapy(request, self.pipeline.terminology)
             if not drafts:
                 return Answer(CDSResponse(cards=[]), None)
         gathered = await gather(request, service.prefetch, self.reader, allowed)
-        limit = self.pipeline.settings.max_resources
+        limit = self.pipeline.settings.limits.max_resources
         if len(gathered.resources) > limit:
             raise InvalidRequest(f"the call carries {len(gathered.resources)} FHIR resources; at most {limit} are "
                                  "evaluated (HIPFLEX_MAX_RESOURCES)", "prefetch", error="too-many-resources")
@@ -111,14 +111,14 @@ class HookCalls:
             return asyncio.to_thread(self._decide, service, request, gathered.resources + drafts, context,
                                      gathered.issues, client, record, preview)
 
-        if len(gathered.resources) <= self.pipeline.settings.large_call_resources:
+        if len(gathered.resources) <= self.pipeline.settings.limits.large_call_resources:
             return await decide()
         return await self._in_turn(decide)
 
     async def _in_turn(self, decide: Callable[[], Awaitable[Answer]]) -> Answer:
-        if self.large_waiting >= self.pipeline.settings.max_large_calls_waiting + 1:
+        if self.large_waiting >= self.pipeline.settings.limits.max_large_calls_waiting + 1:
             raise LargeCallsQueued(f"{self.large_waiting} calls carrying more than "
-                                   f"{self.pipeline.settings.large_call_resources} resources are already being "
+                                   f"{self.pipeline.settings.limits.large_call_resources} resources are already being "
                                    "answered; try again (HIPFLEX_MAX_LARGE_CALLS_WAITING)")
         self.large_waiting += 1
         try:

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from cds.errors import HipflexError
+from cds.settings import FhirReads
 
 JSON_DEPTH_LIMIT = 100
 
@@ -46,16 +47,6 @@ class OutOfTime(FetchFailed):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, "timeout")
-
-
-@dataclass(frozen=True)
-class FetchLimits:
-    connect_seconds: float = 2.0
-    read_seconds: float = 5.0
-    max_bytes: int = 5_000_000
-    max_pages: int = 5
-    deadline_seconds: float = 5.0  # for all the reads of one hook call together
-    call_bytes: int = 8_000_000  # for all the reads of one hook call together
 
 
 @dataclass
@@ -165,7 +156,7 @@ class FhirReader:
     """GETs JSON resources from allow-listed FHIR servers; one instance per process, one client per event loop and
     origin, so that one slow EHR can fill only its own pool, never another EHR's."""
 
-    def __init__(self, limits: FetchLimits, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, limits: FhirReads, transport: httpx.AsyncBaseTransport | None = None) -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs each URL, and ours carry patient ids
         self.limits, self.transport = limits, transport
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, httpx.AsyncClient]] = (

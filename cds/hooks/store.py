@@ -111,14 +111,17 @@ class FeedbackRecord:
     outcome_timestamp: str
 
 
+def engine_url(url: str) -> str:
+    """DATABASE_URL as SQLAlchemy takes it: `postgresql://` means psycopg 3 (the driver the package installs)."""
+    return "postgresql+psycopg://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
+
+
 class Store:
     """Thread-safe (SQLAlchemy pools connections); create once per process."""
 
     def __init__(self, url: str, patient_key: bytes) -> None:
         """Connect and create the tables; StoreUnavailable (one line, password masked) when that cannot be done."""
-        shown = masked(url)
-        if url.startswith("postgresql://"):
-            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        shown, url = masked(url), engine_url(url)
         try:
             if url.startswith("sqlite:///"):
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)

@@ -85,7 +85,7 @@ def create_app(settings: Settings, bind: str | None = None) -> FastAPI:
     app.include_router(operations_router(cds))
     if cds.auth is None:  # its buttons send feedback without a JWT, so it exists only where auth is off
         app.include_router(review_router(cds.calls, cds.services_by_id, cds.store))
-    app.include_router(rule_router(cds.pipeline, settings.coverage_report, review_pages=cds.auth is None))
+    app.include_router(rule_router(cds.pipeline, settings.content.coverage_report, review_pages=cds.auth is None))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/docs/static", StaticFiles(directory=Path(swagger_ui.__file__).with_name("static")), name="docs-static")
     app.add_exception_handler(UnknownRule, _known_error)
@@ -97,10 +97,10 @@ def _middlewares(app: FastAPI, settings: Settings, bind: str | None) -> None:
     """Innermost first: HEAD as GET, a trailing slash dropped, CORS, and outermost the Host allow-list."""
     app.add_middleware(HeadAsGet)
     app.add_middleware(TrailingSlash)
-    if settings.cors_origins:
-        app.add_middleware(LoggedCors, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+    if settings.auth.cors_origins:
+        app.add_middleware(LoggedCors, allow_origins=settings.auth.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"], max_age=600)
-    app.add_middleware(HostAllowList, names=host_names(bind, settings.public_url, settings.allowed_hosts))
+    app.add_middleware(HostAllowList, names=host_names(bind, settings.auth.public_url, settings.auth.allowed_hosts))
 
 
 async def _known_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -121,8 +121,8 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> int:
     from cds.web.observability import configure_logging
 
     configure_logging()
-    public = [i.iss for i in load_issuers(settings.issuers_file) if i.public_signing_key] \
-        if settings.issuers_file is not None else []
+    public = [i.iss for i in load_issuers(settings.auth.issuers_file) if i.public_signing_key] \
+        if settings.auth.issuers_file is not None else []
     if public and host not in LOOPBACK:
         log.error("refusing to listen on %s: issuer %s signs with a published private key, so anyone can sign as "
                   "it; listen on 127.0.0.1 (development only) or drop it from HIPFLEX_ISSUERS_FILE", host, public[0])
@@ -130,7 +130,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> int:
     if public:
         log.warning("issuer %s signs with a published private key: anyone on this machine can sign as it; for "
                     "development only", public[0])
-    if settings.issuers_file is None:
+    if settings.auth.issuers_file is None:
         if host not in LOOPBACK:
             log.error("refusing to listen on %s without trusted JWT issuers: set HIPFLEX_ISSUERS_FILE and "
                       "HIPFLEX_PUBLIC_URL, or listen on 127.0.0.1", host)
@@ -138,16 +138,16 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> int:
         log.warning("AUTHENTICATION IS OFF: listening on %s:%d for local development only; anyone on this "
                     "machine can call the service", host, port)
     _raise_open_file_limit()
-    TimedHttpProtocol.configure(settings.request_head_seconds, settings.request_body_seconds)
+    TimedHttpProtocol.configure(settings.limits.request_head_seconds, settings.limits.request_body_seconds)
     options: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "access_log": False,
                                "log_config": None, "http": "cds.web.connections:TimedHttpProtocol",
-                               "limit_concurrency": settings.max_connections,
-                               "timeout_keep_alive": settings.keep_alive_seconds}
+                               "limit_concurrency": settings.limits.max_connections,
+                               "timeout_keep_alive": settings.limits.keep_alive_seconds}
     if workers > 1:
         # Load everything once here first: a content error stops start-up before any worker starts, and the
         # store's tables and patient-hash key are created by one process, not raced by several.
         CdsService(settings).store.close()
-        os.environ["HIPFLEX_ALLOWED_HOSTS"] = json.dumps([*settings.allowed_hosts, host])  # for every worker
+        os.environ["HIPFLEX_ALLOWED_HOSTS"] = json.dumps([*settings.auth.allowed_hosts, host])  # for every worker
         with tempfile.TemporaryDirectory(prefix="hipflex-metrics-") as shared:
             os.environ[MULTIPROCESS_DIR] = shared  # /metrics then adds up every worker's values
             uvicorn.run("cds.web.app:app_from_environment", factory=True, workers=workers, **options)
@@ -175,7 +175,7 @@ def app_from_environment() -> FastAPI:
 
     configure_logging()
     settings = Settings()
-    TimedHttpProtocol.configure(settings.request_head_seconds, settings.request_body_seconds)
+    TimedHttpProtocol.configure(settings.limits.request_head_seconds, settings.limits.request_body_seconds)
     app = create_app(settings)
     gc.collect()
     gc.freeze()  # the loaded content never dies: keep it out of every later full collection (shorter pauses)

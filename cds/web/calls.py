@@ -74,7 +74,7 @@ async def posted(cds: CdsService, service_id: str, request: Request, endpoint: s
         media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media not in ("application/json", "application/fhir+json"):
             raise NotJson(f"the body must be sent as Content-Type: application/json, not {media[:60] or 'none'!r}")
-        return await handle(service, await read_body(request, cds.settings.max_body_bytes), client)
+        return await handle(service, await read_body(request, cds.settings.limits.max_body_bytes), client)
     return await guarded(cds, request, service_id, endpoint, work)
 
 

@@ -214,7 +214,7 @@ class Review:
     def __init__(self, calls: HookCalls, services_by_id: dict[str, Service], store: Store) -> None:
         self.calls, self.services_by_id, self.store = calls, services_by_id, store
         self.settings = calls.pipeline.settings
-        self.examples = load_examples(self.settings.examples_dir)
+        self.examples = load_examples(self.settings.content.examples_dir)
 
     def page(self, **values: Any) -> str:
         return templates.get_template("review.html").render(examples=self.examples, hooks=HOOKS, users=USERS,
@@ -245,7 +245,7 @@ class Review:
             recorded=record)
 
     def rules_page(self) -> str:
-        coverage = scenario_coverage(self.settings.coverage_report)
+        coverage = scenario_coverage(self.settings.content.coverage_report)
         use = rule_use(self.store)
         pipeline = self.calls.pipeline
         texts = {r["code"]: r["display"] for r in pipeline.cards.texts.override_reasons}
@@ -288,7 +288,7 @@ def review_router(calls: HookCalls, services_by_id: dict[str, Service], store: S
     @router.post("", response_class=HTMLResponse, summary="Review page: run a pasted or uploaded bundle")
     async def run(request: Request) -> HTMLResponse:
         try:
-            form = await capped_form(request, review.settings.max_body_bytes)
+            form = await capped_form(request, review.settings.limits.max_body_bytes)
         except (BodyTooLarge, CrossSite) as exc:
             return HTMLResponse(review.page(error=str(exc)), status_code=413 if isinstance(exc, BodyTooLarge) else 403,
                                 headers=headers)

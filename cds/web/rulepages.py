@@ -25,7 +25,7 @@ def wants_json(request: Request) -> bool:
     return "application/json" in accept and "text/html" not in accept
 
 
-def rule_router(pipeline: Pipeline, coverage_report: Path, *, review_pages: bool) -> APIRouter:
+def rule_router(pipeline: Pipeline, coverage_report: Path | None, *, review_pages: bool) -> APIRouter:
     router = APIRouter(tags=["rules"])
     ruleset = {"id": pipeline.ruleset.source.ruleset, "version": pipeline.ruleset.source.version}
 

@@ -19,7 +19,7 @@ from cds.hooks.call import HookCalls
 from cds.hooks.discovery import Service, services
 from cds.hooks.errors import UnknownService
 from cds.hooks.feedback import FeedbackStored, parse_feedback, store_feedback
-from cds.hooks.fhirclient import FetchLimits, FhirReader
+from cds.hooks.fhirclient import FhirReader
 from cds.hooks.request import parse_request
 from cds.hooks.store import Store, patient_key
 from cds.settings import Settings
@@ -36,13 +36,11 @@ class CdsService:
         self.settings = settings
         self.pipeline = Pipeline(settings)
         self.services_by_id = {s.id: s for s in services(self.pipeline.terminology)}
-        self.store = Store(settings.database_url, patient_key(settings.patient_hash_key, settings.key_file))
-        issuers = load_issuers(settings.issuers_file) if settings.issuers_file else []
+        self.store = Store(settings.store.url, patient_key(settings.store.patient_hash_key, settings.store.key_file))
+        issuers = load_issuers(settings.auth.issuers_file) if settings.auth.issuers_file else []
         self.auth = Authenticator(issuers, self.store.first_use_of_token,
-                                  max_lifetime_seconds=settings.jwt_max_lifetime_seconds) if issuers else None
-        self.reader = FhirReader(FetchLimits(settings.fhir_connect_seconds, settings.fhir_read_seconds,
-                                             settings.fhir_max_bytes, settings.fhir_max_pages,
-                                             settings.fhir_deadline_seconds, settings.fhir_call_bytes))
+                                  max_lifetime_seconds=settings.auth.jwt_max_lifetime_seconds) if issuers else None
+        self.reader = FhirReader(settings.fhir)
         self.in_flight = 0  # hook calls being answered; only touched on the event loop
         self.health_pool = ThreadPoolExecutor(1, thread_name_prefix="health")  # never queues behind hook calls
         self.calls = HookCalls(self.pipeline, self.reader, self.store)
@@ -58,14 +56,14 @@ class CdsService:
         """The verified client, or None when authentication is off (loopback development only)."""
         if self.auth is None:
             return None
-        audience = (self.settings.public_url or "").rstrip("/") + path
+        audience = (self.settings.auth.public_url or "").rstrip("/") + path
         return self.auth.verify(request.headers.get("authorization"), audience)
 
     async def answer(self, service: Service, raw: bytes, client: VerifiedClient | None) -> Response:
         """One hook call from its raw body: the response, encoded once; counts the cards by rule. Beyond
         max_calls_in_flight the call is refused (503) before any work, so a flood cannot queue without end."""
-        if self.in_flight >= self.settings.max_calls_in_flight:
-            raise Busy(f"more than {self.settings.max_calls_in_flight} hook calls in flight; try again")
+        if self.in_flight >= self.settings.limits.max_calls_in_flight:
+            raise Busy(f"more than {self.settings.limits.max_calls_in_flight} hook calls in flight; try again")
         self.in_flight += 1
         try:
             if len(raw) <= INLINE_PARSE_BYTES:  # a typical visit's body parses in ~0.1 ms: not worth a thread hop
@@ -85,7 +83,7 @@ class CdsService:
         return await run_in_threadpool(self._feedback, service, raw, client)
 
     def _feedback(self, service: Service, raw: bytes, client: VerifiedClient | None) -> dict[str, Any]:
-        request = parse_feedback(raw, self.settings.max_feedback_items)
+        request = parse_feedback(raw, self.settings.limits.max_feedback_items)
         stored = store_feedback(request, service.id, self.store, client)
         for item, new in zip(request.feedback, stored, strict=True):
             if new:
