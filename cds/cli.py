@@ -33,10 +33,12 @@ from cds.hooks.auth import TrustedIssuer, load_issuers
 from cds.hooks.call import NO_ORDER_SELECTED, Answer, HookCalls
 from cds.hooks.discovery import service_id, services
 from cds.hooks.errors import HookError
-from cds.hooks.fhirclient import FhirReader, parse_json
-from cds.hooks.prefetch import prefetch_templates, request_for
+from cds.hooks.examplerequests import request_for
+from cds.hooks.fhirclient import FhirReader
+from cds.hooks.prefetch import prefetch_templates
 from cds.hooks.request import HOOKS, parse_request
 from cds.hooks.store import StoreUnavailable
+from cds.jsonlimits import parse_json
 from cds.population.bulkexport import ExportLimits
 from cds.settings import ConfigurationError, FhirReads, Settings, load_settings
 

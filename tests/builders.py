@@ -31,7 +31,8 @@ from cds.content.facts import (
     UnsidedPainSiteFact,
 )
 from cds.content.terminology import load_terminology
-from cds.hooks.prefetch import prefetch_from, prefetch_templates
+from cds.hooks.examplerequests import prefetch_from
+from cds.hooks.prefetch import prefetch_templates
 from tests.paths import EXAMPLES, RULES, load_json
 
 GRADES = ["0", "1", "2", "3-", "3", "3+", "4-", "4", "4+", "5-", "5"]

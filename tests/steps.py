@@ -31,7 +31,8 @@ from cds.content.files import load_model
 from cds.content.terminology import Terminology, load_terminology
 from cds.hooks.call import HookCalls
 from cds.hooks.discovery import services
-from cds.hooks.prefetch import prefetch_templates, request_for
+from cds.hooks.examplerequests import request_for
+from cds.hooks.prefetch import prefetch_templates
 from cds.hooks.request import HookRequest
 from tests.contract import assert_cds_response
 from tests.paths import EXAMPLE_DATE, PROJECT_ROOT

@@ -17,7 +17,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cds.hooks.fhirclient import JSON_DEPTH_LIMIT
+from cds.jsonlimits import JSON_DEPTH_LIMIT
 from cds.web.app import create_app
 from tests.builders import example_prefetch, hook_request, searchset
 from tests.servers import FhirStub, running, service_settings

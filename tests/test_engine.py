@@ -16,6 +16,7 @@ from cds.clinical.engine import DurableEngine, EngineBusy, EngineError, fnv1a32
 from cds.clinical.outcome import Collector, Evaluation
 from cds.clinical.reference_engine import evaluate_reference
 from cds.content.facts import InputFact
+from cds.content.files import ContentError
 from cds.content.rules import RuleSet, load_rules
 from cds.content.terminology import Terminology
 from tests.builders import GRADES, Facts, threshold_rules
@@ -149,3 +150,20 @@ def test_a_stage_of_more_rules_than_one_marker_can_join_still_evaluates(tmp_path
     result = DurableEngine(ruleset, pool_size=2).evaluate(facts)
     assert result.finding_names() == evaluate_reference(ruleset, facts).finding_names()
     assert result.finding_names() == {("over-120", "left"), ("over-30", "right")}
+
+
+@pytest.mark.parametrize(("count", "op", "message"), [
+    (501, "equals", r"rule T500: more than 500 different conditions on fact knee-hyperextension"),
+    (61, "at_least", r"rule T60: more than 60 different range conditions on fact knee-hyperextension"),
+])
+def test_more_conditions_on_one_input_than_the_engine_can_run_are_refused(
+        tmp_path: Path, terminology: Terminology, count: int, op: str, message: str) -> None:
+    """durable_rules hangs building 520 tests under one node, and fails a fact meeting more than 64 at once: the
+    engine refuses such a rule file at start-up, naming the rule and its line."""
+    path = threshold_rules(tmp_path, count, op)
+    ruleset = load_rules(path, terminology)  # the content is valid; only this engine cannot run it
+    with pytest.raises(ContentError, match=message) as caught:
+        DurableEngine(ruleset)
+    rule = message.split(":")[0].removeprefix("rule ")
+    assert caught.value.line == ruleset.lines[rule]
+    assert caught.value.path == str(path)

@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from cds.hooks.store import Store, card_use, previews
+from cds.hooks.cardusage import card_use, previews
+from cds.hooks.store import Store
 from cds.web.app import create_app
 from tests.paths import EXAMPLES
 from tests.servers import running, service_settings

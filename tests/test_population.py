@@ -19,9 +19,10 @@ import jsonschema_rs
 import pyarrow.parquet as pq
 import pytest
 
-from cds.hooks.prefetch import request_for
+from cds.hooks.examplerequests import request_for
 from cds.population.impact import Run, patient_of, run_impact
-from cds.population.synth import export_files, synthesise
+from cds.population.ndjson import export_files
+from cds.population.synth import synthesise
 from cds.web.app import create_app
 from tests.paths import EXAMPLE_DATE, RULES
 from tests.servers import free_port, running, service_settings

@@ -16,7 +16,7 @@ from cds.content.facts import InputFact
 from cds.content.files import ContentError
 from cds.content.rules import RuleSet, load_rules
 from cds.content.terminology import Terminology
-from tests.builders import Facts, threshold_rules
+from tests.builders import Facts
 from tests.paths import RULES
 
 F = Facts
@@ -206,17 +206,6 @@ def test_invalid_yaml_names_the_line(tmp_path: Path, terminology: Terminology) -
         load_rules(path, terminology)
     assert caught.value.line is not None
     assert caught.value.line >= line_of(path, "[Selective")
-
-
-@pytest.mark.parametrize(("count", "op", "message"), [
-    (501, "equals", r"rule T500: more than 500 different conditions on fact knee-hyperextension"),
-    (61, "at_least", r"rule T60: more than 60 different range conditions on fact knee-hyperextension"),
-])
-def test_more_conditions_on_one_input_than_the_engine_can_run_are_refused(
-        tmp_path: Path, terminology: Terminology, count: int, op: str, message: str) -> None:
-    """durable_rules hangs building 520 tests under one node, and fails a fact meeting more than 64 at once."""
-    with pytest.raises(ContentError, match=message):
-        load_rules(threshold_rules(tmp_path, count, op), terminology)
 
 
 @pytest.mark.parametrize(("role", "finding"), [("scope_finding", "eligible"), ("red_flag_finding", "red-flag-present")])

@@ -27,6 +27,7 @@ from durable import engine as durable
 
 from cds.clinical.outcome import Collector, Evaluation, RuleRef
 from cds.content.facts import InputFact
+from cds.content.files import ContentError
 from cds.content.rules import CompiledRule, Pattern, RuleSet
 from cds.errors import HipflexError
 
@@ -91,6 +92,37 @@ def to_durable(rule: CompiledRule, shard: int | None) -> dict[str, Any]:
     return {"all": terms, "run": rule.key}
 
 
+ENGINE_BRANCH_LIMIT = 500  # durable_rules: one alpha node holds 512 children; past that, start-up never ends
+ENGINE_RANGE_LIMIT = 60  # durable_rules: a fact may match at most 64 alpha children at once (error 303)
+
+
+def check_engine_limits(ruleset: RuleSet) -> None:
+    """Refuse a rule file durable_rules cannot run, instead of hanging or failing at the first patient:
+    more than ~512 different first tests on one fact kind and side hang ruleset creation (measured: 520 do,
+    500 do not), and a fact that satisfies more than 64 range tests at one node aborts evaluation."""
+    def fail(rule_id: str, reason: str) -> ContentError:
+        return ContentError(ruleset.path, ruleset.lines.get(rule_id), f"rule {rule_id}: {reason}")
+
+    branches: dict[tuple[str, ...], set[tuple[str, ...]]] = {}
+    ranges: dict[tuple[str, ...], set[tuple[str, ...]]] = {}
+    for rule in ruleset.compiled:
+        for pattern in rule.patterns:
+            node = (pattern.type, pattern.kind, str(pattern.side))
+            test = pattern.tests[0] if pattern.tests else None
+            child = (test.prop, test.op, repr(test.value)) if test else ("",)
+            for parent, branch in (((pattern.type,), (pattern.kind,)), (node, child)):
+                branches.setdefault(parent, set()).add(branch)
+                if len(branches[parent]) > ENGINE_BRANCH_LIMIT:
+                    raise fail(rule.rule_id, f"more than {ENGINE_BRANCH_LIMIT} different conditions on "
+                               f"{' '.join(parent[:2])}: the engine cannot hold that many; use shared thresholds")
+            if test is not None and test.op != "eq":
+                ranges.setdefault(node, set()).add(child)
+                if len(ranges[node]) > ENGINE_RANGE_LIMIT:
+                    raise fail(rule.rule_id, f"more than {ENGINE_RANGE_LIMIT} different range conditions on "
+                               f"{' '.join(node[:2])}: one value could meet them all, which the engine cannot "
+                               "evaluate; use fewer thresholds (named parameters can be shared)")
+
+
 class _Session:
     """Per-evaluation state that actions reach through the leased sid."""
 
@@ -144,6 +176,7 @@ class DurableEngine:
     """Evaluates a RuleSet with durable_rules; safe to call from many threads at once."""
 
     def __init__(self, ruleset: RuleSet, *, pool_size: int = POOL_SIZE, name: str = "knee_hip") -> None:
+        check_engine_limits(ruleset)  # before durable_rules sees a ruleset it would hang on
         self.ruleset, self.name = ruleset, name
         self._rules = {r.key: r for r in ruleset.compiled}
         self._sessions: dict[str, _Session] = {}

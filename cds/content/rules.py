@@ -11,7 +11,6 @@ Every mistake is reported as a ContentError naming file and line.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -400,34 +399,6 @@ def _check_references(rules: list[CompiledRule], fail: Any) -> None:
                 raise fail(r.rule_id, f"{p.type} {p.kind!r} is not produced by any active rule")
 
 
-ENGINE_BRANCH_LIMIT = 500  # durable_rules: one alpha node holds 512 children; past that, start-up never ends
-ENGINE_RANGE_LIMIT = 60  # durable_rules: a fact may match at most 64 alpha children at once (error 303)
-
-
-def _check_engine_limits(rules: list[CompiledRule], fail: Callable[[str, str], ContentError]) -> None:
-    """Refuse a rule file durable_rules cannot run, instead of hanging or failing at the first patient:
-    more than ~512 different first tests on one fact kind and side hang ruleset creation (measured: 520 do,
-    500 do not), and a fact that satisfies more than 64 range tests at one node aborts evaluation."""
-    branches: dict[tuple[str, ...], set[tuple[str, ...]]] = {}
-    ranges: dict[tuple[str, ...], set[tuple[str, ...]]] = {}
-    for rule in rules:
-        for pattern in rule.patterns:
-            node = (pattern.type, pattern.kind, str(pattern.side))
-            test = pattern.tests[0] if pattern.tests else None
-            child = (test.prop, test.op, repr(test.value)) if test else ("",)
-            for parent, branch in (((pattern.type,), (pattern.kind,)), (node, child)):
-                branches.setdefault(parent, set()).add(branch)
-                if len(branches[parent]) > ENGINE_BRANCH_LIMIT:
-                    raise fail(rule.rule_id, f"more than {ENGINE_BRANCH_LIMIT} different conditions on "
-                               f"{' '.join(parent[:2])}: the engine cannot hold that many; use shared thresholds")
-            if test is not None and test.op != "eq":
-                ranges.setdefault(node, set()).add(child)
-                if len(ranges[node]) > ENGINE_RANGE_LIMIT:
-                    raise fail(rule.rule_id, f"more than {ENGINE_RANGE_LIMIT} different range conditions on "
-                               f"{' '.join(node[:2])}: one value could meet them all, which the engine cannot "
-                               "evaluate; use fewer thresholds (named parameters can be shared)")
-
-
 def _check_roles(source: RuleFile, lines: dict[Location, int], path: Path) -> None:
     derived = {a.derive for r in source.rules for a in r.then if a.derive}
     for role, finding in (source.roles.model_dump() if source.roles else {}).items():
@@ -452,5 +423,4 @@ def load_rules(path: Path, terminology: Terminology, *, include_drafts: bool = F
             compiled.extend(compiler.compile_rule(index, rule))
     _check_roles(source, lines, path)
     _check_references(compiled, fail)
-    _check_engine_limits(compiled, fail)
     return RuleSet(path, source, tuple(_stratify(compiled, fail)), compiler.parameters, rule_lines)

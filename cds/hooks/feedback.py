@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cds.hooks.auth import VerifiedClient
 from cds.hooks.errors import InvalidRequest, UnknownCard
-from cds.hooks.request import first_error, parse_json
+from cds.hooks.request import first_error, parse_body
 from cds.hooks.store import FeedbackRecord, Store
 
 UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -96,7 +96,7 @@ class FeedbackStored(BaseModel):
 
 def parse_feedback(raw: bytes, max_items: int = 100) -> FeedbackRequest:
     """The feedback body, at most `max_items` items (a client sends one per card acted on)."""
-    data = parse_json(raw)
+    data = parse_body(raw)
     items = data.get("feedback") if isinstance(data, dict) else None
     if isinstance(items, list) and len(items) > max_items:
         raise InvalidRequest(f"feedback has {len(items)} items; at most {max_items} are taken in one call", "feedback",

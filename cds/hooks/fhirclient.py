@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import ipaddress
-import json
 import logging
 import re
 import socket
@@ -27,9 +26,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from cds.errors import HipflexError
+from cds.jsonlimits import parse_json
 from cds.settings import FhirReads
-
-JSON_DEPTH_LIMIT = 100
 
 
 class FetchFailed(HipflexError):
@@ -64,29 +62,6 @@ class Target:
     connect_url: str
     host_header: str
     tls_name: str | None
-
-
-def parse_json(body: bytes | str, what: str) -> Any:
-    """JSON with a nesting limit: Python's parser and every walk over the result recurse, and a deep enough
-    document is a RecursionError (a 500) somewhere. ValueError names the limit."""
-    try:
-        data = json.loads(body)
-    except RecursionError:
-        raise ValueError(f"{what} is nested deeper than {JSON_DEPTH_LIMIT} levels") from None
-    if depth(data) > JSON_DEPTH_LIMIT:
-        raise ValueError(f"{what} is nested deeper than {JSON_DEPTH_LIMIT} levels")
-    return data
-
-
-def depth(value: Any) -> int:
-    """How deeply objects and arrays nest (a scalar is 0), counted level by level without recursion."""
-    levels, level = 0, [value]
-    while level and levels <= JSON_DEPTH_LIMIT:
-        level = [item for item in level if isinstance(item, dict | list)]
-        if level:
-            levels += 1
-        level = [child for item in level for child in (item.values() if isinstance(item, dict) else item)]
-    return levels
 
 
 def same_origin(url: str, other: str) -> bool:

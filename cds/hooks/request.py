@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cds import jsonlimits
 from cds.clinical.fhirvalues import codings, listed
 from cds.content.terminology import Terminology
-from cds.hooks import fhirclient
 from cds.hooks.errors import InvalidRequest
 
 REFERENCE = re.compile(r"[A-Za-z]+/[A-Za-z0-9\-.]{1,64}")  # always fullmatch: `$` would accept a trailing newline
@@ -154,10 +154,10 @@ class HookRequest(BaseModel):
         return self.fhirAuthorization.access_token if self.fhirAuthorization else None
 
 
-def parse_json(raw: bytes) -> Any:
+def parse_body(raw: bytes) -> Any:
     """The body as JSON, nested at most JSON_DEPTH_LIMIT deep (deeper is 400 naming the limit, never a crash)."""
     try:
-        return fhirclient.parse_json(raw, "the body")
+        return jsonlimits.parse_json(raw, "the body")
     except json.JSONDecodeError as exc:
         raise InvalidRequest(f"body is not JSON: {exc}", error="invalid-json") from None
     except UnicodeDecodeError:
@@ -175,7 +175,7 @@ def first_error(exc: ValidationError) -> tuple[str, str]:
 
 def parse_request(raw: bytes, hook: str) -> HookRequest:
     """The request for a service registered on `hook`, or InvalidRequest naming the field."""
-    data = parse_json(raw)
+    data = parse_body(raw)
     if not isinstance(data, dict):
         raise InvalidRequest("the body must be a JSON object", "(body)")
     if data.get("fhirAuthorization") is not None and not data.get("fhirServer"):

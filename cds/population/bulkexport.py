@@ -28,7 +28,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from cds.errors import HipflexError
-from cds.hooks.fhirclient import is_public_address, parse_json, same_origin
+from cds.hooks.fhirclient import is_public_address, same_origin
+from cds.jsonlimits import parse_json
 
 PROBLEMS_FILE = "download-problems.json"
 RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")

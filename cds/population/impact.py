@@ -12,13 +12,11 @@ only as keyed hashes, as in the store. Workers must see the export's folder (sam
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import json
 import sys
 import time
 import zlib
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,11 +25,10 @@ from cds.clinical.context import Context
 from cds.clinical.pipeline import Decision, Pipeline
 from cds.content.facts import AgeFact
 from cds.errors import HipflexError
-from cds.hooks.fhirclient import JSON_DEPTH_LIMIT, parse_json
 from cds.hooks.store import patient_digest
 from cds.population.bulkexport import PROBLEMS_FILE
+from cds.population.ndjson import export_files, ndjson_lines, parse_line
 from cds.population.summary import Change, PatientOutcome, Summary, Unreadable
-from cds.population.synth import export_files
 from cds.settings import Settings
 
 USER = "Practitioner/impact"
@@ -85,9 +82,6 @@ def patient_of(resource: dict[str, Any]) -> str | None:
     return None
 
 
-MAX_LINE_BYTES = 5_000_000  # one resource; the service refuses hook bodies over the same size
-
-
 class Problems:
     """Lines and files that could not be read, counted by what was wrong, with the first few places named."""
 
@@ -104,51 +98,6 @@ class Problems:
         return [Unreadable(problem=what, count=n, first=self.where[what]) for what, n in sorted(self.counts.items())]
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes | None]]:
-    """(line number, the line's bytes) of an NDJSON file, gzipped or not; None for a line over MAX_LINE_BYTES
-    (the rest of it is skipped without being held)."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as file:
-        number = 0
-        while line := file.readline(MAX_LINE_BYTES + 1):
-            number += 1
-            if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
-                while (rest := file.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
-                    pass
-                yield number, None
-            else:
-                yield number, line
-
-
-def parse_line(line: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
-    """(the resource, None) or (None, what is wrong with the line)."""
-    if line is None:
-        return None, f"a line over {MAX_LINE_BYTES:,} bytes"
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError:
-        return None, "not UTF-8 (a compressed file without .gz?)"
-    try:
-        resource = parse_json(text, "the line")
-    except json.JSONDecodeError:
-        return None, "not JSON"
-    except ValueError:
-        return None, f"JSON nested deeper than {JSON_DEPTH_LIMIT} levels"
-    if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-        return None, "not a FHIR resource (no resourceType)"
-    if "\\u" in text and not _encodable(resource):
-        return None, "a lone surrogate escape (\\ud800...) that is no character"
-    return resource, None
-
-
-def _encodable(resource: dict[str, Any]) -> bool:
-    try:
-        json.dumps(resource, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def bucket(export: Path, work: Path, buckets: int) -> tuple[list[Path], list[int], int, Problems]:
     """Spread the export over `buckets` files by patient; (bucket files, patients per bucket, unattributed,
     the lines and files that could not be read)."""
@@ -160,7 +109,7 @@ def bucket(export: Path, work: Path, buckets: int) -> tuple[list[Path], list[int
         for path in export_files(export):
             number = 0
             try:
-                for number, line in _lines(path):
+                for number, line in ndjson_lines(path):
                     if line is not None and not line.strip():
                         continue
                     resource, wrong = parse_line(line)

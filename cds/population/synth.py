@@ -13,7 +13,6 @@ import gzip
 import io
 import json
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -177,8 +176,3 @@ class _Writers:
     def close(self) -> None:
         for handle in self.files.values():
             handle.close()
-
-
-def export_files(folder: Path) -> Iterator[Path]:
-    """The export's NDJSON files (plain or gzipped), in a stable order."""
-    yield from sorted(p for p in folder.iterdir() if p.name.endswith((".ndjson", ".ndjson.gz")))

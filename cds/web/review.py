@@ -32,11 +32,12 @@ from cds.content.facts import DataIssue, date_words
 from cds.content.terminology import Terminology
 from cds.errors import HipflexError
 from cds.hooks.call import NO_ORDER_SELECTED, HookCalls
+from cds.hooks.cardusage import CardUse, card_use, previews, rule_use, wilson
 from cds.hooks.discovery import Service, service_id
 from cds.hooks.errors import HookError
-from cds.hooks.prefetch import request_for
+from cds.hooks.examplerequests import request_for
 from cds.hooks.request import HOOKS, HookRequest, first_error
-from cds.hooks.store import CardUse, Store, card_use, previews, rule_use, wilson
+from cds.hooks.store import Store
 from cds.web.guards import BodyTooLarge, CrossSite, read_body, refuse_cross_site
 from cds.web.html import HEADERS, templates
 

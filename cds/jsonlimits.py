@@ -1,0 +1,34 @@
+"""JSON from outside (hook bodies, FHIR answers, export lines, files given to the CLI) parsed with a nesting limit.
+
+It sits below every layer because every front door reads JSON someone else wrote.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+JSON_DEPTH_LIMIT = 100
+
+
+def parse_json(body: bytes | str, what: str) -> Any:
+    """JSON with a nesting limit: Python's parser and every walk over the result recurse, and a deep enough
+    document is a RecursionError (a 500) somewhere. ValueError names the limit."""
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        raise ValueError(f"{what} is nested deeper than {JSON_DEPTH_LIMIT} levels") from None
+    if depth(data) > JSON_DEPTH_LIMIT:
+        raise ValueError(f"{what} is nested deeper than {JSON_DEPTH_LIMIT} levels")
+    return data
+
+
+def depth(value: Any) -> int:
+    """How deeply objects and arrays nest (a scalar is 0), counted level by level without recursion."""
+    levels, level = 0, [value]
+    while level and levels <= JSON_DEPTH_LIMIT:
+        level = [item for item in level if isinstance(item, dict | list)]
+        if level:
+            levels += 1
+        level = [child for item in level for child in (item.values() if isinstance(item, dict) else item)]
+    return levels
