@@ -30,11 +30,11 @@ run: $(STAMP)  ## start the service on 127.0.0.1:8080 (SQLite, the example rules
 	HIPFLEX_COVERAGE_REPORT=$${HIPFLEX_COVERAGE_REPORT:-test-artifacts/features/rule-coverage.json} \
 		$(BIN)/hipflex-cds serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
-# The tests start their own throwaway PostgreSQL cluster (tests/pgcluster.py: a temporary folder, a free port)
+# The tests start their own throwaway PostgreSQL cluster (tests/support/pgcluster.py: a temporary folder, a free port)
 # from Debian's server binaries; HIPFLEX_TEST_POSTGRES=required makes its absence a failure, not a skip.
 test: $(STAMP) debian-packages  ## install what the tests need, lint, type-check and run every test
-	$(BIN)/ruff check cds tests
-	$(BIN)/mypy cds tests
+	$(BIN)/ruff check cds tests bench
+	$(BIN)/mypy cds tests bench
 	HIPFLEX_TEST_POSTGRES=required $(BIN)/python -m pytest --cov --cov-report=term --cucumber-json=test-artifacts/features/cucumber.json
 	@test -s test-artifacts/features/cucumber.json && test -s test-artifacts/features/report.md && \
 		echo "feature reports: test-artifacts/features/report.md, cucumber.json"
@@ -52,16 +52,16 @@ debian-packages:  ## apt-get install what the tests use, if missing (run as root
 # own .venv-healthchain, not a project dependency), plus the engine figures. bench-long adds 100,000 calls.
 bench: $(STAMP)  ## load and engine benchmarks, as ratios to baselines of the same run
 	@command -v wrk >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk)
-	$(BIN)/python -m tests.bench_service
+	$(BIN)/python -m bench.service
 
 bench-long: $(STAMP)  ## bench plus 100,000 calls and the population runs
 	@command -v wrk >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk)
-	$(BIN)/python -m tests.bench_service --long
-	$(BIN)/python -m tests.bench_population
+	$(BIN)/python -m bench.service --long
+	$(BIN)/python -m bench.population
 
-lint: $(STAMP)  ## ruff and mypy --strict (package and tests)
-	$(BIN)/ruff check cds tests
-	$(BIN)/mypy cds tests
+lint: $(STAMP)  ## ruff and mypy --strict (package, tests and benchmarks)
+	$(BIN)/ruff check cds tests bench
+	$(BIN)/mypy cds tests bench
 
 clean:  ## remove the virtual environment
 	rm -rf $(VENV)

@@ -16,8 +16,8 @@ app = HealthChainAPI(title="peer")
 cds = CDSHooksService()
 
 
-@cds.hook("patient-view", id="peer-patient-view")
-def patient_view(request: CDSRequest) -> CDSResponse:
+@cds.hook("patient-view", id="peer-patient-view")  # type: ignore[untyped-decorator]
+def patient_view(request: CDSRequest) -> CDSResponse:  # noqa: ARG001 - the trivial handler reads nothing
     return CDSResponse(cards=[{"summary": "Consider end-range hip-flexor strengthening", "indicator": "info",
                                "source": {"label": "peer"}}])
 

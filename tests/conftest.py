@@ -21,11 +21,11 @@ from cds.hooks.fhirclient import FhirReader
 from cds.hooks.store import Store, engine_url
 from cds.hooks.store import metadata as store_tables
 from cds.settings import FhirReads, Settings
-from tests.builders import Facts
-from tests.paths import RULES
-from tests.pgcluster import server_binaries, throwaway_cluster
-from tests.servers import FhirStub, fhir_server, running, service_settings
-from tests.signing import ISSUER, Signer
+from tests.support.builders import Facts
+from tests.support.paths import RULES
+from tests.support.pgcluster import server_binaries, throwaway_cluster
+from tests.support.servers import FhirStub, fhir_server, running, service_settings
+from tests.support.signing import ISSUER, Signer
 
 
 @pytest.fixture(scope="session")
@@ -129,7 +129,7 @@ def issuers_file(tmp_path: Path, signer: Signer) -> Path:
     return path
 
 
-# ---- the service @service scenarios run through (the step vocabulary is the plugin tests/steps.py) -----
+# ---- the service @service scenarios run through (the step vocabulary is the plugin tests/support/steps.py) -----
 
 @pytest.fixture(scope="session")
 def feature_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from cds.cli import main
 from cds.content.catalog import RulePage
 from cds.content.terminology import load_terminology
-from tests.paths import EXAMPLES, RULES
+from tests.support.paths import EXAMPLES, RULES
 
 P01 = EXAMPLES / "P01-classic-right.json"
 

@@ -10,8 +10,8 @@ import pytest
 import cds
 from cds.content.facts import IssueCode
 from cds.settings import variable
-from tests import configreference
-from tests.paths import PROJECT_ROOT
+from tests.support import configreference
+from tests.support.paths import PROJECT_ROOT
 
 DOCS = sorted((PROJECT_ROOT / "docs").glob("*.md"))
 LINK = re.compile(r"\]\(([^)\s]+)\)")
@@ -39,7 +39,8 @@ def test_every_docs_page_is_linked_from_the_readme() -> None:
 
 def test_the_configuration_page_is_generated_and_names_every_setting() -> None:
     written = (PROJECT_ROOT / "docs" / "configuration.md").read_text()
-    assert written == configreference.reference(), "docs/configuration.md is stale: python -m tests.configreference"
+    stale = "docs/configuration.md is stale: python -m tests.support.configreference"
+    assert written == configreference.reference(), stale
     assert [name for name in configreference.settings_by_flat_name() if f"`{variable(name)}`" not in written] == []
 
 

@@ -11,8 +11,8 @@ import pytest
 from pytest_bdd import scenarios
 
 from cds.content.rules import RuleSet
-from tests import featurereports, stepreference, steps
-from tests.paths import PROJECT_ROOT
+from tests.support import featurereports, stepreference, steps
+from tests.support.paths import PROJECT_ROOT
 
 FEATURES = Path(os.environ.get("HIPFLEX_FEATURES_DIR", PROJECT_ROOT / "features"))
 
@@ -33,7 +33,7 @@ def test_every_active_rule_is_fired_by_a_scenario(request: pytest.FixtureRequest
 
 def test_the_step_reference_is_current() -> None:
     written = (PROJECT_ROOT / "features" / "README.md").read_text()
-    assert written == stepreference.reference(), "features/README.md is stale: python -m tests.stepreference"
+    assert written == stepreference.reference(), "features/README.md is stale: python -m tests.support.stepreference"
 
 
 def test_every_step_is_documented_with_an_example_that_it_matches() -> None:

@@ -75,7 +75,7 @@ def content_names() -> dict[str, str]:
     import yaml
 
     from cds.content.facts import fact_properties
-    from tests.paths import RULES
+    from tests.support.paths import RULES
 
     source = yaml.safe_load((RULES / "knee-hip-v1.yaml").read_text())
     names = {r["id"]: "rule" for r in source["rules"]}
@@ -130,4 +130,24 @@ def test_every_error_the_package_defines_derives_from_the_one_root() -> None:
             if (inspect.isclass(value) and issubclass(value, BaseException) and value.__module__ == module
                     and not issubclass(value, HipflexError)):
                 strays.append(f"{module}.{name}")
+    assert strays == []
+
+
+PROJECT_CHECKS = {"test_docs", "test_readme", "test_packaging", "test_layers", "test_features"}  # the project's
+WHOLE_SERVICE = {"test_cds_client"}  # a browser CDS client against the real service: no one module
+
+
+def test_the_tests_mirror_the_package() -> None:
+    """tests/<layer>/test_<module>[_<aspect>].py for cds/<layer>/<module>.py; tests/test_<module>.py for the
+    modules beside the layers; support code in tests/support/."""
+    tests = PACKAGE.parent / "tests"
+    strays = []
+    for path in sorted(tests.rglob("test_*.py")):
+        folder = path.parent.relative_to(tests).as_posix()
+        modules = {p.stem for p in (PACKAGE if folder == "." else PACKAGE / folder).glob("*.py")}
+        if path.stem in PROJECT_CHECKS | WHOLE_SERVICE:
+            continue
+        named = path.stem.removeprefix("test_")
+        if folder not in (".", *LAYERS) or not any(named == m or named.startswith(f"{m}_") for m in modules):
+            strays.append(path.relative_to(tests).as_posix())
     assert strays == []

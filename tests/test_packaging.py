@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.paths import PROJECT_ROOT
-from tests.servers import free_port, wait_until_up
+from tests.support.paths import PROJECT_ROOT
+from tests.support.servers import free_port, wait_until_up
 
 
 @pytest.fixture(scope="module")

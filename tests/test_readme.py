@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.paths import PROJECT_ROOT
-from tests.servers import free_port
+from tests.support.paths import PROJECT_ROOT
+from tests.support.servers import free_port
 
 BIN = Path(sys.executable).parent
 

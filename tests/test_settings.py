@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from cds.settings import GROUPS, ConfigurationError, Settings, load_settings
-from tests.configreference import settings_by_flat_name
+from tests.support.configreference import settings_by_flat_name
 
 
 def test_flat_variables_fill_the_groups(monkeypatch: pytest.MonkeyPatch) -> None:
