@@ -24,6 +24,7 @@ from cds.content.cardtexts import load_card_texts
 from cds.content.conceptmaps import load_concept_maps
 from cds.content.facts import DataIssue, fact_properties
 from cds.content.rules import RuleSet, load_rules
+from cds.content.tablechecks import check_table
 from cds.content.terminology import Terminology, load_terminology
 from cds.settings import Settings
 
@@ -49,6 +50,7 @@ class Pipeline:
         self.terminology: Terminology = terminology
         self.ruleset: RuleSet = load_rules(settings.content.rule_file, self.terminology,
                                            include_drafts=settings.content.include_draft_rules)
+        check_table(self.ruleset)
         texts = load_card_texts(settings.content.rules_dir / "cards.yaml", self.ruleset, set(fact_properties()))
         rules_url = f"{settings.auth.public_url.rstrip('/')}/rules" if settings.auth.public_url else None
         self.cards = CardBuilder(texts, self.ruleset, self.terminology, rules_url=rules_url)

@@ -145,6 +145,10 @@ def load_card_texts(path: Path, ruleset: RuleSet, fact_kinds: set[str]) -> CardT
             known.check(("notes", index, "cards"), card, known.cards, "card")
         known.condition(("notes", index, "when"), note.when)
     _check_placeholders(path, lines, texts, ruleset)
+    if not texts.no_cards or texts.no_cards[-1].when != NoteCondition():
+        where = ("no_cards", len(texts.no_cards) - 1) if texts.no_cards else ("cards",)
+        raise ContentError(path, line_of(lines, where), "no_cards: the last reason must have no `when`, so that "
+                           "every combination of findings that gets no card still gets a reason")
     return texts
 
 

@@ -11,7 +11,7 @@ Every mistake is reported as a ContentError naming file and line.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -133,6 +133,8 @@ class RuleFile(ContentModel):
     roles: Roles | None = Field(default=None, description="Without it (a synthetic file) nothing is counted out of "
                                                            "scope and no page lists red flags")
     parameters: dict[str, Parameter]
+    order: list[list[str]] = Field(default_factory=list, description="Parameters that must stand in this order, "
+                                                                     "lowest first (checked at load)")
     rules: list[Rule] = Field(min_length=1)
 
     @field_validator("rules")
@@ -225,7 +227,8 @@ class RuleSet:
     source: RuleFile
     compiled: tuple[CompiledRule, ...]
     parameters: dict[str, EngineValue]
-    lines: dict[str, int]
+    lines: dict[str, int]  # rule id -> its line
+    locations: dict[Location, int] = field(default_factory=dict)  # every key of the file -> its line
 
     @property
     def stages(self) -> int:
@@ -423,4 +426,4 @@ def load_rules(path: Path, terminology: Terminology, *, include_drafts: bool = F
             compiled.extend(compiler.compile_rule(index, rule))
     _check_roles(source, lines, path)
     _check_references(compiled, fail)
-    return RuleSet(path, source, tuple(_stratify(compiled, fail)), compiler.parameters, rule_lines)
+    return RuleSet(path, source, tuple(_stratify(compiled, fail)), compiler.parameters, rule_lines, lines)
