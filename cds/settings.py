@@ -107,6 +107,9 @@ class StoreSettings(_Group):
     patient_hash_key: str | None = Field(default=None, repr=False,
                                          description="HMAC key for patient hashes; else a key file in data_dir")
     patient_key_file: Path | None = Field(default=None, description="default: data_dir/patient-hash.key")
+    snapshot_retention_days: int = Field(default=400, ge=0, le=3650,
+                                         description="De-identified facts kept with issued cards for replay, then "
+                                                     "deleted (0: none kept)")
 
     @property
     def url(self) -> str:
@@ -115,6 +118,16 @@ class StoreSettings(_Group):
     @property
     def key_file(self) -> Path:
         return self.patient_key_file or self.data_dir / "patient-hash.key"
+
+
+class Releases(_Group):
+    """How the service follows the releases in its store (`hipflex-cds release`)."""
+
+    PREFIX = "release_"
+    check_seconds: float = Field(default=10.0, gt=0, le=3600, description="How often a worker looks for a new "
+                                                                          "active or shadow release")
+    shadow_max_waiting: int = Field(default=32, ge=1, description="Calls waiting for their shadow decision; beyond "
+                                                                  "them a call is not shadowed (counted)")
 
 
 class Limits(_Group):
@@ -144,7 +157,8 @@ class Limits(_Group):
 
 
 GROUPS: dict[str, type[_Group]] = {"content": ContentFiles, "fhir": FhirReads, "terminology": TerminologyReads,
-                                   "auth": Authentication, "store": StoreSettings, "limits": Limits}
+                                   "auth": Authentication, "store": StoreSettings, "releases": Releases,
+                                   "limits": Limits}
 ALIASES = {"database_url": ("DATABASE_URL", "HIPFLEX_DATABASE_URL"), "rule_path": ("HIPFLEX_RULE_PATH",
                                                                                     "HIPFLEX_RULE_FILE")}
 
@@ -165,6 +179,7 @@ class Settings(BaseSettings):
     terminology: TerminologyReads = Field(default_factory=TerminologyReads)
     auth: Authentication = Field(default_factory=Authentication)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    releases: Releases = Field(default_factory=Releases)
     limits: Limits = Field(default_factory=Limits)
     lookback_days: int = Field(default=90, ge=1, le=3650, description="Older observations are not used")
     as_of: dt.date | None = Field(default=None, description="Evaluate as of this date instead of today (replays)")

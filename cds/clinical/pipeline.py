@@ -23,6 +23,7 @@ from cds.clinical.validate import validate
 from cds.content.cardtexts import load_card_texts
 from cds.content.conceptmaps import load_concept_maps
 from cds.content.facts import DataIssue, fact_properties
+from cds.content.release import ReleaseRef, release_of
 from cds.content.rules import RuleSet, load_rules
 from cds.content.tablechecks import check_table
 from cds.content.terminology import Terminology, load_terminology
@@ -51,6 +52,7 @@ class Pipeline:
         self.ruleset: RuleSet = load_rules(settings.content.rule_file, self.terminology,
                                            include_drafts=settings.content.include_draft_rules)
         check_table(self.ruleset)
+        self.release: ReleaseRef | None = release_of(settings.content.rules_dir, settings.content.rule_path)
         texts = load_card_texts(settings.content.rules_dir / "cards.yaml", self.ruleset, set(fact_properties()))
         rules_url = f"{settings.auth.public_url.rstrip('/')}/rules" if settings.auth.public_url else None
         self.cards = CardBuilder(texts, self.ruleset, self.terminology, rules_url=rules_url)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,25 @@ class ReleaseManifest(ContentModel):
     @property
     def note(self) -> ReleaseNote:
         return self.changelog[0]
+
+
+@dataclass(frozen=True)
+class ReleaseRef:
+    """Which release some content is: what every card records."""
+
+    version: str
+    content_hash: str
+
+
+def release_of(folder: Path, rule_path: Path | None) -> ReleaseRef | None:
+    """The release a content folder is, when it has a release.yaml and the rule file is the one it names; None
+    for content outside any release (a rule file elsewhere, or a folder without a manifest)."""
+    if not (folder / MANIFEST).is_file():
+        return None
+    release = read_release(folder)
+    if rule_path is not None and (folder / rule_path).resolve() != (folder / release.manifest.rules).resolve():
+        return None
+    return ReleaseRef(release.version, release.content_hash)
 
 
 def version_key(version: str) -> tuple[int, ...]:

@@ -20,12 +20,16 @@ from cds.clinical.context import Context
 from cds.clinical.pipeline import Decision, Pipeline
 from cds.clinical.response import CDSResponse
 from cds.content.facts import DataIssue
+from cds.content.release import ReleaseRef
 from cds.hooks.auth import VerifiedClient
 from cds.hooks.discovery import Service
 from cds.hooks.errors import InvalidRequest, LargeCallsQueued
 from cds.hooks.fhirclient import FhirReader
+from cds.hooks.liverelease import LiveReleases
 from cds.hooks.prefetch import gather
+from cds.hooks.replay import snapshot_of
 from cds.hooks.request import HookRequest, selected_knee_physiotherapy
+from cds.hooks.shadow import ShadowRunner
 from cds.hooks.store import CardRule, IssuedCard, Store
 from cds.hooks.terminologyserver import TerminologyServer
 
@@ -42,8 +46,10 @@ class Answer:
 
 
 def issued_cards(cards: list[ExplainedCard], service_id: str, hook_instance: str,
-                 client: VerifiedClient | None = None, preview: bool = False) -> list[IssuedCard]:
-    """What the store keeps of each card: ids, kind, side and the rule versions behind it."""
+                 client: VerifiedClient | None = None, preview: bool = False, *, release: ReleaseRef | None = None,
+                 snapshot_id: str | None = None) -> list[IssuedCard]:
+    """What the store keeps of each card: ids, kind, side, the rule versions behind it, the release it came from
+    and the snapshot it was decided on."""
     out = []
     for card, explanation in ((c.card, c.explanation) for c in cards):
         out.append(IssuedCard(card_uuid=card.uuid, service_id=service_id, hook_instance=hook_instance.lower(),
@@ -52,7 +58,8 @@ def issued_cards(cards: list[ExplainedCard], service_id: str, hook_instance: str
                                      for r in explanation.rules],
                               suggestions=[s.uuid for s in card.suggestions or []],
                               issuer=client.issuer if client else None, tenant=client.tenant if client else None,
-                              preview=preview))
+                              preview=preview, release_version=release.version if release else None,
+                              release_hash=release.content_hash if release else None, snapshot_id=snapshot_id))
     return out
 
 
@@ -61,8 +68,10 @@ class HookCalls:
     process; `VerifiedClient` is who made a call)."""
 
     def __init__(self, pipeline: Pipeline, reader: FhirReader, store: Store | None = None,
-                 *, today: Callable[[], dt.date] | None = None) -> None:
-        self.pipeline, self.reader, self.store = pipeline, reader, store
+                 *, today: Callable[[], dt.date] | None = None, live: LiveReleases | None = None) -> None:
+        self.reader, self.store = reader, store
+        self.live = live or LiveReleases(pipeline.settings, store, pipeline)
+        self.shadows = ShadowRunner(store, pipeline.settings.releases.shadow_max_waiting) if store else None
         settings = pipeline.settings
         self.terminology = TerminologyServer(settings.terminology.server, pipeline.terminology,
                                              settings.terminology.deadline_seconds) \
@@ -78,6 +87,11 @@ class HookCalls:
             weakref.WeakKeyDictionary())  # one per event loop: the CLI and the scenarios run one loop per call
         self.large_waiting = 0
 
+    @property
+    def pipeline(self) -> Pipeline:
+        """The active release's pipeline (it may change between calls, never within one)."""
+        return self.live.pipeline
+
     def call(self, service: Service, request: HookRequest, today: dt.date | None = None) -> Answer:
         """One call from synchronous code (CLI, review page, scenarios): prefetch, or servers listed in settings."""
         return asyncio.run(self.call_async(service, request, today))
@@ -88,6 +102,7 @@ class HookCalls:
         HIPFLEX_FHIR_SERVERS), decide in a worker thread, remember the cards with who asked (unless `record` is
         false: a preview nobody can give feedback on; `preview`: kept, for feedback, but counted nowhere). `today`
         replays a date (review page, CLI, scenarios)."""
+        self.live.refresh_if_due()
         allowed = (client.fhir_servers if client is not None else ()) or tuple(self.pipeline.settings.fhir.servers)
         drafts = []
         if service.hook == "order-select":
@@ -129,10 +144,16 @@ class HookCalls:
 
     def _decide(self, service: Service, request: HookRequest, resources: list[dict[str, Any]], context: Context,
                 unavailable: list[DataIssue], client: VerifiedClient | None, record: bool, preview: bool) -> Answer:
+        pipeline, shadow = self.live.pipeline, self.live.shadow
         with self.deciding:
-            decision = self.pipeline.decide(resources, context, unavailable)
-        issued = issued_cards(decision.cards, service.id, request.hookInstance, client, preview)
+            decision = pipeline.decide(resources, context, unavailable)
+        keep = self.store is not None and record and decision.cards and pipeline.settings.store.snapshot_retention_days
+        snapshot = snapshot_of(decision.validated.facts, context.today) if keep else None
+        issued = issued_cards(decision.cards, service.id, request.hookInstance, client, preview,
+                              release=pipeline.release, snapshot_id=snapshot.snapshot_id if snapshot else None)
         if self.store is not None and record:
-            self.store.record_cards(issued, request.patient_id)
+            self.store.record_cards(issued, request.patient_id, snapshot)
+        if shadow is not None and self.shadows is not None and not preview:
+            self.shadows.submit(shadow, resources, context, list(unavailable), decision.cards, request.patient_id)
         response = decision.response()
         return Answer(client.profile.fit(response) if client else response, decision, issued)

@@ -41,8 +41,12 @@ issued_cards = sa.Table(
     sa.Column("issuer", sa.Text),  # the JWT issuer whose call got the card (None: authentication off)
     sa.Column("tenant", sa.Text),
     sa.Column("origin", sa.Text),  # PREVIEW: a review-page run, kept out of every count; None: an EHR call
+    sa.Column("release_version", sa.Text),  # the release the card came from (None: content outside any release)
+    sa.Column("release_hash", sa.Text),
+    sa.Column("snapshot_id", sa.Text),  # the de-identified facts it was decided on (snapshots), while kept
 )
-ADDED_COLUMNS = {"issued_cards": ("issuer", "tenant", "origin")}  # added since v0.1: older stores get them at start-up
+ADDED_COLUMNS = {"issued_cards": ("issuer", "tenant", "origin", "release_version", "release_hash", "snapshot_id")}
+# (added since v0.1: older stores get them at start-up)
 PREVIEW = "review-page"
 
 feedback = sa.Table(
@@ -57,6 +61,43 @@ feedback = sa.Table(
     sa.Column("outcome_timestamp", sa.String(40), nullable=False),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("card_uuid", "outcome", "accepted_suggestions", "outcome_timestamp", name="feedback_once"),
+)
+
+releases = sa.Table(  # published content, whole, so every worker and instance decides with the same files
+    "releases", metadata,
+    sa.Column("version", sa.String(32), primary_key=True),
+    sa.Column("content_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("manifest", sa.Text, nullable=False),  # release.yaml as JSON
+    sa.Column("files", sa.Text, nullable=False),  # JSON {file name: text}
+    sa.Column("published_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+release_switches = sa.Table(  # every activation, rollback and shadow change, effective from a time (maybe later)
+    "release_switches", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("role", sa.String(8), nullable=False),  # active | shadow
+    sa.Column("version", sa.String(32)),  # None: no shadow release
+    sa.Column("effective_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+shadow_results = sa.Table(  # each hook call decided again under the shadow release: where it would differ
+    "shadow_results", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("patient_hash", sa.String(64), nullable=False),
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("agreed", sa.Boolean, nullable=False),
+    sa.Column("gained", sa.Text, nullable=False),  # JSON ["kind:side by R4 v2", …]
+    sa.Column("lost", sa.Text, nullable=False),
+)
+
+snapshots = sa.Table(  # what a call's cards were decided on, de-identified, for replay; deleted when expired
+    "snapshots", metadata,
+    sa.Column("snapshot_id", sa.String(36), primary_key=True),
+    sa.Column("as_of", sa.Date, nullable=False),
+    sa.Column("facts", sa.Text, nullable=False),  # JSON, no identifiers or free text (cds.hooks.replay)
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 seen_tokens = sa.Table(
@@ -96,6 +137,18 @@ class IssuedCard:
     issuer: str | None = None
     tenant: str | None = None
     preview: bool = False  # from the review page: feedback on it is stored, but it is counted nowhere
+    release_version: str | None = None
+    release_hash: str | None = None
+    snapshot_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The de-identified facts one call's cards were decided on (made by `cds.hooks.replay`)."""
+
+    snapshot_id: str
+    as_of: dt.date
+    facts: str  # JSON
 
 
 @dataclass(frozen=True)
@@ -169,15 +222,31 @@ class Store:
     def patient_hash(self, patient_id: str) -> str:
         return patient_digest(self.patient_key, patient_id)
 
-    def record_cards(self, cards: list[IssuedCard], patient_id: str) -> None:
+    def record_cards(self, cards: list[IssuedCard], patient_id: str, snapshot: Snapshot | None = None) -> None:
+        """The cards of one call, and the snapshot they were decided on, in one transaction."""
         now, digest = dt.datetime.now(dt.UTC), self.patient_hash(patient_id)
         rows = [{"card_uuid": c.card_uuid, "service_id": c.service_id, "hook_instance": c.hook_instance,
                  "card_kind": c.card_kind, "side": c.side, "rules": CARD_RULES.dump_json(c.rules).decode(),
                  "suggestions": json.dumps(c.suggestions), "patient_hash": digest, "issued_at": now,
-                 "issuer": c.issuer, "tenant": c.tenant, "origin": PREVIEW if c.preview else None} for c in cards]
+                 "issuer": c.issuer, "tenant": c.tenant, "origin": PREVIEW if c.preview else None,
+                 "release_version": c.release_version, "release_hash": c.release_hash,
+                 "snapshot_id": c.snapshot_id} for c in cards]
         if rows:
             with self.engine.begin() as conn:
+                if snapshot is not None:
+                    conn.execute(snapshots.insert(), [{"snapshot_id": snapshot.snapshot_id, "as_of": snapshot.as_of,
+                                                       "facts": snapshot.facts, "created_at": now}])
                 conn.execute(issued_cards.insert(), rows)
+
+    def snapshot(self, snapshot_id: str) -> Snapshot | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(snapshots).where(snapshots.c.snapshot_id == snapshot_id)).mappings().first()
+        return Snapshot(row["snapshot_id"], row["as_of"], row["facts"]) if row else None
+
+    def delete_snapshots_before(self, moment: dt.datetime) -> int:
+        """Expired snapshots go (the cards stay, and say their snapshot has expired); how many went."""
+        with self.engine.begin() as conn:
+            return int(conn.execute(snapshots.delete().where(snapshots.c.created_at < moment)).rowcount or 0)
 
     def issued(self, card_uuid: str) -> IssuedCard | None:
         with self.engine.connect() as conn:
@@ -186,7 +255,8 @@ class Store:
             return None
         return IssuedCard(row["card_uuid"], row["service_id"], row["hook_instance"], row["card_kind"], row["side"],
                           CARD_RULES.validate_json(row["rules"]), json.loads(row["suggestions"]), row["issuer"],
-                          row["tenant"], row["origin"] == PREVIEW)
+                          row["tenant"], row["origin"] == PREVIEW, row["release_version"], row["release_hash"],
+                          row["snapshot_id"])
 
     def record_feedback(self, record: FeedbackRecord) -> bool:
         """Store one feedback item; False when the same item was stored before (clients may resend)."""

@@ -73,6 +73,8 @@ def create_app(settings: Settings, bind: str | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await cds.reader.aclose()
+        if cds.calls.shadows is not None:
+            cds.calls.shadows.close()  # the shadow decisions already waiting are stored first
         cds.store.close()
         cds.health_pool.shutdown(wait=False)
 

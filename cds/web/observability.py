@@ -79,6 +79,17 @@ class Metrics:
                                   "counts once for each rule behind it)", ["card", "rule"], registry=self.registry)
         self.feedback = Counter("hipflex_feedback_total", "Feedback items stored by card kind and outcome",
                                 ["card", "outcome"], registry=self.registry)
+        self.shadow_calls = Counter("hipflex_shadow_calls_total", "Hook calls decided again under the shadow "
+                                    "release", ["release"], registry=self.registry)
+        self.shadow_disagreements = Counter("hipflex_shadow_disagreements_total", "Shadow decisions whose cards "
+                                            "differ from the live answer", ["release"], registry=self.registry)
+        self.shadow_skipped = Counter("hipflex_shadow_skipped_total", "Calls not shadowed: dropped (too many "
+                                      "waiting) or failed", ["reason"], registry=self.registry)
+
+    def shadow_decided(self, release: str, disagreed: bool) -> None:
+        self.shadow_calls.labels(release).inc()
+        if disagreed:
+            self.shadow_disagreements.labels(release).inc()
 
     def _gauge(self, name: str, text: str, read: Callable[[], float]) -> None:
         if self.multiprocess:

@@ -20,6 +20,7 @@ from cds.hooks.discovery import Service, services
 from cds.hooks.errors import UnknownService
 from cds.hooks.feedback import FeedbackStored, parse_feedback, store_feedback
 from cds.hooks.fhirclient import FhirReader
+from cds.hooks.liverelease import LiveReleases
 from cds.hooks.request import parse_request
 from cds.hooks.store import Store, patient_key
 from cds.settings import Settings
@@ -34,17 +35,20 @@ class CdsService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.pipeline = Pipeline(settings)
-        self.services_by_id = {s.id: s for s in services(self.pipeline.terminology)}
         self.store = Store(settings.store.url, patient_key(settings.store.patient_hash_key, settings.store.key_file))
+        live = LiveReleases(settings, self.store)
+        self.services_by_id = {s.id: s for s in services(live.pipeline.terminology)}
         issuers = load_issuers(settings.auth.issuers_file) if settings.auth.issuers_file else []
         self.auth = Authenticator(issuers, self.store.first_use_of_token,
                                   max_lifetime_seconds=settings.auth.jwt_max_lifetime_seconds) if issuers else None
         self.reader = FhirReader(settings.fhir)
         self.in_flight = 0  # hook calls being answered; only touched on the event loop
         self.health_pool = ThreadPoolExecutor(1, thread_name_prefix="health")  # never queues behind hook calls
-        self.calls = HookCalls(self.pipeline, self.reader, self.store)
-        self.metrics = Metrics(engine=self.pipeline.engine, cache=self.pipeline.cache)
+        self.calls = HookCalls(live.pipeline, self.reader, self.store, live=live)
+        self.metrics = Metrics(engine=live.pipeline.engine, cache=live.pipeline.cache)
+        if self.calls.shadows is not None:
+            self.calls.shadows.on_decided = self.metrics.shadow_decided
+            self.calls.shadows.on_skipped = lambda reason: self.metrics.shadow_skipped.labels(reason).inc()
 
     def service(self, service_id: str) -> Service:
         service = self.services_by_id.get(service_id)
@@ -91,6 +95,11 @@ class CdsService:
                 self.metrics.feedback.labels(issued.card_kind if issued else "unknown", item.outcome).inc()
         return FeedbackStored(stored=sum(stored), duplicates=len(stored) - sum(stored)).model_dump()
 
+    @property
+    def pipeline(self) -> Pipeline:
+        """The active release's pipeline, as the hook calls use it."""
+        return self.calls.pipeline
+
     def health(self) -> tuple[int, dict[str, Any]]:
         """Ready (200) while the store answers; 'degraded' (still 200: other EHRs are served) while some FHIR
         server fills its pool or keeps running out of time; 503 without the store."""
@@ -99,6 +108,7 @@ class CdsService:
         status = "unavailable" if not store_ok else fhir["status"]
         body = {"status": status, "rules": len(self.pipeline.ruleset.source.rules),
                 "compiled_rules": len(self.pipeline.ruleset.compiled), "ruleset": self.pipeline.ruleset.source.version,
+                "release": self.calls.live.version,
                 "store": "ok" if store_ok else "unreachable", "fhir_client": fhir,
                 "authentication": "on" if self.auth else "off"}
         return (200 if store_ok else 503), body
