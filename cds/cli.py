@@ -40,6 +40,7 @@ from cds.hooks.request import HOOKS, parse_request
 from cds.hooks.store import StoreUnavailable
 from cds.jsonlimits import parse_json
 from cds.population.bulkexport import ExportLimits
+from cds.releasecommands import ReleaseUsage, add_release_arguments, add_replay_arguments, cmd_release, cmd_replay
 from cds.settings import ConfigurationError, FhirReads, Settings, load_settings
 
 ISSUES_KEY = "urn:hipflex-cds:data-issues"
@@ -185,6 +186,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {  # name: (one line, examples, envi
                "--from-server https://ehr.example/fhir --token-file token.txt",
                "environment:\n  HIPFLEX_PATIENT_HASH_KEY               the key patient ids are hashed with (else "
                "HIPFLEX_DATA_DIR's key file)\n  HIPFLEX_RULES_DIR, HIPFLEX_RULE_PATH   the configured rules"),
+    "release": ("check, publish, list, activate (or roll back) and shadow the releases of the content",
+                "  hipflex-cds release check candidate/ --export export/\n  hipflex-cds release publish candidate/\n"
+                "  hipflex-cds release shadow 1.1.0\n  hipflex-cds release activate 1.1.0 --at 2026-12-24T06:00\n"
+                "  hipflex-cds release activate 1.0.0      (a rollback)\n  hipflex-cds release list",
+                "environment:\n  DATABASE_URL, HIPFLEX_DATA_DIR          the store the releases live in"),
+    "replay": ("decide an issued card again, under the release that made it and the active one",
+               "  hipflex-cds replay 3f2c0e1a-9b7d-4c55-8e0f-2a61d4b7c9e3",
+               "environment:\n  DATABASE_URL, HIPFLEX_DATA_DIR          the store"),
     "serve": ("run the CDS Hooks service (SQLite and authentication off by default: loopback only)",
               "  hipflex-cds serve\n  HIPFLEX_ISSUERS_FILE=issuers.yaml HIPFLEX_PUBLIC_URL=https://cds.example.org "
               "\\\n      hipflex-cds serve --host 0.0.0.0 --workers 2",
@@ -295,6 +304,8 @@ def _parser() -> argparse.ArgumentParser:
     issuers.add_argument("action", nargs="?", choices=["list", "sheet"], default="list",
                          help="list them (default), or the sheet of one")
     issuers.add_argument("issuer", nargs="?", default=None, metavar="ISS", help="the issuer's iss, for sheet")
+    add_release_arguments(_command(sub, "release"))
+    add_replay_arguments(_command(sub, "replay"))
     synth = _command(sub, "synth")
     synth.add_argument("--patients", type=_positive(int), default=1000, help="how many patients (default "
                                                                             "%(default)s)")
@@ -624,8 +635,10 @@ class Unreachable(HipflexError):
     """A service the command needs does not answer (exit 4); the message names it."""
 
 
-EXIT = ((ConfigurationError, 3), (Unreachable, 4), (UsageError, 2), (ContentError, 2), (HookError, 2))
-SETTINGS_COMMANDS = {"serve": cmd_serve, "synth": cmd_synth, "impact": cmd_impact, "examples": cmd_examples}
+EXIT = ((ConfigurationError, 3), (Unreachable, 4), (UsageError, 2), (ContentError, 2), (HookError, 2),
+        (ReleaseUsage, 2))
+SETTINGS_COMMANDS = {"serve": cmd_serve, "synth": cmd_synth, "impact": cmd_impact, "examples": cmd_examples,
+                     "release": cmd_release, "replay": cmd_replay}
 PIPELINE_COMMANDS = {"validate": cmd_validate, "evaluate": cmd_evaluate, "request": cmd_request, "rules": cmd_rules,
                      "issuers": cmd_issuers}
 

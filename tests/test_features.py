@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pytest_bdd import scenarios
 
-from cds.content.rules import RuleSet
+from cds.clinical.pipeline import Pipeline
 from tests.support import featurereports, stepreference, steps
 from tests.support.paths import PROJECT_ROOT
 
@@ -19,8 +19,10 @@ FEATURES = Path(os.environ.get("HIPFLEX_FEATURES_DIR", PROJECT_ROOT / "features"
 scenarios(str(FEATURES))
 
 
-def test_every_active_rule_is_fired_by_a_scenario(request: pytest.FixtureRequest, ruleset: RuleSet) -> None:
-    """Runs after the scenarios (pytest keeps file order) and writes the reports."""
+def test_every_active_rule_is_fired_by_a_scenario(request: pytest.FixtureRequest, pipeline: Pipeline) -> None:
+    """Runs after the scenarios (pytest keeps file order) and writes the reports; the rules are those the scenarios
+    ran on (HIPFLEX_RULES_DIR: a release candidate's)."""
+    ruleset = pipeline.ruleset
     scenario_items = [i for i in request.session.items if "_pytest_bdd_example" in getattr(i, "fixturenames", ())]
     if not scenario_items or any(i.nodeid not in steps.SCENARIOS for i in scenario_items):
         pytest.skip("rule coverage needs the whole feature suite in one run")

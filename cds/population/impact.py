@@ -23,6 +23,7 @@ from typing import Any
 
 from cds.clinical.context import Context
 from cds.clinical.pipeline import Decision, Pipeline
+from cds.content.changes import compare
 from cds.content.facts import AgeFact
 from cds.errors import HipflexError
 from cds.hooks.store import patient_digest
@@ -41,8 +42,8 @@ class Run:
 
     as_of: dt.date
     patient_key: bytes
-    rules: str | None = None  # a rule file; None: the configured one
-    baseline: str | None = None  # the rule file to compare against, if any
+    rules: str | None = None  # a rule file, or a content (release) folder; None: the configured content
+    baseline: str | None = None  # the rule file or content folder to compare against, if any
     out: str = ""  # where Parquet parts go
 
 
@@ -149,8 +150,10 @@ def pipelines(run: Run) -> tuple[Pipeline, Pipeline | None]:
     """This process's pipelines for the run (built once per worker process, reused by every task)."""
     key = (run.rules, run.baseline)
     if key not in _PIPELINES:
-        def build(rule_file: str | None) -> Pipeline:
-            return Pipeline(Settings(rule_path=Path(rule_file) if rule_file else None, decision_cache_size=0))
+        def build(content: str | None) -> Pipeline:
+            if content is not None and Path(content).is_dir():
+                return Pipeline(Settings(rules_dir=Path(content), decision_cache_size=0))
+            return Pipeline(Settings(rule_path=Path(content) if content else None, decision_cache_size=0))
         _PIPELINES[key] = (build(run.rules), build(run.baseline) if run.baseline else None)
     return _PIPELINES[key]
 
@@ -272,7 +275,7 @@ def run_impact(export: Path, out: Path, run: Run, *, scheduler: str | None, work
         cluster.close()
     _remove(paths, out / "buckets")
     seconds = time.monotonic() - started
-    summary = summarise(tally, run, seconds, total).model_copy(update={
+    summary = summarise(tally, run, seconds, total, rule_changes(run)).model_copy(update={
         "worker_peak_rss_mb": sorted(peaks.values()), "unreadable": problems.summary(),
         "download_problems": download_problems(export)})
     summary.write(out)
@@ -307,7 +310,16 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def summarise(tally: Tally, run: Run, seconds: float, read: int) -> Summary:
+def rule_changes(run: Run) -> list[str] | None:
+    """The thresholds and rules that differ from the baseline, in words (None without a baseline)."""
+    candidate, baseline = pipelines(run)
+    if baseline is None:
+        return None
+    changes = compare(baseline.ruleset, candidate.ruleset)
+    return [str(p) for p in changes.parameters] + [str(r) for r in changes.rules]
+
+
+def summarise(tally: Tally, run: Run, seconds: float, read: int, changed: list[str] | None = None) -> Summary:
     compared = run.baseline is not None
     return Summary(
         as_of=run.as_of.isoformat(), patients_read=read, patients_evaluated=tally.patients,
@@ -317,6 +329,6 @@ def summarise(tally: Tally, run: Run, seconds: float, read: int) -> Summary:
         ages_of_patients_with_cards=dict(sorted(tally.ages_with_cards.items())), seconds=round(seconds, 2),
         patients_per_second=round(tally.patients / seconds, 1) if seconds else None,
         rules=run.rules or "(configured)", baseline_rules=run.baseline,
-        patients_whose_cards_change=tally.changed if compared else None,
+        patients_whose_cards_change=tally.changed if compared else None, rule_changes=changed,
         changes=[Change(change=key, patients=count, examples=tally.examples.get(key, []))
                  for key, count in sorted(tally.changes.items())] if compared else None)

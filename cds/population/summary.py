@@ -57,6 +57,8 @@ class Summary(_Model):
     rules: str = Field(description="The rule file evaluated, or '(configured)'")
     baseline_rules: str | None = Field(default=None, description="The rule file compared against, if any")
     patients_whose_cards_change: int | None = None
+    rule_changes: list[str] | None = Field(default=None, description="Thresholds (old → new) and rules that differ "
+                                                                     "from the baseline")
     changes: list[Change] | None = None
     worker_peak_rss_mb: list[float] = Field(default_factory=list, description="Each Dask worker's peak memory")
     unreadable: list[Unreadable] = Field(default_factory=list, description="Lines and files not read, by kind")

@@ -36,6 +36,7 @@ from cds.web.html import STATIC
 from cds.web.observability import MULTIPROCESS_DIR
 from cds.web.openapi import openapi_builder
 from cds.web.operations import operations_router
+from cds.web.releasepages import release_router
 from cds.web.review import review_router
 from cds.web.rulepages import rule_router
 from cds.web.service import CdsService
@@ -87,7 +88,9 @@ def create_app(settings: Settings, bind: str | None = None) -> FastAPI:
     app.include_router(operations_router(cds))
     if cds.auth is None:  # its buttons send feedback without a JWT, so it exists only where auth is off
         app.include_router(review_router(cds.calls, cds.services_by_id, cds.store))
-    app.include_router(rule_router(cds.pipeline, settings.content.coverage_report, review_pages=cds.auth is None))
+        app.include_router(release_router(cds.calls, cds.store))
+    app.include_router(rule_router(lambda: cds.pipeline, settings.content.coverage_report,
+                                   review_pages=cds.auth is None))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/docs/static", StaticFiles(directory=Path(swagger_ui.__file__).with_name("static")), name="docs-static")
     app.add_exception_handler(UnknownRule, _known_error)

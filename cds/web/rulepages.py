@@ -8,6 +8,7 @@ answered to `Accept: application/json`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -25,16 +26,18 @@ def wants_json(request: Request) -> bool:
     return "application/json" in accept and "text/html" not in accept
 
 
-def rule_router(pipeline: Pipeline, coverage_report: Path | None, *, review_pages: bool) -> APIRouter:
+def rule_router(current: Callable[[], Pipeline], coverage_report: Path | None, *, review_pages: bool) -> APIRouter:
+    """`current` gives the active release's pipeline: the pages follow a release switch."""
     router = APIRouter(tags=["rules"])
-    ruleset = {"id": pipeline.ruleset.source.ruleset, "version": pipeline.ruleset.source.version}
 
-    def pages() -> list[RulePage]:
-        return rule_pages(pipeline.ruleset, pipeline.terminology, scenario_coverage(coverage_report))
+    def pages() -> tuple[list[RulePage], dict[str, str]]:
+        pipeline = current()
+        ruleset = {"id": pipeline.ruleset.source.ruleset, "version": pipeline.ruleset.source.version}
+        return rule_pages(pipeline.ruleset, pipeline.terminology, scenario_coverage(coverage_report)), ruleset
 
     @router.get("/rules", summary="The rule catalog (HTML, or JSON on Accept)")
     def catalog(request: Request) -> Response:
-        found = pages()
+        found, ruleset = pages()
         if wants_json(request):
             return JSONResponse({"ruleset": ruleset, "rules": [p.model_dump() for p in found]})
         html = templates.get_template("rule_catalog.html").render(pages=found, ruleset=ruleset,
@@ -43,7 +46,8 @@ def rule_router(pipeline: Pipeline, coverage_report: Path | None, *, review_page
 
     @router.get("/rules/{rule_id}", summary="One rule (HTML, or JSON on Accept)")
     def rule(rule_id: str, request: Request) -> Response:
-        page = next((p for p in pages() if p.id == rule_id), None)
+        found, ruleset = pages()
+        page = next((p for p in found if p.id == rule_id), None)
         if page is None:
             raise UnknownRule(f"no rule with id {rule_id!r}; the catalog is at /rules")
         if wants_json(request):
@@ -53,6 +57,7 @@ def rule_router(pipeline: Pipeline, coverage_report: Path | None, *, review_page
 
     @router.get("/why/{card}", summary="Why this suggestion: a card kind in clinical words (HTML, or JSON on Accept)")
     def why(card: str, request: Request) -> Response:
+        pipeline = current()
         if card not in pipeline.cards.texts.cards:
             raise UnknownRule(f"no card kind {card!r}; the cards are {', '.join(pipeline.cards.texts.cards)}")
         page = why_page(card, pipeline.cards.texts, pipeline.ruleset, pipeline.terminology)

@@ -6,13 +6,14 @@ Written by test_features.py after the scenarios ran, from what the step plugin (
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 from tests.support.paths import PROJECT_ROOT
 from tests.support.steps import COVERAGE, SCENARIOS
 
-REPORTS = PROJECT_ROOT / "test-artifacts" / "features"
+REPORTS = Path(os.environ.get("HIPFLEX_FEATURE_REPORTS", PROJECT_ROOT / "test-artifacts" / "features"))
 
 
 def rule_coverage(active: list[tuple[str, int]]) -> dict[str, list[str]]:

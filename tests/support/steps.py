@@ -34,14 +34,16 @@ from cds.hooks.discovery import services
 from cds.hooks.examplerequests import request_for
 from cds.hooks.prefetch import prefetch_templates
 from cds.hooks.request import HookRequest
+from cds.settings import Settings
 from tests.support.contract import assert_cds_response
-from tests.support.paths import EXAMPLE_DATE, PROJECT_ROOT
+from tests.support.paths import EXAMPLE_DATE
 
 SNOMED, UCUM = "http://snomed.info/sct", "http://unitsofmeasure.org"
-TERMINOLOGY: Terminology = load_terminology(PROJECT_ROOT / "rules" / "terminology.yaml")
+CONTENT = Settings().content.rules_dir  # HIPFLEX_RULES_DIR: `release check` runs the scenarios on a candidate
+TERMINOLOGY: Terminology = load_terminology(CONTENT / "terminology.yaml")
 LOCAL = TERMINOLOGY.local_system
 SIDES = {"left": ("7771000", "Left"), "right": ("24028007", "Right")}
-CARD_TEXTS, _ = load_model(PROJECT_ROOT / "rules" / "cards.yaml", CardTexts)
+CARD_TEXTS, _ = load_model(CONTENT / "cards.yaml", CardTexts)
 CARDS = {text.in_scenarios: kind for kind, text in CARD_TEXTS.cards.items()}  # an analyst adds a kind in YAML
 CODE_SYSTEMS = {s.name: s.system for s in TERMINOLOGY.code_systems}
 DIAGNOSIS_SYSTEMS = ["ICD-10-CM", "ICD-10 (WHO)", "SNOMED CT"]
