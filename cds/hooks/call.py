@@ -102,7 +102,6 @@ class HookCalls:
         HIPFLEX_FHIR_SERVERS), decide in a worker thread, remember the cards with who asked (unless `record` is
         false: a preview nobody can give feedback on; `preview`: kept, for feedback, but counted nowhere). `today`
         replays a date (review page, CLI, scenarios)."""
-        self.live.refresh_if_due()
         allowed = (client.fhir_servers if client is not None else ()) or tuple(self.pipeline.settings.fhir.servers)
         drafts = []
         if service.hook == "order-select":

@@ -1,7 +1,7 @@
 """The pipelines a running service decides with: the active release's, and the shadow release's if there is one,
 following the store. At start-up the packaged content is published as its release (1.0.0) and made active when
-the store has none; a worker then looks for a switch every HIPFLEX_RELEASE_CHECK_SECONDS, and builds the new
-pipeline in a background thread while calls go on being answered with the old one.
+the store has none; a service then looks for a switch every HIPFLEX_RELEASE_CHECK_SECONDS in a background thread
+(`follow`), and builds the new pipeline there while calls go on being answered with the old one.
 
 Content given by HIPFLEX_RULES_DIR / HIPFLEX_RULE_PATH is decided with as it is (a development or analysis
 setting); with a release active in the store, that is refused at start-up, so nobody wonders which one runs.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-import time
 
 import sqlalchemy as sa
 
@@ -38,8 +37,8 @@ class LiveReleases:
         self.folder = settings.store.data_dir / "releases"
         self._built: dict[str, Pipeline] = {}
         self.shadow: Pipeline | None = None
-        self._checked = time.monotonic()
         self._busy = threading.Lock()
+        self._stop = threading.Event()
         self.pipeline = pipeline or self._start()
 
     def _start(self) -> Pipeline:
@@ -69,14 +68,19 @@ class LiveReleases:
             self._built[version] = Pipeline(self.settings.with_flat(rules_dir=folder, rule_path=None))
         return self._built[version]
 
-    def refresh_if_due(self) -> None:
-        """Start a background look at the store when one is due (and none is running)."""
+    def follow(self) -> None:
+        """Follow the store from a background thread until `stop` (only for the store's releases)."""
         if self.store is None or not uses_packaged_content(self.settings):
             return
-        if time.monotonic() - self._checked < self.settings.releases.check_seconds or self._busy.locked():
-            return
-        self._checked = time.monotonic()
-        threading.Thread(target=self.refresh, name="release-refresh", daemon=True).start()
+
+        def loop() -> None:
+            while not self._stop.wait(self.settings.releases.check_seconds):
+                self.refresh()
+
+        threading.Thread(target=loop, name="release-follow", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
 
     def refresh(self) -> None:
         """Follow the store: a new active or shadow release is built, then swapped in (a failure keeps the old)."""

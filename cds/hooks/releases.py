@@ -75,7 +75,7 @@ def versions(store: Store) -> list[str]:
 
 def switch(store: Store, role: str, version: str | None, at: dt.datetime | None = None) -> dt.datetime:
     """Make `version` the active (or shadow; None: no shadow) release from `at` on (default now); when it
-    takes effect."""
+    takes effect. Activating the shadow release ends the shadow: it has nothing left to be compared with."""
     if role not in ROLES:
         raise ReleaseRefused(f"a release is made active or shadow, not {role!r}")
     if version is not None and version not in versions(store):
@@ -85,9 +85,11 @@ def switch(store: Store, role: str, version: str | None, at: dt.datetime | None 
         raise ReleaseRefused("the service always has an active release; activate another one instead")
     now = dt.datetime.now(dt.UTC)
     effective = at or now
+    rows = [{"role": role, "version": version, "effective_at": effective, "recorded_at": now}]
+    if role == "active" and version == current(store, "shadow", effective):
+        rows.append({"role": "shadow", "version": None, "effective_at": effective, "recorded_at": now})  # done
     with store.engine.begin() as conn:
-        conn.execute(release_switches.insert(), [{"role": role, "version": version, "effective_at": effective,
-                                                  "recorded_at": now}])
+        conn.execute(release_switches.insert(), rows)
     return effective
 
 

@@ -74,6 +74,7 @@ def create_app(settings: Settings, bind: str | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await cds.reader.aclose()
+        cds.calls.live.stop()
         if cds.calls.shadows is not None:
             cds.calls.shadows.close()  # the shadow decisions already waiting are stored first
         cds.store.close()
@@ -151,7 +152,9 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> int:
     if workers > 1:
         # Load everything once here first: a content error stops start-up before any worker starts, and the
         # store's tables and patient-hash key are created by one process, not raced by several.
-        CdsService(settings).store.close()
+        loaded = CdsService(settings)
+        loaded.calls.live.stop()
+        loaded.store.close()
         os.environ["HIPFLEX_ALLOWED_HOSTS"] = json.dumps([*settings.auth.allowed_hosts, host])  # for every worker
         with tempfile.TemporaryDirectory(prefix="hipflex-metrics-") as shared:
             os.environ[MULTIPROCESS_DIR] = shared  # /metrics then adds up every worker's values

@@ -37,6 +37,7 @@ class CdsService:
         self.settings = settings
         self.store = Store(settings.store.url, patient_key(settings.store.patient_hash_key, settings.store.key_file))
         live = LiveReleases(settings, self.store)
+        live.follow()
         self.services_by_id = {s.id: s for s in services(live.pipeline.terminology)}
         issuers = load_issuers(settings.auth.issuers_file) if settings.auth.issuers_file else []
         self.auth = Authenticator(issuers, self.store.first_use_of_token,
