@@ -245,6 +245,14 @@ def _output_folder(text: str) -> Path:
     return path
 
 
+def _content(text: str) -> Path:
+    """A rule file, or a folder of content (rules, terminology, card texts)."""
+    path = Path(text)
+    if not path.is_file() and not (path / "cards.yaml").is_file():
+        raise argparse.ArgumentTypeError(f"{text}: neither a rule file nor a content folder (with cards.yaml)")
+    return path
+
+
 def _readable_file(text: str) -> Path:
     path = Path(text)
     if not path.is_file():
@@ -329,10 +337,13 @@ def _impact_options(impact: argparse.ArgumentParser) -> None:
     impact.add_argument("export", type=Path, metavar="EXPORT_DIR", help="folder of NDJSON (or .ndjson.gz) files")
     impact.add_argument("--out", type=_output_folder, required=True, metavar="DIR",
                         help="where summary.json, patients.parquet/ and report.html go (created)")
-    impact.add_argument("--rules", type=_readable_file, default=None, metavar="FILE", help="the rule file to run "
-                        "(default: the configured one)")
-    impact.add_argument("--baseline-rules", type=_readable_file, default=None, metavar="FILE",
-                        help="also run this rule file and report every patient whose cards change")
+    impact.add_argument("--rules", type=_content, default=None, metavar="FILE|DIR", help="the rule file, or a "
+                        "content folder (a release candidate), to run (default: the configured content)")
+    impact.add_argument("--baseline-rules", type=_content, default=None, metavar="FILE|DIR",
+                        help="also run this rule file or content folder and report every patient whose cards change")
+    impact.add_argument("--show-patient-ids", action="store_true",
+                        help="name the example patients of each change by the export's own ids (you hold the export; "
+                             "default: keyed hashes, as in patients.parquet)")
     impact.add_argument("--as-of", type=_date, default=None, metavar="YYYY-MM-DD", help="evaluation date "
                         "(default today)")
     impact.add_argument("--scheduler", default=None, metavar="ADDRESS",
@@ -519,11 +530,13 @@ def cmd_impact(settings: Settings, args: argparse.Namespace) -> int:
         raise UsageError(f"{args.export}: not a folder of NDJSON files")
     for rule_file in (args.rules, args.baseline_rules):
         if rule_file is not None:  # a broken rule file stops the run here, naming file and line
-            Pipeline(settings.with_flat(rule_path=rule_file.resolve()))
+            Pipeline(settings.with_flat(rules_dir=rule_file.resolve(), rule_path=None) if rule_file.is_dir()
+                     else settings.with_flat(rule_path=rule_file.resolve()))
     run = Run(as_of=args.as_of or settings.as_of or dt.date.today(),
               patient_key=patient_key(settings.store.patient_hash_key, settings.store.key_file),
               rules=str(args.rules.resolve()) if args.rules else None,
-              baseline=str(args.baseline_rules.resolve()) if args.baseline_rules else None, out=str(args.out))
+              baseline=str(args.baseline_rules.resolve()) if args.baseline_rules else None, out=str(args.out),
+              show_ids=args.show_patient_ids)
     try:
         summary = run_impact(args.export, args.out, run, scheduler=args.scheduler, workers=args.workers)
     except NothingToRead as exc:

@@ -15,7 +15,7 @@ from cds.errors import HipflexError
 from cds.hooks.releases import ReleaseRefused, listing, materialise, publish, switch
 from cds.hooks.replay import Redecided, Replay, replay
 from cds.hooks.store import Store, patient_key
-from cds.population.releasecheck import Check, active_content, check_release
+from cds.population.releasecheck import Check, active_content, check_release, run_scenarios
 from cds.settings import Settings
 
 MARKS = {True: "✓", False: "✗", None: "·"}
@@ -41,6 +41,10 @@ def add_release_arguments(release: argparse.ArgumentParser) -> None:
     publish_cmd = actions.add_parser("publish", help="record a checked candidate in the store (as a draft)")
     publish_cmd.add_argument("folder", type=Path)
     actions.add_parser("list", help="the published releases with their status")
+    scenarios = actions.add_parser("scenarios", help="run every scenario against a published release")
+    scenarios.add_argument("version")
+    scenarios.add_argument("--features", type=Path, default=None, metavar="DIR", help="the scenarios (default "
+                                                                                       "features/)")
     activate = actions.add_parser("activate", help="make a published release the one the service decides with "
                                                    "(also a rollback)")
     activate.add_argument("version")
@@ -76,6 +80,12 @@ def cmd_release(settings: Settings, args: argparse.Namespace) -> int:
             return _check(settings, store, args)
         if args.action == "publish":
             return _publish(settings, store, args.folder)
+        if args.action == "scenarios":
+            folder = materialise(store, args.version, settings.store.data_dir / "releases")
+            check = run_scenarios(folder, Path("release-check") / args.version, args.features)
+            print(f"Scenarios against release {args.version}")
+            _print_check(check)
+            return 0 if check.passed else 1
         if args.action == "list":
             for r in listing(store):
                 print(f"{r.version:<10} {r.status:<8} {r.published_at:%Y-%m-%d %H:%M}  {r.content_hash[:12]}  "

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import cds
-from cds.content.facts import IssueCode
+from cds.content.facts import ISSUE_MEANINGS, IssueCode
 from cds.settings import variable
 from tests.support import configreference
 from tests.support.paths import PROJECT_ROOT
@@ -70,5 +70,5 @@ def test_a_bare_make_lists_the_targets() -> None:
 
 def test_every_data_issue_code_is_explained_for_ehr_teams() -> None:
     page = (PROJECT_ROOT / "docs" / "ehr-integration.md").read_text()
-    listed = set(re.findall(r"^\| `([a-z-]+)` \|", page, flags=re.MULTILINE))
-    assert listed == {code.value for code in IssueCode}
+    listed = dict(re.findall(r"^\| `([a-z-]+)` \| (.*) \|$", page, flags=re.MULTILINE))
+    assert listed == {code.value: ISSUE_MEANINGS[code] for code in IssueCode}

@@ -123,6 +123,10 @@ def test_the_active_release_decides_the_calls_and_a_rollback_restores_it(tmp_pat
         assert cards_of(url, "P01-classic-right.json") == ["hip-strengthening", "patellar-glide"]  # 8°: kept
         assert cli("release", "activate", "1.0.0").returncode == 0
         assert eventually(lambda: cards_of(url, "P12a-hyperextension-5deg.json") == ["hip-test"])
+    scenarios = subprocess.run([str(BIN / "hipflex-cds"), "release", "scenarios", "1.1.0"], env=os.environ | env,
+                               cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert scenarios.returncode == 1  # the published 1.1.0 against today's scenarios: the 5° one pins 1.0.0
+    assert "patellar glides" in scenarios.stdout or "hyperextension_of_5" in scenarios.stdout
     store = Store(f"sqlite:///{tmp_path / 'var' / 'hipflex.sqlite3'}", b"k")
     with store.engine.connect() as conn:
         versions = [r[0] for r in conn.exec_driver_sql("SELECT release_version FROM issued_cards")]

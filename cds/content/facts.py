@@ -329,6 +329,45 @@ class IssueCode(StrEnum):
     wrong_patient = "wrong-patient"
 
 
+ISSUE_MEANINGS: dict[IssueCode, str] = {  # the words for each code: reports, pages, docs/ehr-integration.md
+    IssueCode.conflicting_patient: 'the same Patient sent twice with different contents; neither copy used',
+    IssueCode.conflicting_side: 'a laterality given twice, differently',
+    IssueCode.conflicting_values: 'the same finding recorded twice at the same time with different values; neither '
+                                  'used',
+    IssueCode.different_dates: 'left and right dynamometer forces from different dates; no asymmetry computed',
+    IssueCode.entered_in_error: 'an Observation marked as entered in error; ignored',
+    IssueCode.future_date: 'a date (or birth date) in the future',
+    IssueCode.invalid_status: 'an Observation status that is not final, amended or corrected',
+    IssueCode.invalid_unit: 'a unit that is not UCUM, or not the kind of quantity measured (kg for a force)',
+    IssueCode.invalid_value: 'a value that is not a number, or not an MRC grade',
+    IssueCode.legacy_code: 'an inactive SNOMED CT laterality code, read as left or right',
+    IssueCode.missing: 'no birth date: age unknown, so no exercise suggestion',
+    IssueCode.no_code: 'an Observation code without a coding',
+    IssueCode.no_current_pain: 'a pain score below the current-pain threshold',
+    IssueCode.no_date: 'no usable date, so how recent it is cannot be told',
+    IssueCode.no_id: 'a resource without an id',
+    IssueCode.no_patient: 'no patient in context and no Patient resource',
+    IssueCode.no_side: 'no side (left or right) where the rules need one',
+    IssueCode.no_subject: 'a resource with no subject',
+    IssueCode.no_value: 'no value recorded',
+    IssueCode.not_fhir: 'an entry that is not a FHIR resource',
+    IssueCode.not_used: 'a resource type these rules do not read',
+    IssueCode.one_side_only: 'a dynamometer force on one side only; no asymmetry computed',
+    IssueCode.out_of_range: 'a value outside its plausible range',
+    IssueCode.preliminary: 'a preliminary result, not used until final',
+    IssueCode.source_error: 'the data source sent an OperationOutcome instead of data',
+    IssueCode.stale: 'older than the look-back window (HIPFLEX_LOOKBACK_DAYS)',
+    IssueCode.structure: 'not valid FHIR R4',
+    IssueCode.unavailable: 'data that could not be read (a prefetch query, the FHIR server, the terminology server)',
+    IssueCode.unknown_knee_record: 'a knee record that is neither a known red flag nor known to be safe; suggestions '
+                                   'held back',
+    IssueCode.unknown_site: 'a pain location that is not a recognised body site',
+    IssueCode.unreadable_record: 'a record in a code system these rules cannot read',
+    IssueCode.unsupported_code: 'a code the rules recognise but do not use (the message says which to use)',
+    IssueCode.wrong_patient: 'a resource about another patient than the one in context',
+}
+
+
 class DataIssue(BaseModel):
     """Something wrong or doubtful in the input, said plainly and located precisely. Built one way, with its
     fields by name (`DataIssue(resource=..., path=..., severity=..., code=IssueCode.x, message=...)`)."""

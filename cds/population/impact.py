@@ -24,7 +24,7 @@ from typing import Any
 from cds.clinical.context import Context
 from cds.clinical.pipeline import Decision, Pipeline
 from cds.content.changes import compare
-from cds.content.facts import AgeFact
+from cds.content.facts import ISSUE_MEANINGS, AgeFact, IssueCode
 from cds.errors import HipflexError
 from cds.hooks.store import patient_digest
 from cds.population.bulkexport import PROBLEMS_FILE
@@ -45,6 +45,7 @@ class Run:
     rules: str | None = None  # a rule file, or a content (release) folder; None: the configured content
     baseline: str | None = None  # the rule file or content folder to compare against, if any
     out: str = ""  # where Parquet parts go
+    show_ids: bool = False  # examples by the export's own patient ids (the analyst holds the export), not hashes
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Tally:
     out_of_scope: int = 0
     orphans: int = 0  # resources of patients the export has no Patient for
     cards: Counter[str] = field(default_factory=Counter)
+    baseline_cards: Counter[str] = field(default_factory=Counter)
     rules: Counter[str] = field(default_factory=Counter)
     issues: Counter[str] = field(default_factory=Counter)
     ages_with_cards: Counter[str] = field(default_factory=Counter)
@@ -65,7 +67,7 @@ class Tally:
     def add(self, other: Tally) -> None:
         for name in ("patients", "out_of_scope", "orphans", "changed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("cards", "rules", "issues", "ages_with_cards", "changes"):
+        for name in ("cards", "baseline_cards", "rules", "issues", "ages_with_cards", "changes"):
             getattr(self, name).update(getattr(other, name))
         for key, hashes in other.examples.items():
             self.examples.setdefault(key, []).extend(hashes[:EXAMPLES - len(self.examples.get(key, []))])
@@ -184,7 +186,8 @@ def evaluate_bucket(path: str, run: Run, part: int) -> Tally:
             tally.ages_with_cards[f"{now.age // 10 * 10}s"] += 1
         if baseline is not None:
             before = outcome(baseline, resources, pid, run.as_of)
-            _diff(tally, row, before, now, digest)
+            tally.baseline_cards.update(before.cards)
+            _diff(tally, row, before, now, pid if run.show_ids else digest)
         rows.append(row)
     _write_part(rows, Path(run.out) / "patients.parquet" / f"part-{part:05d}.parquet", baseline is not None)
     return tally
@@ -278,6 +281,7 @@ def run_impact(export: Path, out: Path, run: Run, *, scheduler: str | None, work
     summary = summarise(tally, run, seconds, total, rule_changes(run)).model_copy(update={
         "worker_peak_rss_mb": sorted(peaks.values()), "unreadable": problems.summary(),
         "download_problems": download_problems(export)})
+    summary = summary.model_copy(update={"labels": labels(run, summary)})
     summary.write(out)
     write_report(summary, out / "report.html")
     return summary
@@ -310,6 +314,40 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+SIDE_WORDS = {"left": "left knee", "right": "right knee", "bilateral": "both knees"}
+
+
+def labels(run: Run, summary: Summary) -> dict[str, str]:
+    """Every card, rule, data issue and change the summary names, in the words of the cards and rule pages."""
+    candidate, baseline = pipelines(run)
+    known = [p for p in (candidate, baseline) if p is not None]
+    words: dict[str, str] = {}
+
+    def card(key: str) -> str:
+        kind, _, side = key.partition(":")
+        texts = next((p.cards.texts.cards[kind] for p in known if kind in p.cards.texts.cards), None)
+        title = texts.title if texts else kind
+        return f"{title} ({SIDE_WORDS[side]})" if side in SIDE_WORDS else title
+
+    def rule(label: str) -> str:
+        rule_id, _, version = label.partition(" v")
+        found = next((r for p in known for r in p.ruleset.source.rules if r.id == rule_id and str(r.version) ==
+                      version), None)
+        return f"{label}: {found.title}" if found else label
+
+    for key in [*summary.cards, *(summary.baseline_cards or {})]:
+        words[key] = card(key)
+    for label in summary.rules_fired:
+        words[label] = rule(label)
+    for code in summary.data_issues:
+        words[code] = ISSUE_MEANINGS.get(IssueCode(code), code) if code in set(IssueCode) else code
+    for change in summary.changes or []:
+        direction, _, rest = change.change.partition(" ")
+        key, _, makers = rest.partition(" by ")
+        words[change.change] = f"{direction.capitalize()}: {card(key)}, made by {makers}"
+    return words
+
+
 def rule_changes(run: Run) -> list[str] | None:
     """The thresholds and rules that differ from the baseline, in words (None without a baseline)."""
     candidate, baseline = pipelines(run)
@@ -330,5 +368,7 @@ def summarise(tally: Tally, run: Run, seconds: float, read: int, changed: list[s
         patients_per_second=round(tally.patients / seconds, 1) if seconds else None,
         rules=run.rules or "(configured)", baseline_rules=run.baseline,
         patients_whose_cards_change=tally.changed if compared else None, rule_changes=changed,
+        baseline_cards=dict(sorted(tally.baseline_cards.items())) if compared else None,
+        examples_are="export patient ids" if run.show_ids else "keyed patient hashes",
         changes=[Change(change=key, patients=count, examples=tally.examples.get(key, []))
                  for key, count in sorted(tally.changes.items())] if compared else None)

@@ -15,5 +15,6 @@ def write_report(summary: Summary, path: Path) -> None:
     charts = [("Cards by kind and side", summary.cards), ("Rules behind the cards", summary.rules_fired),
               ("Data issues", summary.data_issues),
               ("Age of the patients with cards", summary.ages_of_patients_with_cards)]
-    page = TEMPLATES.get_template("report.html").render(s=summary, charts=charts)
+    card_keys = sorted(set(summary.cards) | set(summary.baseline_cards or {}))  # before/after: every card either way
+    page = TEMPLATES.get_template("report.html").render(s=summary, charts=charts, card_keys=card_keys)
     path.write_text(page, encoding="utf-8")

@@ -57,6 +57,11 @@ class Summary(_Model):
     rules: str = Field(description="The rule file evaluated, or '(configured)'")
     baseline_rules: str | None = Field(default=None, description="The rule file compared against, if any")
     patients_whose_cards_change: int | None = None
+    baseline_cards: dict[str, int] | None = Field(default=None, description="'kind:side' -> patients with that card "
+                                                                            "under the baseline")
+    examples_are: str = Field(default="keyed patient hashes", description="What the examples of each change are")
+    labels: dict[str, str] = Field(default_factory=dict, description="Every card, rule, data-issue code and change "
+                                                                     "named here, in clinical words")
     rule_changes: list[str] | None = Field(default=None, description="Thresholds (old → new) and rules that differ "
                                                                      "from the baseline")
     changes: list[Change] | None = None

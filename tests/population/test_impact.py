@@ -37,9 +37,10 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def run(export: Path, out: Path, workers: int = 2, scheduler: str | None = None, **rules: str) -> dict[str, Any]:
+def run(export: Path, out: Path, workers: int = 2, scheduler: str | None = None, rules: str | None = None,
+        baseline: str | None = None) -> dict[str, Any]:
     """summary.json as an analyst's notebook reads it, after checking it against the schema written beside it."""
-    run_impact(export, out, Run(as_of=EXAMPLE_DATE, patient_key=KEY, out=str(out), **rules),
+    run_impact(export, out, Run(as_of=EXAMPLE_DATE, patient_key=KEY, out=str(out), rules=rules, baseline=baseline),
                scheduler=scheduler, workers=workers)
     summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
     jsonschema_rs.validate(json.loads((out / "summary.schema.json").read_text()), summary)
