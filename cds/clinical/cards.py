@@ -84,10 +84,12 @@ class CardBuilder:
         if text.suggestion is not None and patient_id:
             suggestions = [self._suggestion(text.suggestion, rec, evaluation, patient_id, text.advice, words)]
         reported = [i for i in issues if i.severity != "information"]
+        makers = {(r.id, r.version) for r in rec.rules}
         explanation = Explanation(
             recommendation=Recommendation(card=rec.name, side=rec.side),
             rules=[RuleUsed(id=r.id, version=r.version, title=self.ruleset.rule(r.id).title,
-                            evidence=self.ruleset.rule(r.id).evidence.grade, recommends=r in rec.rules) for r in rules],
+                            evidence=self.ruleset.rule(r.id).evidence.grade, recommends=(r.id, r.version) in makers)
+                   for r in rules],
             facts=[FactUsed(id=f.id, source=f.source, description=f.describe()) for f in facts],
             findings=[FindingUsed(name=f.name, side=f.side) for f in findings],
             thresholds=self._thresholds([r.id for r in rules]),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from cds.clinical.explanation import rule_label
 from cds.content.facts import EngineValue, InputFact
@@ -44,18 +44,28 @@ class Evaluation(BaseModel):
     findings: list[Derived]
     recommendations: list[Derived] = Field(description="After suppression, in firing order")
     suppressed: list[Derived] = Field(default_factory=list)
+    _explained: dict[tuple[str, tuple[str, ...]], tuple[list[InputFact], list[Derived], list[RuleRef]]] = \
+        PrivateAttr(default_factory=dict)
 
     def finding_names(self) -> set[tuple[str, str | None]]:
         return {(f.name, f.side) for f in self.findings}
 
     def explain(self, item: Derived) -> tuple[list[InputFact], list[Derived], list[RuleRef]]:
-        """Every input fact, finding and rule a recommendation rests on, transitively."""
+        """Every input fact, finding and rule a recommendation rests on, transitively. Worked out once per item
+        (a card asks several times: its facts, its own facts, its reasons, the rules behind it); an evaluation is
+        not changed once made."""
+        key = (item.id, tuple(item.basis))
+        if key not in self._explained:
+            self._explained[key] = self._explain(item)
+        return self._explained[key]
+
+    def _explain(self, item: Derived) -> tuple[list[InputFact], list[Derived], list[RuleRef]]:
         by_id: dict[str, Derived] = {d.id: d for d in [*self.findings, *self.recommendations,
                                                          *self.suppressed]}
         facts_by_id = {f.id: f for f in self.facts}
         facts: dict[str, InputFact] = {}
         findings: dict[str, Derived] = {}
-        rules: list[RuleRef] = list(item.rules)
+        rules: dict[tuple[str, int], RuleRef] = {(r.id, r.version): r for r in item.rules}
         pending = list(item.basis)
         while pending:
             ident = pending.pop()
@@ -64,11 +74,11 @@ class Evaluation(BaseModel):
             elif ident in by_id and ident not in findings:
                 derived = by_id[ident]
                 findings[ident] = derived
-                rules.extend(r for r in derived.rules if r not in rules)
+                rules |= {(r.id, r.version): r for r in derived.rules if (r.id, r.version) not in rules}
                 pending.extend(derived.basis)
         ordered_facts = [f for f in self.facts if f.id in facts]
         ordered_findings = [f for f in self.findings if f.id in findings]
-        return ordered_facts, ordered_findings, rules
+        return ordered_facts, ordered_findings, list(rules.values())
 
 
 class Collector:

@@ -10,6 +10,7 @@ Every mistake is reported as a ContentError naming file and line.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,15 +236,27 @@ class RuleSet:
         return max(r.stage for r in self.compiled)
 
     def rule(self, rule_id: str) -> Rule:
-        return next(r for r in self.source.rules if r.id == rule_id)
+        return self._rules_by_id[rule_id]
+
+    @functools.cached_property
+    def _rules_by_id(self) -> dict[str, Rule]:
+        return {r.id: r for r in self.source.rules}
 
     def active(self) -> list[Rule]:
         return [r for r in self.source.rules if r.status == "active"]
 
     def parameters_of(self, rule_id: str) -> list[str]:
-        """Names of the parameters a rule's conditions compare against, in file order."""
+        """Names of the parameters a rule's conditions compare against, in file order (each card asks for its
+        rules' on every call: worked out once per rule)."""
+        return self._parameters[rule_id]
+
+    @functools.cached_property
+    def _parameters(self) -> dict[str, list[str]]:
+        return {r.id: self._parameters_in(r) for r in self.source.rules}
+
+    def _parameters_in(self, rule: Rule) -> list[str]:
         names: list[str] = []
-        for cond in self.rule(rule_id).when:
+        for cond in rule.when:
             for spec in cond.tests.values():
                 values = spec.values() if isinstance(spec, dict) else [spec]
                 for value in values:
