@@ -146,7 +146,8 @@ class HookCalls:
         pipeline, shadow = self.live.pipeline, self.live.shadow
         with self.deciding:
             decision = pipeline.decide(resources, context, unavailable)
-        keep = self.store is not None and record and decision.cards and pipeline.settings.store.snapshot_retention_days
+        keep = bool(self.store is not None and record and decision.cards
+                    and pipeline.settings.store.snapshot_retention_days > 0)  # something to replay, and kept
         snapshot = snapshot_of(decision.validated.facts, context.today) if keep else None
         issued = issued_cards(decision.cards, service.id, request.hookInstance, client, preview,
                               release=pipeline.release, snapshot_id=snapshot.snapshot_id if snapshot else None)
