@@ -530,8 +530,10 @@ def cmd_impact(settings: Settings, args: argparse.Namespace) -> int:
         raise UsageError(f"{args.export}: not a folder of NDJSON files")
     for rule_file in (args.rules, args.baseline_rules):
         if rule_file is not None:  # a broken rule file stops the run here, naming file and line
-            Pipeline(settings.with_flat(rules_dir=rule_file.resolve(), rule_path=None) if rule_file.is_dir()
-                     else settings.with_flat(rule_path=rule_file.resolve()))
+            if rule_file.is_dir():
+                Pipeline.for_content(settings, rule_file.resolve())
+            else:
+                Pipeline(settings.with_flat(rule_path=rule_file.resolve()))
     run = Run(as_of=args.as_of or settings.as_of or dt.date.today(),
               patient_key=patient_key(settings.store.patient_hash_key, settings.store.key_file),
               rules=str(args.rules.resolve()) if args.rules else None,

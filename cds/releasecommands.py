@@ -81,7 +81,7 @@ def cmd_release(settings: Settings, args: argparse.Namespace) -> int:
         if args.action == "publish":
             return _publish(settings, store, args.folder)
         if args.action == "scenarios":
-            folder = materialise(store, args.version, settings.store.data_dir / "releases")
+            folder = materialise(store, args.version, settings)
             check = run_scenarios(folder, Path("release-check") / args.version, args.features)
             print(f"Scenarios against release {args.version}")
             _print_check(check)
@@ -162,13 +162,12 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     store = _store(settings)
     try:
         active_dir, active_version = active_content(settings, store)
-        active = Pipeline(settings.with_flat(rules_dir=active_dir, rule_path=None, decision_cache_size=0))
+        active = Pipeline.for_content(settings, active_dir, cache=False)
         card = store.issued(args.card.lower())
         if card is None:
             raise ReleaseUsage(f"no issued card {args.card}")
-        own = active if card.release_version in (None, active_version) else Pipeline(settings.with_flat(
-            rules_dir=materialise(store, card.release_version, settings.store.data_dir / "releases"),
-            rule_path=None, decision_cache_size=0))
+        own = active if card.release_version in (None, active_version) else Pipeline.for_content(
+            settings, materialise(store, card.release_version, settings), cache=False)
         result = replay(store, args.card, own, active)
     except (ReleaseRefused, HipflexError) as exc:
         raise ReleaseUsage(str(exc)) from None

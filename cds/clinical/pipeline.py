@@ -12,6 +12,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cds.clinical.cards import CardBuilder, ExplainedCard
@@ -58,6 +59,13 @@ class Pipeline:
         self.cards = CardBuilder(texts, self.ruleset, self.terminology, rules_url=rules_url)
         self.engine = DurableEngine(self.ruleset)
         self.cache = DecisionCache(settings.limits.decision_cache_size, settings.limits.decision_cache_bytes)
+
+    @classmethod
+    def for_content(cls, settings: Settings, folder: Path, *, cache: bool = True) -> Pipeline:
+        """The pipeline of a content folder (a release, or a candidate for one), its own rule file included;
+        `cache=False` for one-off decisions (a check, a replay)."""
+        content = settings.with_flat(rules_dir=folder, rule_path=None)
+        return cls(content if cache else content.with_flat(decision_cache_size=0))
 
     def decide(self, resources: list[Any], context: Context, unavailable: Sequence[DataIssue] = ()) -> Decision:
         """Validate, evaluate and build cards; invalid data never reaches the engine.

@@ -34,7 +34,6 @@ class LiveReleases:
 
     def __init__(self, settings: Settings, store: Store | None, pipeline: Pipeline | None = None) -> None:
         self.settings, self.store = settings, store
-        self.folder = settings.store.data_dir / "releases"
         self._built: dict[str, Pipeline] = {}
         self.shadow: Pipeline | None = None
         self._busy = threading.Lock()
@@ -64,8 +63,7 @@ class LiveReleases:
     def _pipeline(self, version: str) -> Pipeline:
         if version not in self._built:
             assert self.store is not None
-            folder = materialise(self.store, version, self.folder)
-            self._built[version] = Pipeline(self.settings.with_flat(rules_dir=folder, rule_path=None))
+            self._built[version] = Pipeline.for_content(self.settings, materialise(self.store, version, self.settings))
         return self._built[version]
 
     def follow(self) -> None:

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from cds.content.release import Release, files_json, release_from_json, version_key
 from cds.errors import HipflexError
 from cds.hooks.store import Store, release_switches, releases
+from cds.settings import Settings
 
 ROLES = ("active", "shadow")
 
@@ -120,8 +121,10 @@ def listing(store: Store) -> list[PublishedRelease]:
     return sorted(out, key=lambda r: version_key(r.version))
 
 
-def materialise(store: Store, version: str, folder: Path) -> Path:
-    """The release's files in `folder/<content hash>/` (written once; a content folder the pipeline loads)."""
+def materialise(store: Store, version: str, settings: Settings) -> Path:
+    """The release's files in HIPFLEX_DATA_DIR/releases/<content hash>/ (written once; a content folder the
+    pipeline loads)."""
+    folder = settings.store.data_dir / "releases"
     release = load(store, version)
     target = folder / release.content_hash
     if not (target / "release.yaml").is_file():  # workers may race here: each writes its own copy, one wins

@@ -52,7 +52,7 @@ def active_content(settings: Settings, store: Store | None) -> tuple[Path, str]:
     configured (packaged) content."""
     active = current(store, "active") if store is not None and uses_packaged_content(settings) else None
     if store is not None and active is not None:
-        return materialise(store, active, settings.store.data_dir / "releases"), active
+        return materialise(store, active, settings), active
     folder = settings.content.rules_dir
     release = read_release(folder) if (folder / "release.yaml").is_file() else None
     return folder, release.version if release else "(unreleased)"
@@ -67,12 +67,12 @@ def check_release(candidate_dir: Path, settings: Settings, store: Store | None, 
     verdict = Verdict(candidate.version, active_version, [])
     progress("loading it with every start-up check")
     try:
-        new = Pipeline(settings.with_flat(rules_dir=candidate_dir, rule_path=None, decision_cache_size=0))
+        new = Pipeline.for_content(settings, candidate_dir, cache=False)
     except HipflexError as exc:
         verdict.checks.append(Check("content and decision-table checks", False, [str(exc)]))
         return verdict
     verdict.checks.append(Check("content and decision-table checks", True))
-    old = Pipeline(settings.with_flat(rules_dir=active_dir, rule_path=None, decision_cache_size=0))
+    old = Pipeline.for_content(settings, active_dir, cache=False)
     verdict.changes = compare(old.ruleset, new.ruleset)
     verdict.checks.append(_versions(candidate, active_version, verdict.changes))
     if scenarios:
