@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,6 +21,7 @@ from cds.clinical.cards import ExplainedCard
 from cds.clinical.context import Context
 from cds.clinical.pipeline import Pipeline
 from cds.content.facts import DataIssue
+from cds.content.release import is_version, version_key
 from cds.hooks.store import Store, shadow_results
 
 log = logging.getLogger("hipflex_cds.shadow")
@@ -85,25 +86,28 @@ class ShadowRunner:
         self.pool.shutdown(wait=True)
 
 
-@dataclass(frozen=True)
+@dataclass
 class ShadowSummary:
     """One shadow release as the releases page shows it."""
 
     version: str
-    calls: int
-    disagreements: int
-    by_rule: dict[str, int]  # "gained patellar-glide:right by R4 v2" -> calls
-    by_day: dict[str, tuple[int, int]]  # ISO date -> (calls, disagreements)
+    calls: int = 0
+    disagreements: int = 0
+    by_rule: dict[str, int] = field(default_factory=dict)  # "gained patellar-glide:right by R4 v2" -> calls
+    by_day: dict[str, tuple[int, int]] = field(default_factory=dict)  # ISO date -> (calls, disagreements)
 
 
 def shadow_summaries(store: Store) -> list[ShadowSummary]:
+    """Each shadow release's calls and disagreements, newest version last."""
     with store.engine.connect() as conn:
         rows = conn.execute(sa.select(shadow_results.c.version, shadow_results.c.decided_at,
                                       shadow_results.c.agreed, shadow_results.c.gained,
                                       shadow_results.c.lost)).all()
     found: dict[str, ShadowSummary] = {}
     for version, decided_at, agreed, gained, lost in rows:
-        summary = found.setdefault(version, ShadowSummary(version, 0, 0, {}, {}))
+        summary = found.setdefault(version, ShadowSummary(version))
+        summary.calls += 1
+        summary.disagreements += not agreed
         day = decided_at.date().isoformat()
         calls, disagreements = summary.by_day.get(day, (0, 0))
         summary.by_day[day] = (calls + 1, disagreements + (not agreed))
@@ -111,6 +115,4 @@ def shadow_summaries(store: Store) -> list[ShadowSummary]:
             for words in json.loads(items):
                 key = f"{direction} {words}"
                 summary.by_rule[key] = summary.by_rule.get(key, 0) + 1
-        found[version] = ShadowSummary(version, summary.calls + 1, summary.disagreements + (not agreed),
-                                       summary.by_rule, summary.by_day)
-    return [found[v] for v in sorted(found)]
+    return sorted(found.values(), key=lambda s: version_key(s.version) if is_version(s.version) else ())
