@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from cds.hooks.call import HookCalls
 from cds.hooks.cardusage import wilson
 from cds.hooks.releases import listing
-from cds.hooks.replay import CannotReplay, replay
+from cds.hooks.replay import CannotReplay, Replay, replay
 from cds.hooks.shadow import shadow_summaries
 from cds.hooks.store import Store
 from cds.web.html import HEADERS, templates
@@ -43,7 +43,7 @@ def release_router(calls: HookCalls, store: Store) -> APIRouter:
         return HTMLResponse(templates.get_template("replay.html").render(r=result, active=calls.live.version),
                             headers=HEADERS)
 
-    def _replay(card_uuid: str) -> object:
+    def _replay(card_uuid: str) -> Replay:
         card = store.issued(card_uuid.lower())
         own = calls.live.pipeline_for(card.release_version if card else None)
         return replay(store, card_uuid, own, calls.live.pipeline)
