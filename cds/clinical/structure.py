@@ -1,55 +1,143 @@
 """Structure checks: is a resource valid FHIR R4 at all? (fhir.resources R4B, identical to R4 for these types.)
 
-Observations are checked only when they carry a code the bindings read as a measurement: the check costs about
-0.5 ms a resource, and a chart's other observations are classified for red flags without it. Every Condition,
-Procedure and medicine is checked.
+Observations are checked only when they carry a code the bindings read as a measurement, and a chart's other
+observations are classified for red flags without it. Every Condition, Procedure and medicine is checked.
+
+fhir.resources costs about 0.2 ms an Observation, nearly all of it in its complex elements (code, bodySite,
+value, subject: eleven models each with three Python validators), and those elements repeat: every
+patient's hip-flexion test carries the same code, every reading of one patient the same subject. So each
+complex element is validated once per distinct content, by its own fhir.resources model, and the resource
+is then validated by its model with those already-valid elements in place (pydantic takes a model instance
+as it is), which still runs every rule the resource's own level has: required elements, choice types, null
+list items, unknown elements, primitive formats. Any failure, at any level, is judged again by one whole
+validation of the resource, so an invalid resource is reported exactly as fhir.resources reports it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
+import typing
 from collections import OrderedDict
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
+from fhir_core.fhirabstractmodel import FHIRAbstractModel
 from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 
 from cds.clinical.fhirvalues import codings
 from cds.content.terminology import Terminology
 
-CACHE_ENTRIES = 4096
-CACHE_MAX_RESOURCE_BYTES = 64_000  # larger resources are checked every time, never kept
-_verdicts: OrderedDict[bytes, tuple[tuple[str, str], ...]] = OrderedDict()
-_lock = threading.Lock()
+Verdict = tuple[tuple[str, str], ...]
+ELEMENT_ENTRIES = 4096
+ELEMENT_MAX_CHARS = 2_000  # larger elements are validated in place, never kept
+_INVALID = object()
 
 
-def structure_errors(resource: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    """fhir.resources' verdict on one resource, as (element path, message) pairs.
+class _Invalid(Exception):
+    """An element failed its own model: the resource is judged whole, for fhir.resources' own messages."""
 
-    Cached by a digest of its content: the same patient's resources come back with every hook of a visit
-    (patient-view, encounter-start, order-select, re-opened charts), and this check is most of a call's
-    cost. The cache keeps digests and verdicts only (about 100 bytes an entry, 4,096 entries), so unique
-    multi-megabyte resources cannot grow it; a changed resource is a different key.
+
+class ElementCache:
+    """Validated complex elements by a digest of (model, exact content); least recently used out.
+
+    The key is the element's full content (its repr: every key, value and type, in order), so a changed
+    element, or one that differs only in key order, is a different key and is validated afresh. It holds
+    at most ELEMENT_ENTRIES small models, a few MB, whatever the traffic.
     """
-    canonical = json.dumps(resource, sort_keys=True, separators=(",", ":")).encode()
-    if len(canonical) > CACHE_MAX_RESOURCE_BYTES:
-        return _check(resource)
-    key = hashlib.sha256(canonical).digest()
-    with _lock:
-        if key in _verdicts:
-            _verdicts.move_to_end(key)
-            return _verdicts[key]
-    verdict = _check(resource)
-    with _lock:
-        _verdicts[key] = verdict
-        while len(_verdicts) > CACHE_ENTRIES:
-            _verdicts.popitem(last=False)
-    return verdict
+
+    def __init__(self, entries: int = ELEMENT_ENTRIES) -> None:
+        self.entries = entries
+        self._models: OrderedDict[bytes, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def model(self, klass: type[FHIRAbstractModel], value: dict[str, Any]) -> object:
+        """The element as a validated model, or the dict itself when it is too large to keep (validated in
+        place by the resource's model); raises _Invalid when fhir.resources rejects it."""
+        text = repr(value)
+        if len(text) > ELEMENT_MAX_CHARS:
+            return value
+        key = hashlib.sha256(f"{klass.__module__}.{klass.__name__}:{text}".encode()).digest()
+        with self._lock:
+            found = self._models.get(key)
+            if found is not None:
+                self._models.move_to_end(key)
+        if found is None:
+            try:
+                found = klass.model_validate(value)
+            except ValidationError:
+                found = _INVALID
+            with self._lock:
+                self._models[key] = found
+                while len(self._models) > self.entries:
+                    self._models.popitem(last=False)
+        if found is _INVALID:
+            raise _Invalid
+        return found
 
 
-def _check(resource: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+_elements = ElementCache()
+_fields: dict[type[FHIRAbstractModel], dict[str, tuple[type[FHIRAbstractModel], bool]]] = {}
+
+
+def structure_errors(resource: dict[str, Any]) -> Verdict:
+    """fhir.resources' verdict on one resource, as (element path, message) pairs (at most three)."""
+    model = get_fhir_model_class(resource["resourceType"])
+    try:
+        model.model_validate(_with_valid_elements(model, resource))
+    except (_Invalid, ValidationError):
+        return full_check(resource)
+    return ()
+
+
+def _with_valid_elements(model: type[FHIRAbstractModel], resource: dict[str, Any]) -> dict[str, Any]:
+    """A shallow copy of the resource whose complex elements are validated models; anything else (a primitive,
+    a null, a wrong type) is left for the resource's model to judge."""
+    fields = _fields.get(model)
+    if fields is None:
+        fields = _fields[model] = _complex_fields(model)
+    shell = dict(resource)
+    for key, value in resource.items():
+        found = fields.get(key)
+        if found is None:
+            continue
+        klass, many = found
+        if many and isinstance(value, list):
+            shell[key] = [_elements.model(klass, v) if isinstance(v, dict) else v for v in value]
+        elif not many and isinstance(value, dict):
+            shell[key] = _elements.model(klass, value)
+    return shell
+
+
+def _complex_fields(model: type[FHIRAbstractModel]) -> dict[str, tuple[type[FHIRAbstractModel], bool]]:
+    """JSON name -> (element model, is a list) for each complex element of a model; contained resources are
+    left out (their model depends on their own resourceType)."""
+    out = {}
+    for name, field in model.model_fields.items():
+        found = _element_model(field)
+        if found is not None:
+            out[field.alias or name] = found
+    return out
+
+
+def _element_model(field: FieldInfo) -> tuple[type[FHIRAbstractModel], bool] | None:
+    annotation: Any = field.annotation
+    many = False
+    while not hasattr(annotation, "get_model_klass"):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) != 1:
+            return None
+        many = many or typing.get_origin(annotation) is list
+        annotation = args[0]
+    klass: type[FHIRAbstractModel] = annotation.get_model_klass()
+    if klass.get_resource_type() in ("Resource", "DomainResource"):
+        return None
+    return klass, many
+
+
+def full_check(resource: dict[str, Any]) -> Verdict:
+    """One whole fhir.resources validation: the reference verdict, and the messages of every invalid one."""
     rtype = resource["resourceType"]
     try:
         get_fhir_model_class(rtype).model_validate(resource)

@@ -1,0 +1,107 @@
+"""The structure check validates each distinct element once, yet must judge every resource exactly as one whole
+fhir.resources validation does: every example resource, and thousands of broken variants of them, are
+checked both ways (twice, so the second pass runs on cached elements)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from cds.clinical import structure
+from cds.clinical.structure import ElementCache, full_check, structure_errors
+from cds.clinical.validate import bundle_resources
+from tests.support.paths import example_paths, load_json
+
+BROKEN_VALUES: list[Any] = [None, "x", "", 12, 1.5, True, [], [None], {}, {"bogus": 1}, [{"bogus": 1}]]
+
+
+def example_resources() -> list[dict[str, Any]]:
+    """One resource per distinct (type, set of elements) over every example bundle."""
+    seen: dict[tuple[str, frozenset[str]], dict[str, Any]] = {}
+    for path in example_paths():
+        for resource in bundle_resources(load_json(path)):
+            if isinstance(resource, dict) and "resourceType" in resource:
+                seen.setdefault((resource["resourceType"], frozenset(resource)), resource)
+    return list(seen.values())
+
+
+def variants(resource: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The resource with one thing broken: an element removed, an element or one of its parts (two levels
+    down, list items included) replaced by each of BROKEN_VALUES, or an unknown element added."""
+    yield resource | {"unknownElement": 1}
+    for key in (k for k in resource if k != "resourceType"):
+        yield {k: v for k, v in resource.items() if k != key}
+        for broken in BROKEN_VALUES:
+            yield resource | {key: broken}
+        for path in _inner_paths(resource[key]):
+            for broken in BROKEN_VALUES:
+                changed = copy.deepcopy(resource)
+                _set(changed[key], path, broken)
+                yield changed
+
+
+def _inner_paths(value: Any, depth: int = 2) -> Iterator[tuple[Any, ...]]:
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in children:
+        yield (key,)
+        if depth > 1:
+            yield from ((key, *rest) for rest in _inner_paths(child, depth - 1))
+
+
+def _set(target: Any, path: tuple[Any, ...], value: Any) -> None:
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(structure, "_elements", ElementCache())
+
+
+def test_every_example_resource_is_valid_both_ways() -> None:
+    for resource in example_resources():
+        assert structure_errors(resource) == full_check(resource) == (), resource
+
+
+def test_every_broken_variant_is_judged_as_one_whole_validation_judges_it() -> None:
+    checked = rejected = 0
+    for resource in example_resources():
+        for variant in variants(resource):
+            expected = full_check(variant)
+            assert structure_errors(variant) == expected, variant
+            assert structure_errors(copy.deepcopy(variant)) == expected, variant  # from cached elements
+            checked, rejected = checked + 1, rejected + bool(expected)
+    assert checked > 2000
+    assert rejected > checked // 2
+
+
+def test_an_element_is_validated_once_per_distinct_content() -> None:
+    resource = next(r for r in example_resources() if r["resourceType"] == "Observation" and "code" in r)
+    cache = structure._elements
+    structure_errors(resource)
+    stored = len(cache._models)
+    structure_errors(resource | {"id": "another-id"})
+    assert len(cache._models) == stored  # same elements, new id: nothing validated again
+    changed = copy.deepcopy(resource)
+    changed["code"]["coding"][0]["display"] = "a different display"
+    structure_errors(changed)
+    assert len(cache._models) == stored + 1  # only the changed element is new
+
+
+def test_the_cache_is_bounded_and_keeps_no_large_element(monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = ElementCache(entries=3)
+    monkeypatch.setattr(structure, "_elements", cache)
+    resource = next(r for r in example_resources() if r["resourceType"] == "Observation" and "code" in r)
+    for i in range(10):
+        changed = copy.deepcopy(resource)
+        changed["code"]["text"] = f"text {i}"
+        assert structure_errors(changed) == ()
+    assert len(cache._models) == 3
+    large = copy.deepcopy(resource)
+    large["code"]["text"] = "x" * (structure.ELEMENT_MAX_CHARS + 1)
+    assert structure_errors(large) == ()
+    assert len(cache._models) == 3
