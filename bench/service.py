@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from bench import engine as bench_engine
 from tests.support.builders import hook_request
@@ -75,10 +77,9 @@ def body_with(observations: int | None) -> bytes:
 
 
 def bare_app() -> Any:
-    """The baseline: parse the same JSON body, answer no cards."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
-
+    """The baseline: parse the same JSON body, answer no cards (Request is imported at module level: with
+    postponed annotations FastAPI resolves it there, and a local import made it a query parameter, so every
+    call was a 422 and the baseline measured error answers)."""
     app = FastAPI()
 
     @app.post("/cds-services/{service_id}")

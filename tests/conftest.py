@@ -27,6 +27,10 @@ from tests.support.pgcluster import server_binaries, throwaway_cluster
 from tests.support.servers import FhirStub, fhir_server, running, service_settings
 from tests.support.signing import ISSUER, Signer
 
+# Every card the tests see, in this process and in the servers they start, is checked against the CDS Hooks
+# response models as it is built (production assembles cards from parts validated at start-up).
+os.environ.setdefault("HIPFLEX_CHECK_CARDS", "1")
+
 
 @pytest.fixture(scope="session")
 def terminology() -> Terminology:

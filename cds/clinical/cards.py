@@ -10,6 +10,7 @@ extension for machines. It names no finding, rule or card: those choices are dat
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -64,56 +65,91 @@ class ExplainedCard:
 
 
 class CardBuilder:
-    """Builds the cards of one evaluation; holds the loaded content, no per-request state."""
+    """Builds the cards of one evaluation; holds the loaded content, no per-request state.
+
+    The parts that depend only on the content (override reasons, each kind's source and link, the rules' titles
+    and evidence, the thresholds) are validated once, here; a card is then assembled from valid parts without
+    running the response models' validators again (`model_construct`), which was a third of a decision's cost.
+    `check=True` validates every card and explanation as it is built, and fails on any difference from the
+    constructed one: the tests run that way (HIPFLEX_CHECK_CARDS), so every card the suite sees is checked.
+    """
 
     def __init__(self, texts: CardTexts, ruleset: RuleSet, terminology: Terminology,
-                 *, rules_url: str | None = None) -> None:
-        self.texts, self.ruleset, self.t, self.rules_url = texts, ruleset, terminology, rules_url
+                 *, rules_url: str | None = None, check: bool = False) -> None:
+        self.texts, self.ruleset, self.t, self.rules_url, self.check = texts, ruleset, terminology, rules_url, check
+        self._override_reasons = [OverrideReason(system=terminology.local_system, **r) for r in texts.override_reasons]
+        self._ruleset_ref = RulesetRef(id=ruleset.source.ruleset, version=ruleset.source.version)
+        self._rules_used: dict[tuple[str, int, bool], RuleUsed] = {}
+        self._thresholds_of: dict[tuple[str, ...], dict[str, str]] = {}
+        self._sources: dict[tuple[str, str | None], Source] = {}
+        why = rules_url.removesuffix("/rules") + "/why" if rules_url else None
+        self._links = {kind: [Link(label="Why this suggestion", url=f"{why}/{kind}", type=LinkType.absolute)]
+                       if why else None for kind in texts.cards}
 
     def build(self, evaluation: Evaluation, issues: list[DataIssue], patient_id: str | None) -> list[ExplainedCard]:
-        suggest = bool(patient_id) and not _holds(self.texts.no_suggestion_when, evaluation, None)
-        return [self._card(rec, evaluation, issues, patient_id if suggest else None)
-                for rec in evaluation.recommendations]
+        view = _View(evaluation)
+        suggest = bool(patient_id) and not view.holds(self.texts.no_suggestion_when, None)
+        cards = [self._card(rec, view, issues, patient_id if suggest else None) for rec in evaluation.recommendations]
+        if self.check:
+            for explained in cards:
+                check_card(explained)
+        return cards
 
-    def _card(self, rec: Derived, evaluation: Evaluation, issues: list[DataIssue],
-              patient_id: str | None) -> ExplainedCard:
+    def _card(self, rec: Derived, view: _View, issues: list[DataIssue], patient_id: str | None) -> ExplainedCard:
+        evaluation = view.evaluation
         text = self.texts.cards[rec.name]
         words = side_words(rec.side)
         facts, findings, rules = evaluation.explain(rec)
         suggestions = None
         if text.suggestion is not None and patient_id:
-            suggestions = [self._suggestion(text.suggestion, rec, evaluation, patient_id, text.advice, words)]
+            suggestions = [self._suggestion(text.suggestion, rec, view, patient_id, text.advice, words)]
         reported = [i for i in issues if i.severity != "information"]
         makers = {(r.id, r.version) for r in rec.rules}
-        explanation = Explanation(
-            recommendation=Recommendation(card=rec.name, side=rec.side),
-            rules=[RuleUsed(id=r.id, version=r.version, title=self.ruleset.rule(r.id).title,
-                            evidence=self.ruleset.rule(r.id).evidence.grade, recommends=(r.id, r.version) in makers)
-                   for r in rules],
-            facts=[FactUsed(id=f.id, source=f.source, description=f.describe()) for f in facts],
-            findings=[FindingUsed(name=f.name, side=f.side) for f in findings],
-            thresholds=self._thresholds([r.id for r in rules]),
+        explanation = Explanation.model_construct(
+            recommendation=Recommendation.model_construct(card=rec.name, side=rec.side),
+            rules=[self._rule_used(r.id, r.version, (r.id, r.version) in makers) for r in rules],
+            facts=[FactUsed.model_construct(id=f.id, source=f.source, description=f.describe()) for f in facts],
+            findings=[FindingUsed.model_construct(name=f.name, side=f.side) for f in findings],
+            thresholds=self._thresholds(tuple(r.id for r in rules)),
             issues=reported[:MAX_EXPLAINED_ISSUES],
-            ruleset=RulesetRef(id=self.ruleset.source.ruleset, version=self.ruleset.source.version))
+            ruleset=self._ruleset_ref)
         listed = [i for i in reported if i.code not in NOTED_ISSUES]
-        notes = list(self._notes(rec, evaluation)) + [
+        notes = list(self._notes(rec, view)) + [
             f"{'Not available' if i.code == IssueCode.unavailable else 'Not used'}: {_kind_of(i.resource)} — "
             f"{plain(i.message)}." for i in listed[:MAX_ISSUE_NOTES]]
         if len(listed) > MAX_ISSUE_NOTES:
             notes.append(f"{len(listed) - MAX_ISSUE_NOTES} more records were not used; see the data issues.")
-        page = f"{self.rules_url}/{rec.rules[0].id}" if self.rules_url and rec.rules else None
-        why = f"{self.rules_url.removesuffix('/rules')}/why/{rec.name}" if self.rules_url else None
-        return ExplainedCard(Card(
+        return ExplainedCard(Card.model_construct(
+            uuid=str(uuid.uuid4()),
             summary=text.summary.format(**words),
             detail=self._detail(text, self._own_facts(rec, evaluation), notes),
             indicator=Indicator(text.indicator),
-            source=Source(label=self.texts.source_label, url=page,
-                          topic=Coding(system=self.t.local_system, code=rec.name, display=text.title)),
+            source=self._source(rec),
             suggestions=suggestions,
             selectionBehavior=SelectionBehavior.at_most_one if suggestions else None,
-            overrideReasons=[OverrideReason(system=self.t.local_system, **r) for r in self.texts.override_reasons],
-            links=[Link(label="Why this suggestion", url=why, type=LinkType.absolute)] if why else None,
+            overrideReasons=list(self._override_reasons) or None,
+            links=list(self._links[rec.name] or []) or None,
         ), explanation)
+
+    def _source(self, rec: Derived) -> Source:
+        """A kind's source, with the page of the rule that made the card."""
+        rule = rec.rules[0].id if rec.rules else None
+        found = self._sources.get((rec.name, rule))
+        if found is None:
+            page = f"{self.rules_url}/{rule}" if self.rules_url and rule else None
+            found = self._sources[(rec.name, rule)] = Source(
+                label=self.texts.source_label, url=page,
+                topic=Coding(system=self.t.local_system, code=rec.name, display=self.texts.cards[rec.name].title))
+        return found
+
+    def _rule_used(self, rule_id: str, version: int, recommends: bool) -> RuleUsed:
+        key = (rule_id, version, recommends)
+        found = self._rules_used.get(key)
+        if found is None:
+            rule = self.ruleset.rule(rule_id)
+            found = self._rules_used[key] = RuleUsed(id=rule_id, version=version, title=rule.title,
+                                                     evidence=rule.evidence.grade, recommends=recommends)
+        return found
 
     @staticmethod
     def _own_facts(rec: Derived, evaluation: Evaluation) -> list[InputFact]:
@@ -129,18 +165,19 @@ class CardBuilder:
     def no_cards_reason(self, evaluation: Evaluation) -> str:
         """Why an evaluation gave no cards, in one plain sentence (rules/cards.yaml `no_cards`)."""
         parameters = parameter_words(self.ruleset)
+        view = _View(evaluation)
         for reason in self.texts.no_cards:
-            fact = _holds(reason.when, evaluation, None)
+            fact = view.holds(reason.when, None)
             if fact is not None:
                 return reason.text.format(**(parameters | _fields(fact)))
         return "No cards."
 
-    def _suggestion(self, text: SuggestionText, rec: Derived, evaluation: Evaluation, patient_id: str, advice: str,
+    def _suggestion(self, text: SuggestionText, rec: Derived, view: _View, patient_id: str, advice: str,
                     words: dict[str, str]) -> Suggestion:
         """A draft ServiceRequest whose reason is what the record shows (a diagnosis only when one is recorded),
         citing the records behind it."""
         side = rec.side
-        reason = self._reason(text, evaluation, side)
+        reason = self._reason(text, view, side)
         body_site: dict[str, Any] = {"coding": [self._coding(text.body_site)]}
         code = self.t.laterality.code_of(side)
         if code is not None:
@@ -158,41 +195,45 @@ class CardBuilder:
             "bodySite": [body_site],
             "note": [{"text": advice}],
         }
-        cited = sorted({f.source for f in evaluation.explain(rec)[0] if f.kind in text.reason_facts and f.source})
+        cited = sorted({f.source for f in view.evaluation.explain(rec)[0]
+                        if f.kind in text.reason_facts and f.source})
         if cited:
             request["reasonReference"] = [{"reference": ref} for ref in cited]
         label = text.label.format(**words)
-        return Suggestion(label=label, isRecommended=True,
-                          actions=[Action(type=ActionType.create, description=label, resource=request)])
+        return Suggestion.model_construct(label=label, uuid=str(uuid.uuid4()), isRecommended=True, actions=[
+            Action.model_construct(type=ActionType.create, description=label, resource=request)])
 
     @staticmethod
-    def _reason(text: SuggestionText, evaluation: Evaluation, side: str | None) -> ReasonText:
+    def _reason(text: SuggestionText, view: _View, side: str | None) -> ReasonText:
         sides = (None,) if side in (None, "bilateral") else (side,)
-        return next((r for r in text.reasons if any(_holds(r.when, evaluation, s) for s in sides)), text.reasons[-1])
+        return next((r for r in text.reasons if any(view.holds(r.when, s) for s in sides)), text.reasons[-1])
 
     def _coding(self, coding: Any) -> dict[str, str]:
         return {"system": self.t.system(coding.system), "code": coding.code, "display": coding.display}
 
-    def _thresholds(self, rule_ids: list[str]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for rule_id in rule_ids:
-            for name in self.ruleset.parameters_of(rule_id):
-                p = self.ruleset.source.parameters[name]
-                out[name] = f"{value_with_unit(p.value, p.unit)} — {p.description}"
-        return out
+    def _thresholds(self, rule_ids: tuple[str, ...]) -> dict[str, str]:
+        """The parameters of these rules with their values and meanings (a copy: an explanation owns its own)."""
+        found = self._thresholds_of.get(rule_ids)
+        if found is None:
+            found = self._thresholds_of[rule_ids] = {}
+            for rule_id in rule_ids:
+                for name in self.ruleset.parameters_of(rule_id):
+                    p = self.ruleset.source.parameters[name]
+                    found[name] = f"{value_with_unit(p.value, p.unit)} — {p.description}"
+        return dict(found)
 
-    def _notes(self, rec: Derived, evaluation: Evaluation) -> Iterator[str]:
+    def _notes(self, rec: Derived, view: _View) -> Iterator[str]:
         """The notes of rules/cards.yaml whose conditions hold for this card, side by side first."""
         mine = [n for n in self.texts.notes if rec.name in n.cards]
         sides = ("left", "right") if rec.side == "bilateral" else (rec.side,)
         for side in sides:
             for note in (n for n in mine if n.per_side):
-                fact = _holds(note.when, evaluation, side)
+                fact = view.holds(note.when, side)
                 if fact is not None:
                     yield note.text.format(**(_fields(fact) | side_words(side)))
-        flags = "; ".join(f.describe() for f in evaluation.facts if f.kind == "red-flag")
+        flags = "; ".join(f.describe() for f in view.evaluation.facts if f.kind == "red-flag")
         for note in (n for n in mine if not n.per_side):
-            fact = _holds(note.when, evaluation, None)
+            fact = view.holds(note.when, None)
             if fact is not None:
                 yield note.text.format(**(_fields(fact) | side_words(rec.side)), red_flags_recorded=flags)
 
@@ -212,29 +253,57 @@ class CardBuilder:
         return "\n".join(parts)
 
 
-def _holds(when: NoteCondition, evaluation: Evaluation, side: str | None) -> InputFact | Literal[True] | None:
-    """Whether a note's condition holds (on `side`, if given): the matched fact, True, or None when it does not."""
-    findings = {(f.name, f.side) for f in evaluation.findings}
+class _View:
+    """One evaluation as the card texts' conditions ask about it (findings by side, facts by side), worked out
+    once per evaluation rather than once per condition."""
 
-    def has_finding(name: str) -> bool:
-        return any(n == name and (side is None or s == side) for n, s in findings)
+    def __init__(self, evaluation: Evaluation) -> None:
+        self.evaluation = evaluation
+        self.findings = {(f.name, f.side) for f in evaluation.findings}
+        self.finding_names = {name for name, _ in self.findings}
+        self._sides = [(f, f.__dict__.get("side", _ANY_SIDE)) for f in evaluation.facts]
+        self._on_side: dict[str | None, list[InputFact]] = {}
 
-    if when.finding is not None and not has_finding(when.finding):
-        return None
-    absent = when.no_finding if isinstance(when.no_finding, list) else [when.no_finding]
-    if any(name is not None and has_finding(name) for name in absent):
-        return None
-    if when.only_by_rules is not None:
-        derived = [f for f in evaluation.findings if f.name == when.finding and (side is None or f.side == side)]
-        if not derived or any({r.id for r in f.rules} != set(when.only_by_rules) for f in derived):
+    def has_finding(self, name: str, side: str | None) -> bool:
+        return name in self.finding_names if side is None else (name, side) in self.findings
+
+    def facts_on(self, side: str | None) -> list[InputFact]:
+        """The facts on `side` and those that have no side (all of them for None)."""
+        found = self._on_side.get(side)
+        if found is None:
+            found = self._on_side[side] = [f for f, s in self._sides if side is None or s in (side, _ANY_SIDE)]
+        return found
+
+    def holds(self, when: NoteCondition, side: str | None) -> InputFact | Literal[True] | None:
+        """Whether a condition holds (on `side`, if given): the matched fact, True, or None when it does not."""
+        if when.finding is not None and not self.has_finding(when.finding, side):
             return None
-    facts = [f for f in evaluation.facts if side is None or getattr(f, "side", side) == side]
-    missing = when.no_fact if isinstance(when.no_fact, list) else [when.no_fact]
-    if any(f.kind in missing for f in facts):
-        return None
-    if when.fact is not None:
-        return next((f for f in facts if f.kind == when.fact), None)
-    return True
+        absent = when.no_finding if isinstance(when.no_finding, list) else [when.no_finding]
+        if any(name is not None and self.has_finding(name, side) for name in absent):
+            return None
+        if when.only_by_rules is not None:
+            derived = [f for f in self.evaluation.findings
+                       if f.name == when.finding and (side is None or f.side == side)]
+            if not derived or any({r.id for r in f.rules} != set(when.only_by_rules) for f in derived):
+                return None
+        facts = self.facts_on(side)
+        missing = when.no_fact if isinstance(when.no_fact, list) else [when.no_fact]
+        if any(f.kind in missing for f in facts):
+            return None
+        if when.fact is not None:
+            return next((f for f in facts if f.kind == when.fact), None)
+        return True
+
+
+_ANY_SIDE = object()  # a fact with no side field applies to either side
+
+
+def check_card(explained: ExplainedCard) -> None:
+    """Validate a constructed card and explanation with every model validator; they must come out unchanged."""
+    card = Card.model_validate(explained.card.model_dump())
+    explanation = Explanation.model_validate(explained.explanation.model_dump())
+    if card != explained.card or explanation != explained.explanation:
+        raise AssertionError(f"a constructed card differs from its validated form: {card!r}")
 
 
 def _kind_of(reference: str) -> str:

@@ -56,7 +56,8 @@ class Pipeline:
         self.release: ReleaseRef | None = release_of(settings.content.rules_dir, settings.content.rule_path)
         texts = load_card_texts(settings.content.rules_dir / "cards.yaml", self.ruleset, set(fact_properties()))
         rules_url = f"{settings.auth.public_url.rstrip('/')}/rules" if settings.auth.public_url else None
-        self.cards = CardBuilder(texts, self.ruleset, self.terminology, rules_url=rules_url)
+        self.cards = CardBuilder(texts, self.ruleset, self.terminology, rules_url=rules_url,
+                                 check=settings.content.check_cards)
         self.engine = DurableEngine(self.ruleset)
         self.cache = DecisionCache(settings.limits.decision_cache_size, settings.limits.decision_cache_bytes)
 

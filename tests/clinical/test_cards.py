@@ -12,7 +12,7 @@ import pytest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from pydantic import ValidationError
 
-from cds.clinical.cards import CardBuilder
+from cds.clinical.cards import CardBuilder, check_card
 from cds.clinical.context import Context
 from cds.clinical.pipeline import Decision, Pipeline
 from cds.clinical.response import Card, Indicator, Source, Suggestion
@@ -250,3 +250,25 @@ def test_a_card_kind_has_one_id_the_topic_code(pipeline: Pipeline) -> None:
         assert topic is not None
         assert topic.code == explained.explanation.recommendation.card
         assert topic.display == pipeline.cards.texts.cards[topic.code].title
+
+
+def test_cards_are_assembled_without_validation_and_equal_their_validated_form(pipeline: Pipeline) -> None:
+    """Production builds cards with model_construct from parts validated at start-up; every example's cards are
+    the same once every response-model validator has run on them, and the suite runs in check mode."""
+    assert pipeline.cards.check  # HIPFLEX_CHECK_CARDS, set by tests/conftest.py
+    unchecked = CardBuilder(pipeline.cards.texts, pipeline.ruleset, pipeline.terminology)
+    built = 0
+    for path in example_paths():
+        evaluation = decide(pipeline, path.name.split("-", 1)[0]).evaluation
+        for explained in unchecked.build(evaluation, [], "p01"):
+            assert Card.model_validate(explained.card.model_dump()) == explained.card
+            built += 1
+    assert built > 20
+
+
+def test_check_mode_refuses_a_card_that_breaks_the_spec(pipeline: Pipeline) -> None:
+    evaluation = decide(pipeline, "P01").evaluation
+    [first, *_] = pipeline.cards.build(evaluation, [], "p01")
+    broken = first.card.model_copy(update={"selectionBehavior": None})  # suggestions without it: cds-resp-6
+    with pytest.raises(ValidationError, match="selectionBehavior is required"):
+        check_card(type(first)(broken, first.explanation))
