@@ -28,6 +28,7 @@ from pydantic.fields import FieldInfo
 
 from cds.clinical.fhirvalues import codings
 from cds.content.terminology import Terminology
+from cds.errors import HipflexError
 
 Verdict = tuple[tuple[str, str], ...]
 ELEMENT_ENTRIES = 4096
@@ -35,7 +36,7 @@ ELEMENT_MAX_CHARS = 2_000  # larger elements are validated in place, never kept
 _INVALID = object()
 
 
-class _Invalid(Exception):
+class _Invalid(HipflexError):
     """An element failed its own model: the resource is judged whole, for fhir.resources' own messages."""
 
 

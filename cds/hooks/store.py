@@ -177,7 +177,8 @@ class Store:
             if url.startswith("sqlite:///"):
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             # hide_parameters: a failing statement is logged without its values (clinician comments, jti, codes)
-            self.engine = sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
+            # pre-ping finds a dropped PostgreSQL connection before a call uses it; a SQLite file cannot drop one
+            self.engine = sa.create_engine(url, pool_pre_ping=not url.startswith("sqlite"), hide_parameters=True)
         except (sa.exc.ArgumentError, ImportError, ValueError):
             raise StoreUnavailable(f"DATABASE_URL {shown!r} is not a database URL (sqlite:///path or "
                                    "postgresql://user:password@host/db)") from None
@@ -224,18 +225,29 @@ class Store:
 
     def record_cards(self, cards: list[IssuedCard], patient_id: str, snapshot: Snapshot | None = None) -> None:
         """The cards of one call, and the snapshot they were decided on, in one transaction."""
-        now, digest = dt.datetime.now(dt.UTC), self.patient_hash(patient_id)
-        rows = [{"card_uuid": c.card_uuid, "service_id": c.service_id, "hook_instance": c.hook_instance,
-                 "card_kind": c.card_kind, "side": c.side, "rules": CARD_RULES.dump_json(c.rules).decode(),
-                 "suggestions": json.dumps(c.suggestions), "patient_hash": digest, "issued_at": now,
-                 "issuer": c.issuer, "tenant": c.tenant, "origin": PREVIEW if c.preview else None,
-                 "release_version": c.release_version, "release_hash": c.release_hash,
-                 "snapshot_id": c.snapshot_id} for c in cards]
+        self.record_calls([(cards, patient_id, snapshot)])
+
+    def record_calls(self, calls: list[tuple[list[IssuedCard], str, Snapshot | None]]) -> None:
+        """The cards and snapshots of several calls in one transaction (the group commit's batch)."""
+        now = dt.datetime.now(dt.UTC)
+        rows, kept = [], []
+        for cards, patient_id, snapshot in calls:
+            if not cards:
+                continue
+            digest = self.patient_hash(patient_id)
+            rows += [{"card_uuid": c.card_uuid, "service_id": c.service_id, "hook_instance": c.hook_instance,
+                      "card_kind": c.card_kind, "side": c.side, "rules": CARD_RULES.dump_json(c.rules).decode(),
+                      "suggestions": json.dumps(c.suggestions), "patient_hash": digest, "issued_at": now,
+                      "issuer": c.issuer, "tenant": c.tenant, "origin": PREVIEW if c.preview else None,
+                      "release_version": c.release_version, "release_hash": c.release_hash,
+                      "snapshot_id": c.snapshot_id} for c in cards]
+            if snapshot is not None:
+                kept.append({"snapshot_id": snapshot.snapshot_id, "as_of": snapshot.as_of, "facts": snapshot.facts,
+                             "created_at": now})
         if rows:
             with self.engine.begin() as conn:
-                if snapshot is not None:
-                    conn.execute(snapshots.insert(), [{"snapshot_id": snapshot.snapshot_id, "as_of": snapshot.as_of,
-                                                       "facts": snapshot.facts, "created_at": now}])
+                if kept:
+                    conn.execute(snapshots.insert(), kept)
                 conn.execute(issued_cards.insert(), rows)
 
     def snapshot(self, snapshot_id: str) -> Snapshot | None:

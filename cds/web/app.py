@@ -77,6 +77,7 @@ def create_app(settings: Settings, bind: str | None = None) -> FastAPI:
         cds.calls.live.stop()
         if cds.calls.shadows is not None:
             cds.calls.shadows.close()  # the shadow decisions already waiting are stored first
+        cds.calls.close()  # and the cards waiting for their commit
         cds.store.close()
         cds.health_pool.shutdown(wait=False)
 
