@@ -226,39 +226,40 @@ class DurableEngine:
         return session.collector.result()
 
     def _run(self, sid: str, session: _Session, facts: list[InputFact]) -> None:
-        """The opener, the input facts in one batch, then each stage marker.
+        """The opener and the input facts in one batch, then each stage marker.
 
-        A batch is one call into the engine instead of one per fact (the input facts are about half of an
-        evaluation's calls). durable_rules refuses a whole batch with MessageNotHandled when any one fact is
-        read by no rule, and then runs none of the matched actions: they stay pending, and the next assert on
-        the session runs them, so a flush fact follows the batch and every derived fact exists before the
-        first stage marker is asserted. Duplicate ids are found here, by name: the engine would only say that
-        the batch held one."""
-        self._host.assert_fact(self.name, {"sid": sid, "type": _OPENER})
-        batch = [{**fact.engine_fields(), "sid": sid} for fact in facts]
+        A batch is one call into the engine instead of one per fact. durable_rules refuses a whole batch with
+        MessageNotHandled when any one fact is read by no rule, and then runs none of the matched actions: they
+        stay pending until the next assert on the session, so a flush fact follows such a batch and every
+        derived fact exists before the first stage marker is asserted. The opener, first in the batch, is
+        always handled, so the session is never left untouched. Duplicate ids are found here, by name: the
+        engine would only say that the batch held one."""
+        batch = [{"sid": sid, "type": _OPENER}, *({**fact.engine_fields(), "sid": sid} for fact in facts)]
         seen: set[Any] = set()
-        for fact in batch:
+        for fact in batch[1:]:
             if fact["id"] in seen:
                 session.errors.append(f"duplicate fact {json.dumps(fact['id'])}")
             seen.add(fact["id"])
         if session.errors:
+            self._assert(session, batch[0])
             return
-        if batch:
-            self._assert(session, batch)
+        if not self._assert(session, batch):
             self._assert(session, {"sid": sid, "type": _OPENER, "id": "$flush"})
         for stage, shard in self._markers:
             self._assert(session, {"sid": sid, "id": f"$stage{stage}.{shard}", "type": "$stage",
                                    "n": stage, "shard": shard})
 
-    def _assert(self, session: _Session, fact: dict[str, Any] | list[dict[str, Any]]) -> None:
+    def _assert(self, session: _Session, fact: dict[str, Any] | list[dict[str, Any]]) -> bool:
+        """Assert a fact or a batch; False when the engine left actions pending (a fact no rule reads)."""
         try:
             self._host.assert_fact(self.name, fact)
         except durable.MessageNotHandledException:
-            pass  # no rule looks at this fact (or at one fact of the batch): normal
+            return False  # no rule looks at this fact (or at one fact of the batch): normal
         except durable.MessageObservedException:
             session.errors.append(f"duplicate fact {json.dumps(_ids(fact))}")
         except Exception as exc:  # noqa: BLE001 -- the C engine's own limits (e.g. error 303): fail closed
             session.errors.append(f"engine refused fact {json.dumps(_ids(fact))}: {exc}")
+        return True
 
     def _close(self, sid: str) -> bool:
         try:

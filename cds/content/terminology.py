@@ -154,6 +154,9 @@ class PlausibleRanges(ContentModel):
     pain_score: Range = Field(description="Pain on a 0-10 scale")
 
 
+MEMBERSHIP_ENTRIES = 20_000  # remembered answers of the shipped ValueSets; past this, forgotten all at once
+
+
 class Terminology(ContentModel):
     """All bindings; `system: local` in the file stands for `local_system`."""
 
@@ -264,13 +267,24 @@ class Terminology(ContentModel):
 
     def in_set(self, url: str, system: str, code: str, known: frozenset[tuple[str, str, str]] = frozenset()) -> bool:
         """Whether a coding is in a ValueSet: by the shipped set (the site's codes through its ConceptMaps), or by
-        what a terminology server answered for this call (`known`: (system, code, url) triples)."""
-        system = self.canonical_system(system)
-        if (system, code, url) in known:
-            return True
-        canonical = self.canonical(system, code)
-        code_set = self.sets[url]
-        return any(code_set.contains(s, c, self._hierarchical) for s, c in {(system, code), canonical})
+        what a terminology server answered for this call (`known`: (system, code, url) triples). The shipped
+        sets' answers are remembered (they depend on the loaded content alone): every chart asks about the same
+        few hundred codes, each against every red-flag set."""
+        key = (url, system, code)
+        found = self._memberships.get(key)
+        if found is None:
+            canonical_system = self.canonical_system(system)
+            canonical = self.canonical(canonical_system, code)
+            code_set = self.sets[url]
+            found = any(code_set.contains(s, c, self._hierarchical) for s, c in {(canonical_system, code), canonical})
+            if len(self._memberships) >= MEMBERSHIP_ENTRIES:
+                self._memberships.clear()
+            self._memberships[key] = found
+        return found or (self.canonical_system(system), code, url) in known
+
+    @cached_property
+    def _memberships(self) -> dict[tuple[str, str, str], bool]:
+        return {}
 
     def red_flag(self, system: str, code: str, known: frozenset[tuple[str, str, str]] = frozenset()) -> RedFlag | None:
         """The red flag a coding names, by the red-flag ValueSets."""
