@@ -234,7 +234,8 @@ class DurableEngine:
         derived fact exists before the first stage marker is asserted. The opener, first in the batch, is
         always handled, so the session is never left untouched. Duplicate ids are found here, by name: the
         engine would only say that the batch held one."""
-        batch = [{"sid": sid, "type": _OPENER}, *({**fact.engine_fields(), "sid": sid} for fact in facts)]
+        batch: list[dict[str, Any]] = [{"sid": sid, "type": _OPENER},
+                                       *({**fact.engine_fields(), "sid": sid} for fact in facts)]
         seen: set[Any] = set()
         for fact in batch[1:]:
             if fact["id"] in seen:
