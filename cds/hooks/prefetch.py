@@ -72,19 +72,26 @@ async def gather(request: HookRequest, templates: dict[str, str], reader: FhirRe
     deadline = time.monotonic() + reader.limits.deadline_seconds
     budget = ReadBudget(reader.limits.call_bytes)  # every read of this call together
     jobs: dict[str, Any] = {}
+    local: dict[str, list[dict[str, Any]]] = {}
     for key, template in templates.items():
         value = prefetch.get(key, ...)
         if value is None:
             out.origin[key] = "empty"
         elif isinstance(value, dict) and value.get("resourceType") not in (None, "OperationOutcome"):
-            jobs[key] = _resources(value, request, reader, allowed, deadline, budget)
             out.origin[key] = "prefetch"
+            if value.get("resourceType") != "Bundle" or _next_link(value) is None:
+                local[key] = _page_resources(value)  # all here: no task, no deadline to wait on
+            else:
+                jobs[key] = _resources(value, request, reader, allowed, deadline, budget)
         else:
             why = "the client reported an error for it" if isinstance(value, dict) else "it was not prefetched"
             jobs[key] = _fetch(key, template, request, reader, why, allowed, deadline, budget)
             out.origin[key] = "fetched"
-    results = await _all_within(jobs, deadline, reader.limits.deadline_seconds)
-    for key, result in results.items():
+    fetched = await _all_within(jobs, deadline, reader.limits.deadline_seconds) if jobs else {}
+    for key in templates:  # in the templates' order, whichever finished first
+        result = local[key] if key in local else fetched.get(key)
+        if result is None:
+            continue
         if isinstance(result, FetchFailed):
             out.origin[key] = "unavailable"
             _unavailable(out, key, templates[key], result)
@@ -149,7 +156,7 @@ async def _resources(value: dict[str, Any], request: HookRequest, reader: FhirRe
         return [value]
     resources, page, pages = [], value, 1
     while True:
-        resources += [r for r in entry_resources(page) if r.get("resourceType") != "OperationOutcome"]
+        resources += _page_resources(page)
         next_url = _next_link(page)
         if next_url is None:
             return resources
@@ -162,6 +169,13 @@ async def _resources(value: dict[str, Any], request: HookRequest, reader: FhirRe
         if fetched is None:
             raise FetchFailed("a next page of a search result is gone", "not-found")
         page, pages = fetched, pages + 1
+
+
+def _page_resources(value: dict[str, Any]) -> list[dict[str, Any]]:
+    """A resource itself, or the resources of one searchset page (an OperationOutcome entry is not data)."""
+    if value.get("resourceType") != "Bundle":
+        return [value]
+    return [r for r in entry_resources(value) if r.get("resourceType") != "OperationOutcome"]
 
 
 def _next_link(bundle: dict[str, Any]) -> str | None:
