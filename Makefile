@@ -49,12 +49,14 @@ debian-packages:  ## apt-get install what the tests use, if missing (run as root
 	if [ -n "$$missing" ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi
 
 # Load tests with wrk (Debian): the service beside a bare FastAPI endpoint and HealthChain (installed into its
-# own .venv-healthchain, not a project dependency), plus the engine figures. bench-long adds 100,000 calls.
-bench: $(STAMP)  ## load and engine benchmarks, as ratios to baselines of the same run
+# own .venv-healthchain, not a project dependency), the in-process decide beside a pinned copy of the code before
+# the performance work, the steps around the decision, the engine figures and population runs of 10,000 and
+# 100,000 patients (about 10 minutes). bench-long adds 100,000 calls and the population runs on two workers.
+bench: $(STAMP)  ## load, in-process, engine and population benchmarks, as ratios to baselines of the same run
 	@command -v wrk >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk)
 	$(BIN)/python -m bench.service
 
-bench-long: $(STAMP)  ## bench plus 100,000 calls and the population runs
+bench-long: $(STAMP)  ## bench plus 100,000 calls and the population runs on one and two workers
 	@command -v wrk >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk)
 	$(BIN)/python -m bench.service --long
 	$(BIN)/python -m bench.population

@@ -5,9 +5,11 @@ Every server runs as a subprocess with the same uvicorn settings on loopback; th
 production path (`cds.web.app.serve`: JSON logs, SQLite store, card records), with the decision cache off
 and new Observation ids in every call unless a line says otherwise (a benchmark that repeats one body would
 measure only the caches). wrk drives them. Every figure is printed with its ratio to the bare endpoint and
-its target; nothing is asserted (the machine is shared). `make bench` takes under 5 minutes and prints what
-runs now and how long is left; `make bench-long` adds the 100,000-call memory run. Results are saved under
-bench/results/ together with the engine figures of bench/engine.py.
+its target; nothing is asserted (the machine is shared). Beside them: the in-process decide of this checkout and
+of the code as it was before the performance work (a pinned copy, alternated in the same run), the steps around
+the decision (bench/around.py), the engine figures (bench/engine.py) and population runs of 10,000 and 100,000
+patients on one worker. `make bench` takes about 10 minutes and prints what runs now and how long is left;
+`make bench-long` adds the 100,000-call memory run. Results are saved under bench/results/.
 """
 
 from __future__ import annotations
@@ -316,53 +318,163 @@ ROWS = [("bare_endpoint", "bare FastAPI endpoint (parses the body, no cards)"),
         ("prefetch_1000_observations", "1,000 Observations, new data"),
         ("prefetch_1000_observations_one_at_a_time", "1,000 Observations, one call at a time")]
 
+# The code as it was when the performance work began (issue 25's "today"): its in-process figure is measured
+# from a pinned copy in every bench run, beside this checkout's, so the ratio comes from one run.
+BASELINE_COMMIT = "babd2250c37f24e2dedfc9929ec2bd807f98036c"
+
+
+def pinned_copy(folder: Path) -> Path | None:
+    """BASELINE_COMMIT's tree under `folder` (git archive), or None when this checkout cannot give it."""
+    target = folder / "baseline"
+    target.mkdir()
+    archive = subprocess.run(["git", "-C", str(PROJECT_ROOT), "archive", BASELINE_COMMIT], capture_output=True,
+                             check=False)
+    if archive.returncode != 0:
+        print(f"  (today's code is not in this checkout: {archive.stderr.decode().strip()[:200]})", flush=True)
+        return None
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
+def decide_figures(code: Path, calls: int = 400) -> dict[str, Any]:
+    """bench/decide.py run in its own process with `code` (a checkout) first on the path."""
+    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "bench" / "decide.py"), str(calls)], cwd=code,
+                          env=os.environ | {"PYTHONPATH": str(code)}, capture_output=True, text=True, check=True)
+    figures: dict[str, Any] = json.loads(done.stdout)
+    return figures
+
+
+def in_process_figures(rounds: int = 3) -> dict[str, Any]:
+    """This checkout's decide and today's (the pinned copy), alternated so both see the same machine; the
+    fastest round of each (the least disturbed by whatever else the machine did)."""
+    with tempfile.TemporaryDirectory() as folder:
+        baseline = pinned_copy(Path(folder))
+        now, today = [], []
+        for _ in range(rounds):
+            now.append(decide_figures(PROJECT_ROOT))
+            if baseline is not None:
+                today.append(decide_figures(baseline))
+    best_now = min(now, key=lambda f: f["ms_per_decide"])
+    out: dict[str, Any] = {"now": best_now, "rounds_ms_now": [f["ms_per_decide"] for f in now]}
+    if today:
+        best_today = min(today, key=lambda f: f["ms_per_decide"])
+        out |= {"today": best_today, "rounds_ms_today": [f["ms_per_decide"] for f in today],
+                "now_over_today": round(best_now["ms_per_decide"] / best_today["ms_per_decide"], 3),
+                "baseline_commit": BASELINE_COMMIT}
+    return out
+
 
 def summary(results: dict[str, Any]) -> str:
     service, engine = results["service"], results["engine"]
-    bare = service["bare_endpoint"]
-    lines = [f"| {'load':<52} | {'req/s':>7} | {'p50 ms':>7} | {'p99 ms':>7} | {'x bare':>6} |",
-             f"|{'-' * 54}|{'-' * 9}:|{'-' * 9}:|{'-' * 9}:|{'-' * 8}:|"]
+    bare, peer = service["bare_endpoint"], service.get("healthchain_trivial_handler")
+    lines = [f"| {'load':<52} | {'req/s':>7} | {'p50 ms':>7} | {'p99 ms':>7} | {'x bare':>6} | {'x HC':>6} |",
+             f"|{'-' * 54}|{'-' * 9}:|{'-' * 9}:|{'-' * 9}:|{'-' * 8}:|{'-' * 8}:|"]
     for key, name in ROWS:
         f = service.get(key)
         if f:
+            versus_peer = f"{f['requests_per_s'] / peer['requests_per_s']:>6.3f}" if peer else f"{'-':>6}"
             lines.append(f"| {name:<52} | {f['requests_per_s']:>7,.0f} | {f['p50_ms']:>7.2f} | {f['p99_ms']:>7.2f} | "
-                         f"{f['requests_per_s'] / bare['requests_per_s']:>6.3f} |")
-    one, peer = service["patient_view_p01_new_data"], service.get("healthchain_trivial_handler")
+                         f"{f['requests_per_s'] / bare['requests_per_s']:>6.3f} | {versus_peer} |")
+    failed = [name for key, name in ROWS if (service.get(key) or {}).get("errors")]
+    if failed:
+        lines.append(f"WARNING: non-2xx answers in: {', '.join(failed)} (those figures measure errors)")
+    lines += ["", *in_process_table(results["in_process"]), "", *around_lines(results["around"]),
+              "", *targets(results)]
+    lines += ["", f"engine: durable_rules {engine['durable_rules_us_per_evaluation']} us vs the plain-Python reference "
+              f"{engine['plain_python_us_per_evaluation']} us per evaluation (x{engine['durable_over_plain_python']}); "
+              f"1,000 rules x{engine['rule_scaling']['1000_over_10_rules']} of 10; 1,000 facts "
+              f"x{engine['fact_scaling']['1000_over_10_facts']} of 10; validation "
+              f"{engine['validation_us_per_observation']} us per Observation"]
+    return "\n".join(lines)
+
+
+def in_process_table(figures: dict[str, Any]) -> list[str]:
+    """Issue 25's table: where an in-process P01 decide goes, today's code beside this checkout's."""
+    now, today = figures["now"], figures.get("today")
+    lines = [f"In-process Pipeline.decide on P01 (new ids, cache off; best of {len(figures['rounds_ms_now'])} "
+             f"rounds): now {now['ms_per_decide']} ms"
+             + (f", today ({BASELINE_COMMIT[:7]}) {today['ms_per_decide']} ms: x{figures['now_over_today']}"
+                if today else ", today's code not available"), "",
+             f"| {'part':<40} | {'today':>7} | {'now':>7} | {'now ms':>7} |", f"|{'-' * 42}|{'-' * 9}:|{'-' * 9}:|"
+             f"{'-' * 9}:|"]
+    for part, share in now["breakdown"].items():
+        before = f"{today['breakdown'].get(part, 0):>7.0%}" if today else f"{'-':>7}"
+        lines.append(f"| {part:<40} | {before} | {share:>7.0%} | {share * now['ms_per_decide']:>7.2f} |")
+    return lines
+
+
+def around_lines(figures: dict[str, Any]) -> list[str]:
+    steps = "; ".join(f"{name} {ms:.2f}" for name, ms in figures["steps_ms"].items())
+    return [f"Around the decision (in-process ASGI call, one at a time): {figures['ms_per_call']} ms a call, of which "
+            f"deciding {figures['ms_deciding']} ms and around it {figures['ms_around_the_decision']} ms "
+            f"(target < 1 ms): {steps}"]
+
+
+def targets(results: dict[str, Any]) -> list[str]:
+    service, in_process, population = results["service"], results["in_process"], results.get("population")
+    one, bare = service["patient_view_p01_new_data"], service["bare_endpoint"]
+    peer = service.get("healthchain_trivial_handler")
     half = service["patient_view_p01_at_half_max_rate"]
-    two = service["patient_view_p01_new_data_2_workers"]["requests_per_s"] / one["requests_per_s"]
     thousand = service["prefetch_1000_observations_one_at_a_time"]
-    lines += ["", "Targets (cache off, new data each call):",
-              f"- P01, one worker: {one['share_of_bare_throughput']:.1%} of bare (target >= 25 %) "
-              + (f"and x{one['requests_per_s'] / peer['requests_per_s']:.2f} of HealthChain (target > 1)" if peer
-                 else "(HealthChain not available)"),
-              f"- P01 at half the max rate ({half['rate_per_s']}/s): p99 {half['p99_ms']} ms (target <= 10 ms), "
-              f"p50 {half['p50_ms']} ms",
-              f"- 2 workers: x{two:.2f} of one (target >= 1.6 where the machine has >= 4 cores; nproc = "
-              f"{service['cores']})",
-              f"- 1,000-Observation call one at a time: p50 {thousand['p50_ms']} ms (target <= 50 ms)"]
+    lines = ["Targets (issue 25; cache off, new data each call):",
+             f"- P01, one worker: x{one['requests_per_s'] / bare['requests_per_s']:.3f} of bare (target >= 0.08)"
+             + (f" and x{one['requests_per_s'] / peer['requests_per_s']:.3f} of HealthChain (target >= 0.4)" if peer
+                else " (HealthChain not available)"),
+             f"- in-process decide: x{in_process['now_over_today']} of today's (target <= 0.40)"
+             if "now_over_today" in in_process else "- in-process decide: today's code not available",
+             f"- P01 at half the max rate ({half['rate_per_s']}/s): p99 {half['p99_ms']} ms (target <= 10 ms), "
+             f"p50 {half['p50_ms']} ms",
+             f"- 1,000-Observation call one at a time: p50 {thousand['p50_ms']} ms, p99 {thousand['p99_ms']} ms "
+             "(target <= 25 ms)"]
+    if population:
+        rates = ", ".join(f"{r['patients']:,}: {r['patients_per_second']:,.0f}/s" for r in population["runs"])
+        lines.append(f"- population, one worker: {rates} (target >= 1,500/s); peak RSS "
+                     f"{population['rss_mb_10k']} -> {population['rss_mb_100k']} MB "
+                     f"({population['rss_growth']:+.1%}, target within +-15 %)")
     memory = service.get("memory")
     if memory:
         lines.append(f"- RSS after {memory['requests_first']:,} calls {memory['rss_mb_first']} MB, after "
                      f"{memory['requests_second']:,} {memory['rss_mb_second']} MB (growth {memory['growth']:.1%}, "
                      "target < 5 %)")
-    lines += [f"engine: durable_rules {engine['durable_rules_us_per_evaluation']} us vs plain Python "
-              f"{engine['plain_python_us_per_evaluation']} us per evaluation "
-              f"(x{engine['durable_over_plain_python']}); 1,000 rules x{engine['rule_scaling']['1000_over_10_rules']} "
-              f"of 10; 1,000 facts x{engine['fact_scaling']['1000_over_10_facts']} of 10",
-              f"validation: {engine['validation_us_per_observation']} us per Observation"]
-    return "\n".join(lines)
+    return lines
+
+
+def population_figures() -> dict[str, Any]:
+    """Patients per second and peak worker memory, one worker, 10,000 and 100,000 synthetic patients."""
+    from bench.population import figures
+
+    with tempfile.TemporaryDirectory() as folder:
+        runs = [figures(n, 1, Path(folder)) for n in (10_000, 100_000)]
+    small, large = (max(r["worker_peak_rss_mb"]) for r in runs)
+    return {"runs": runs, "rss_mb_10k": small, "rss_mb_100k": large, "rss_growth": round(large / small - 1, 4)}
 
 
 def main(long: bool) -> None:
     with tempfile.TemporaryDirectory() as folder:
         print("engine figures (about 1 min)", flush=True)
+        engine = bench_engine.run()
+        print("in-process decide, this checkout and today's, alternated (about 1 min)", flush=True)
+        in_process = in_process_figures()
+        print("around the decision, in-process (about 20 s)", flush=True)
+        around = around_figures()
         results: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
-                   "engine": bench_engine.run(), "service": service_figures(folder, long=long)}
+                                   "engine": engine, "in_process": in_process, "around": around,
+                                   "service": service_figures(folder, long=long)}
+    print("population: 10,000 then 100,000 patients on one worker (about 4 min)", flush=True)
+    results["population"] = population_figures()
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{results['date'][:10]}-{results['machine']['host']}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(summary(results))
     print(f"saved {path.relative_to(PROJECT_ROOT)}")
+
+
+def around_figures() -> dict[str, Any]:
+    """bench/around.py in its own process (it configures the service through the environment)."""
+    done = subprocess.run([sys.executable, "-m", "bench.around"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          check=True, env=os.environ | {"PYTHONPATH": str(PROJECT_ROOT)})
+    figures: dict[str, Any] = json.loads(done.stdout)
+    return figures
 
 
 if __name__ == "__main__":
