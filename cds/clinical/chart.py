@@ -12,7 +12,6 @@ counted, so that no card claims "no red flag" over them.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -178,7 +177,7 @@ class ChartCheck:
                                                  "cannot read: not checked for red flags"))
 
     def _knee_words(self, text: str) -> bool:
-        return any(re.search(word, text, re.IGNORECASE) for word in self.t.knee_words)
+        return bool(text) and self.t.knee_words_pattern.search(text) is not None
 
     def _absent(self, resource: dict[str, Any]) -> bool:
         """Whether an examination finding says 'not present' (a missing or unclear value counts as present)."""

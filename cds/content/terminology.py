@@ -280,15 +280,32 @@ class Terminology(ContentModel):
             if len(self._memberships) >= MEMBERSHIP_ENTRIES:
                 self._memberships.clear()
             self._memberships[key] = found
-        return found or (self.canonical_system(system), code, url) in known
+        return found or (bool(known) and (self.canonical_system(system), code, url) in known)
 
     @cached_property
     def _memberships(self) -> dict[tuple[str, str, str], bool]:
         return {}
 
+    @cached_property
+    def knee_words_pattern(self) -> re.Pattern[str]:
+        """Every knee word in one pattern (any case): one search a record instead of one per word."""
+        return re.compile("|".join(f"(?:{word})" for word in self.knee_words), re.IGNORECASE)
+
     def red_flag(self, system: str, code: str, known: frozenset[tuple[str, str, str]] = frozenset()) -> RedFlag | None:
-        """The red flag a coding names, by the red-flag ValueSets."""
-        return next((f for f in self.red_flags if self.in_set(f.value_set, system, code, known)), None)
+        """The red flag a coding names, by the red-flag ValueSets (remembered, like `in_set`, when no terminology
+        server answered for this call)."""
+        if known:
+            return next((f for f in self.red_flags if self.in_set(f.value_set, system, code, known)), None)
+        key = (system, code)
+        if key not in self._red_flags_of:
+            if len(self._red_flags_of) >= MEMBERSHIP_ENTRIES:
+                self._red_flags_of.clear()
+            self._red_flags_of[key] = next((f for f in self.red_flags if self.in_set(f.value_set, system, code)), None)
+        return self._red_flags_of[key]
+
+    @cached_property
+    def _red_flags_of(self) -> dict[tuple[str, str], RedFlag | None]:
+        return {}
 
     def window_days(self, flag: RedFlag) -> int | None:
         return self.windows[flag.window] if flag.window else None
