@@ -3,7 +3,8 @@
 Observations are checked only when they carry a code the bindings read as a measurement, and a chart's other
 observations are classified for red flags without it. Every Condition, Procedure and medicine is checked.
 
-fhir.resources costs about 0.2 ms an Observation, nearly all of it in its complex elements (code, bodySite,
+A resource already seen with exactly this content gets its verdict back. Otherwise: fhir.resources costs about
+0.2 ms an Observation, nearly all of it in its complex elements (code, bodySite,
 value, subject: eleven models each with three Python validators), and those elements repeat: every
 patient's hip-flexion test carries the same code, every reading of one patient the same subject. So each
 complex element is validated once per distinct content, by its own fhir.resources model, and the resource
@@ -79,17 +80,36 @@ class ElementCache:
 
 
 _elements = ElementCache()
+RESOURCE_ENTRIES = 4096
+RESOURCE_MAX_CHARS = 64_000  # a larger resource is validated every time (its elements may still be cached)
+_verdicts: OrderedDict[bytes, Verdict] = OrderedDict()  # by whole content, like the elements: digests only
+_lock = threading.Lock()
 _fields: dict[type[FHIRAbstractModel], dict[str, tuple[type[FHIRAbstractModel], bool]]] = {}
 
 
 def structure_errors(resource: dict[str, Any]) -> Verdict:
-    """fhir.resources' verdict on one resource, as (element path, message) pairs (at most three)."""
+    """fhir.resources' verdict on one resource, as (element path, message) pairs (at most three); a resource
+    seen before with exactly this content (the hooks of one visit resend the chart) is not validated again."""
+    text = repr(resource)
+    key = hashlib.sha256(text.encode()).digest() if len(text) <= RESOURCE_MAX_CHARS else None
+    if key is not None:
+        with _lock:
+            known = _verdicts.get(key)
+            if known is not None:
+                _verdicts.move_to_end(key)
+                return known
     model = get_fhir_model_class(resource["resourceType"])
     try:
         model.model_validate(_with_valid_elements(model, resource))
+        verdict: Verdict = ()
     except (_Invalid, ValidationError):
-        return full_check(resource)
-    return ()
+        verdict = full_check(resource)
+    if key is not None:
+        with _lock:
+            _verdicts[key] = verdict
+            while len(_verdicts) > RESOURCE_ENTRIES:
+                _verdicts.popitem(last=False)
+    return verdict
 
 
 def _with_valid_elements(model: type[FHIRAbstractModel], resource: dict[str, Any]) -> dict[str, Any]:

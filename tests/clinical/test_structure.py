@@ -5,6 +5,7 @@ checked both ways (twice, so the second pass runs on cached elements)."""
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -60,6 +61,7 @@ def _set(target: Any, path: tuple[Any, ...], value: Any) -> None:
 @pytest.fixture(autouse=True)
 def fresh_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(structure, "_elements", ElementCache())
+    monkeypatch.setattr(structure, "_verdicts", OrderedDict())
 
 
 def test_every_example_resource_is_valid_both_ways() -> None:
@@ -73,6 +75,8 @@ def test_every_broken_variant_is_judged_as_one_whole_validation_judges_it() -> N
         for variant in variants(resource):
             expected = full_check(variant)
             assert structure_errors(variant) == expected, variant
+            assert structure_errors(copy.deepcopy(variant)) == expected, variant  # the verdict, remembered
+            structure._verdicts.clear()
             assert structure_errors(copy.deepcopy(variant)) == expected, variant  # from cached elements
             checked, rejected = checked + 1, rejected + bool(expected)
     assert checked > 2000
@@ -86,6 +90,7 @@ def test_an_element_is_validated_once_per_distinct_content() -> None:
     stored = len(cache._models)
     structure_errors(resource | {"id": "another-id"})
     assert len(cache._models) == stored  # same elements, new id: nothing validated again
+    assert len(structure._verdicts) == 2  # but a verdict of its own: the resource's content differs
     changed = copy.deepcopy(resource)
     changed["code"]["coding"][0]["display"] = "a different display"
     structure_errors(changed)
