@@ -123,10 +123,6 @@ def check_engine_limits(ruleset: RuleSet) -> None:
                                "evaluate; use fewer thresholds (named parameters can be shared)")
 
 
-def _ids(fact: dict[str, Any] | list[dict[str, Any]]) -> Any:
-    return [f.get("id") for f in fact] if isinstance(fact, list) else fact.get("id")
-
-
 class _Session:
     """Per-evaluation state that actions reach through the leased sid."""
 
@@ -226,41 +222,27 @@ class DurableEngine:
         return session.collector.result()
 
     def _run(self, sid: str, session: _Session, facts: list[InputFact]) -> None:
-        """The opener and the input facts in one batch, then each stage marker.
+        """The opener, each input fact, then each stage marker.
 
-        A batch is one call into the engine instead of one per fact. durable_rules refuses a whole batch with
-        MessageNotHandled when any one fact is read by no rule, and then runs none of the matched actions: they
-        stay pending until the next assert on the session, so a flush fact follows such a batch and every
-        derived fact exists before the first stage marker is asserted. The opener, first in the batch, is
-        always handled, so the session is never left untouched. Duplicate ids are found here, by name: the
-        engine would only say that the batch held one."""
-        batch: list[dict[str, Any]] = [{"sid": sid, "type": _OPENER},
-                                       *({**fact.engine_fields(), "sid": sid} for fact in facts)]
-        seen: set[Any] = set()
-        for fact in batch[1:]:
-            if fact["id"] in seen:
-                session.errors.append(f"duplicate fact {json.dumps(fact['id'])}")
-            seen.add(fact["id"])
-        if session.errors:
-            self._assert(session, batch[0])
-            return
-        if not self._assert(session, batch):
-            self._assert(session, {"sid": sid, "type": _OPENER, "id": "$flush"})
+        One assert per fact, not one batch: a batch is cheaper (about 10 % of an evaluation) but durable_rules
+        then runs the matched actions in its own order, and the findings' order (firing order, which the CLI,
+        pages and explanations show) would change with it."""
+        self._host.assert_fact(self.name, {"sid": sid, "type": _OPENER})
+        for fact in facts:
+            self._assert(session, {**fact.engine_fields(), "sid": sid})
         for stage, shard in self._markers:
             self._assert(session, {"sid": sid, "id": f"$stage{stage}.{shard}", "type": "$stage",
                                    "n": stage, "shard": shard})
 
-    def _assert(self, session: _Session, fact: dict[str, Any] | list[dict[str, Any]]) -> bool:
-        """Assert a fact or a batch; False when the engine left actions pending (a fact no rule reads)."""
+    def _assert(self, session: _Session, fact: dict[str, Any]) -> None:
         try:
             self._host.assert_fact(self.name, fact)
         except durable.MessageNotHandledException:
-            return False  # no rule looks at this fact (or at one fact of the batch): normal
+            pass  # no rule looks at this fact: normal
         except durable.MessageObservedException:
-            session.errors.append(f"duplicate fact {json.dumps(_ids(fact))}")
+            session.errors.append(f"duplicate fact {json.dumps(fact.get('id'))}")
         except Exception as exc:  # noqa: BLE001 -- the C engine's own limits (e.g. error 303): fail closed
-            session.errors.append(f"engine refused fact {json.dumps(_ids(fact))}: {exc}")
-        return True
+            session.errors.append(f"engine refused fact {json.dumps(fact.get('id'))}: {exc}")
 
     def _close(self, sid: str) -> bool:
         try:
