@@ -134,8 +134,9 @@ class _Session:
 class _QuietHost(durable.Host):  # type: ignore[misc]
     """A Host without the dispatcher and timer threads, resolving actions from compiled rules."""
 
-    def __init__(self, rules: dict[str, CompiledRule], sessions: dict[str, _Session]) -> None:
-        self._rules, self._sessions = rules, sessions
+    def __init__(self, rules: dict[str, CompiledRule], sessions: dict[str, _Session],
+                 read: frozenset[tuple[str, str]]) -> None:
+        self._rules, self._sessions, self._read = rules, sessions, read
         super().__init__()
 
     def _run(self) -> None:
@@ -148,7 +149,7 @@ class _QuietHost(durable.Host):  # type: ignore[misc]
         ref = RuleRef(id=rule.rule_id, version=rule.version)
         effects = [(e.verb, e.name, e.side) for e in rule.effects]
         aliases = [f"p{i}" for i in range(len(rule.positives))]
-        sessions = self._sessions
+        sessions, read = self._sessions, self._read
 
         def act(c: Any) -> None:
             session = sessions.get(c.s.sid)
@@ -157,7 +158,8 @@ class _QuietHost(durable.Host):  # type: ignore[misc]
             try:
                 basis = [str(getattr(c, alias).id) for alias in aliases]
                 for fact in session.collector.apply(ref, effects, basis):
-                    # A finding no rule uses as a condition is recorded but has nowhere to go.
+                    if (fact["type"], fact["kind"]) not in read:
+                        continue  # a finding no rule uses as a condition is recorded but has nowhere to go
                     with contextlib.suppress(durable.MessageNotHandledException):
                         c.assert_fact(fact)
             except Exception as exc:  # noqa: BLE001 -- durable_rules swallows an action's error: record it, fail closed
@@ -184,7 +186,10 @@ class DurableEngine:
         self._markers = sorted({(r.stage, shards[r.key]) for r in ruleset.compiled if r.key in shards})
         definition: dict[str, Any] = {r.key: to_durable(r, shards.get(r.key)) for r in ruleset.compiled}
         definition["$opener"] = {"all": [{"m": {"type": _OPENER}}], "run": _OPENER}
-        self._host = _QuietHost(self._rules, self._sessions)
+        # What some rule's condition reads, by (type, kind): a fact of any other kind cannot match anything, so it
+        # is not asserted (each unmatched assert costs the engine a JSON round trip and an exception).
+        self._read = frozenset((p.type, p.kind) for r in ruleset.compiled for p in r.patterns)
+        self._host = _QuietHost(self._rules, self._sessions, self._read)
         self._host.set_rulesets({name: copy.deepcopy(definition)})
         self._sids: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._hashes: set[int] = set()
@@ -229,7 +234,8 @@ class DurableEngine:
         pages and explanations show) would change with it."""
         self._host.assert_fact(self.name, {"sid": sid, "type": _OPENER})
         for fact in facts:
-            self._assert(session, {**fact.engine_fields(), "sid": sid})
+            if ("fact", fact.kind) in self._read:
+                self._assert(session, {**fact.engine_fields(), "sid": sid})
         for stage, shard in self._markers:
             self._assert(session, {"sid": sid, "id": f"$stage{stage}.{shard}", "type": "$stage",
                                    "n": stage, "shard": shard})

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from cds.clinical.engine import DurableEngine, EngineBusy, EngineError, fnv1a32
 from cds.clinical.outcome import Collector, Evaluation
 from cds.clinical.reference_engine import evaluate_reference
-from cds.content.facts import InputFact
+from cds.content.facts import InputFact, PainScoreFact, RecordsCheckedFact
 from cds.content.files import ContentError
 from cds.content.rules import RuleSet, load_rules
 from cds.content.terminology import Terminology
@@ -167,3 +167,28 @@ def test_more_conditions_on_one_input_than_the_engine_can_run_are_refused(
     rule = message.split(":")[0].removeprefix("rule ")
     assert caught.value.line == ruleset.lines[rule]
     assert caught.value.path == str(path)
+
+
+def test_facts_no_rule_reads_are_left_out_and_change_nothing(engine: DurableEngine, ruleset: RuleSet,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fact of a kind no condition names cannot match; it is not asserted (a JSON round trip and an exception
+    each), and the evaluation is the same as the reference's, which sees every fact."""
+    unread: list[InputFact] = [PainScoreFact(id="pain-score:1", score=5),
+                               RecordsCheckedFact(id="records-checked", records=3, display="3 conditions")]
+    assert all(("fact", f.kind) not in engine._read for f in unread)
+    facts: list[InputFact] = [*F.adult(), F.pain("right"), F.mmt("right", "3"), *unread]
+    asserted: list[Any] = []
+    real = engine._host.assert_fact
+
+    def recorded(name: str, fact: dict[str, Any]) -> Any:
+        asserted.append(fact)
+        return real(name, fact)
+
+    monkeypatch.setattr(engine._host, "assert_fact", recorded)
+    result = engine.evaluate(facts)
+    kinds = [fact.get("kind") for fact in asserted]
+    assert "pain-score" not in kinds
+    assert "records-checked" not in kinds
+    assert "pain-site" in kinds
+    assert summary(result) == summary(evaluate_reference(ruleset, facts))
+    assert result.facts == facts  # still the evaluation's facts, for the cards and explanations
