@@ -463,7 +463,8 @@ def main(long: bool) -> None:
     print("population: 10,000 then 100,000 patients on one worker (about 4 min)", flush=True)
     results["population"] = population_figures()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{results['date'][:10]}-{results['machine']['host']}.json"
+    stamp = results["date"][:16].replace(":", "")  # one file per run: the same day's runs differ by the hour
+    path = RESULTS / f"{stamp}-{results['machine']['host']}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(summary(results))
     print(f"saved {path.relative_to(PROJECT_ROOT)}")
