@@ -41,8 +41,37 @@ class _Invalid(HipflexError):
     """An element failed its own model: the resource is judged whole, for fhir.resources' own messages."""
 
 
+class DigestCache:
+    """Values by a digest of full content, least recently used out, at most `entries` of them; thread-safe."""
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self._items: OrderedDict[bytes, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> Any:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: bytes, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.entries:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class ElementCache:
-    """Validated complex elements by a digest of (model, exact content); least recently used out.
+    """Validated complex elements by a digest of (model, exact content).
 
     The key is the element's full content (its repr: every key, value and type, in order), so a changed
     element, or one that differs only in key order, is a different key and is validated afresh. It holds
@@ -50,9 +79,7 @@ class ElementCache:
     """
 
     def __init__(self, entries: int = ELEMENT_ENTRIES) -> None:
-        self.entries = entries
-        self._models: OrderedDict[bytes, object] = OrderedDict()
-        self._lock = threading.Lock()
+        self._models = DigestCache(entries)
 
     def model(self, klass: type[FHIRAbstractModel], value: dict[str, Any]) -> object:
         """The element as a validated model, or the dict itself when it is too large to keep (validated in
@@ -61,19 +88,13 @@ class ElementCache:
         if len(text) > ELEMENT_MAX_CHARS:
             return value
         key = hashlib.sha256(f"{klass.__module__}.{klass.__name__}:{text}".encode()).digest()
-        with self._lock:
-            found = self._models.get(key)
-            if found is not None:
-                self._models.move_to_end(key)
+        found = self._models.get(key)
         if found is None:
             try:
                 found = klass.model_validate(value)
             except ValidationError:
                 found = _INVALID
-            with self._lock:
-                self._models[key] = found
-                while len(self._models) > self.entries:
-                    self._models.popitem(last=False)
+            self._models.put(key, found)
         if found is _INVALID:
             raise _Invalid
         return found
@@ -82,8 +103,7 @@ class ElementCache:
 _elements = ElementCache()
 RESOURCE_ENTRIES = 4096
 RESOURCE_MAX_CHARS = 64_000  # a larger resource is validated every time (its elements may still be cached)
-_verdicts: OrderedDict[bytes, Verdict] = OrderedDict()  # by whole content, like the elements: digests only
-_lock = threading.Lock()
+_verdicts = DigestCache(RESOURCE_ENTRIES)  # by whole content, like the elements: digests and verdicts only
 _fields: dict[type[FHIRAbstractModel], dict[str, tuple[type[FHIRAbstractModel], bool]]] = {}
 
 
@@ -92,12 +112,9 @@ def structure_errors(resource: dict[str, Any]) -> Verdict:
     seen before with exactly this content (the hooks of one visit resend the chart) is not validated again."""
     text = repr(resource)
     key = hashlib.sha256(text.encode()).digest() if len(text) <= RESOURCE_MAX_CHARS else None
-    if key is not None:
-        with _lock:
-            known = _verdicts.get(key)
-            if known is not None:
-                _verdicts.move_to_end(key)
-                return known
+    known: Verdict | None = _verdicts.get(key) if key is not None else None
+    if known is not None:
+        return known
     model = get_fhir_model_class(resource["resourceType"])
     try:
         model.model_validate(_with_valid_elements(model, resource))
@@ -105,10 +122,7 @@ def structure_errors(resource: dict[str, Any]) -> Verdict:
     except (_Invalid, ValidationError):
         verdict = full_check(resource)
     if key is not None:
-        with _lock:
-            _verdicts[key] = verdict
-            while len(_verdicts) > RESOURCE_ENTRIES:
-                _verdicts.popitem(last=False)
+        _verdicts.put(key, verdict)
     return verdict
 
 

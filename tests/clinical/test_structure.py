@@ -5,14 +5,13 @@ checked both ways (twice, so the second pass runs on cached elements)."""
 from __future__ import annotations
 
 import copy
-from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from cds.clinical import structure
-from cds.clinical.structure import ElementCache, full_check, structure_errors
+from cds.clinical.structure import DigestCache, ElementCache, full_check, structure_errors
 from cds.clinical.validate import bundle_resources
 from tests.support.paths import example_paths, load_json
 
@@ -61,7 +60,7 @@ def _set(target: Any, path: tuple[Any, ...], value: Any) -> None:
 @pytest.fixture(autouse=True)
 def fresh_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(structure, "_elements", ElementCache())
-    monkeypatch.setattr(structure, "_verdicts", OrderedDict())
+    monkeypatch.setattr(structure, "_verdicts", DigestCache(structure.RESOURCE_ENTRIES))
 
 
 def test_every_example_resource_is_valid_both_ways() -> None:
