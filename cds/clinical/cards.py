@@ -69,7 +69,7 @@ class CardBuilder:
 
     The parts that depend only on the content (override reasons, each kind's source and link, the rules' titles
     and evidence, the thresholds) are validated once, here; a card is then assembled from valid parts without
-    running the response models' validators again (`model_construct`), which was a third of a decision's cost.
+    running the response models' validators again (`model_construct`): card building was a quarter of a decision.
     `check=True` validates every card and explanation as it is built, and fails on any difference from the
     constructed one: the tests run that way (HIPFLEX_CHECK_CARDS), so every card the suite sees is checked.
     """

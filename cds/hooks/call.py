@@ -123,12 +123,18 @@ class HookCalls:
         context = Context(today=today or self.today(), patient_id=request.patient_id, user_id=request.user_id,
                           lookback_days=self.pipeline.settings.lookback_days,
                           selected_orders=frozenset(str(d.get("id")) for d in drafts), memberships=memberships)
-        resources = gathered.resources + drafts
+        def decide() -> _Decided:
+            return self._decide(service, request, gathered.resources + drafts, context, gathered.issues, client,
+                                preview)
+
+        def decide_large() -> _Decided:
+            with self.deciding:
+                return decide()
+
         if len(gathered.resources) <= self.pipeline.settings.limits.large_call_resources:
-            answer, snapshot = self._decide(service, request, resources, context, gathered.issues, client, preview)
+            answer, snapshot = decide()
         else:
-            answer, snapshot = await self._in_turn(lambda: asyncio.to_thread(
-                self._decide_large, service, request, resources, context, gathered.issues, client, preview))
+            answer, snapshot = await self._in_turn(lambda: asyncio.to_thread(decide_large))
         if self.writer is not None and record and answer.issued:
             await self.writer.record(answer.issued, request.patient_id, snapshot)
         return answer
@@ -144,10 +150,6 @@ class HookCalls:
                 return await decide()
         finally:
             self.large_waiting -= 1
-
-    def _decide_large(self, *args: Any) -> _Decided:
-        with self.deciding:
-            return self._decide(*args)
 
     def _decide(self, service: Service, request: HookRequest, resources: list[dict[str, Any]], context: Context,
                 unavailable: list[DataIssue], client: VerifiedClient | None, preview: bool) -> _Decided:
