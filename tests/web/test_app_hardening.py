@@ -377,13 +377,15 @@ def test_too_many_resources_or_feedback_items_are_refused(tmp_path: Path) -> Non
 
 
 def distinct_observations(count: int) -> list[dict[str, Any]]:
-    """P01's known-code Observations again and again, each with its own id and day (what the attack sent)."""
+    """P01's known-code Observations again and again, each with its own id, day and code text (what the attack
+    sent, made distinct throughout, so no content-keyed cache makes the copies cheap to check)."""
     source = [e["resource"] for e in example_prefetch()["observations"]["entry"]]
     copies = []
     for index in range(count):
         copy_ = copy.deepcopy(source[index % len(source)])
         copy_["id"] = f"copy-{index}"
         copy_["effectiveDateTime"] = f"2026-11-{1 + index % 24:02d}"
+        copy_["code"]["text"] = f"reading {index}"
         copies.append(copy_)
     return copies
 
