@@ -7,9 +7,10 @@ loads the file and answers look-ups.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, field_validator, model_validator
 
@@ -154,7 +155,19 @@ class PlausibleRanges(ContentModel):
     pain_score: Range = Field(description="Pain on a 0-10 scale")
 
 
+K = TypeVar("K")
+V = TypeVar("V")
 MEMBERSHIP_ENTRIES = 20_000  # remembered answers of the shipped ValueSets; past this, forgotten all at once
+
+
+def _remembered(memo: dict[K, V], key: K, compute: Callable[[], V]) -> V:
+    """memo[key], computed once; a full memo is emptied first, so it stays bounded whatever codes arrive."""
+    if key in memo:
+        return memo[key]
+    if len(memo) >= MEMBERSHIP_ENTRIES:
+        memo.clear()
+    memo[key] = found = compute()
+    return found
 
 
 class Terminology(ContentModel):
@@ -270,16 +283,13 @@ class Terminology(ContentModel):
         what a terminology server answered for this call (`known`: (system, code, url) triples). The shipped
         sets' answers are remembered (they depend on the loaded content alone): every chart asks about the same
         few hundred codes, each against every red-flag set."""
-        key = (url, system, code)
-        found = self._memberships.get(key)
-        if found is None:
+        def shipped() -> bool:
             canonical_system = self.canonical_system(system)
-            canonical = self.canonical(canonical_system, code)
             code_set = self.sets[url]
-            found = any(code_set.contains(s, c, self._hierarchical) for s, c in {(canonical_system, code), canonical})
-            if len(self._memberships) >= MEMBERSHIP_ENTRIES:
-                self._memberships.clear()
-            self._memberships[key] = found
+            return any(code_set.contains(s, c, self._hierarchical)
+                       for s, c in {(canonical_system, code), self.canonical(canonical_system, code)})
+
+        found = _remembered(self._memberships, (url, system, code), shipped)
         return found or (bool(known) and (self.canonical_system(system), code, url) in known)
 
     @cached_property
@@ -296,12 +306,8 @@ class Terminology(ContentModel):
         server answered for this call)."""
         if known:
             return next((f for f in self.red_flags if self.in_set(f.value_set, system, code, known)), None)
-        key = (system, code)
-        if key not in self._red_flags_of:
-            if len(self._red_flags_of) >= MEMBERSHIP_ENTRIES:
-                self._red_flags_of.clear()
-            self._red_flags_of[key] = next((f for f in self.red_flags if self.in_set(f.value_set, system, code)), None)
-        return self._red_flags_of[key]
+        return _remembered(self._red_flags_of, (system, code), lambda: next(
+            (f for f in self.red_flags if self.in_set(f.value_set, system, code)), None))
 
     @cached_property
     def _red_flags_of(self) -> dict[tuple[str, str], RedFlag | None]:
