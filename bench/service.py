@@ -336,12 +336,17 @@ def pinned_copy(folder: Path) -> Path | None:
     return target
 
 
-def decide_figures(code: Path, calls: int = 400) -> dict[str, Any]:
-    """bench/decide.py run in its own process with `code` (a checkout) first on the path."""
-    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "bench" / "decide.py"), str(calls)], cwd=code,
-                          env=os.environ | {"PYTHONPATH": str(code)}, capture_output=True, text=True, check=True)
+def figures_from(arguments: list[str], code: Path) -> dict[str, Any]:
+    """The JSON a bench script prints, run in its own process with `code` (a checkout) first on the path."""
+    done = subprocess.run([sys.executable, *arguments], cwd=code, env=os.environ | {"PYTHONPATH": str(code)},
+                          capture_output=True, text=True, check=True)
     figures: dict[str, Any] = json.loads(done.stdout)
     return figures
+
+
+def decide_figures(code: Path, calls: int = 400) -> dict[str, Any]:
+    """bench/decide.py on `code` (this checkout's script, that checkout's package)."""
+    return figures_from([str(PROJECT_ROOT / "bench" / "decide.py"), str(calls)], code)
 
 
 def in_process_figures(rounds: int = 3) -> dict[str, Any]:
@@ -472,10 +477,7 @@ def main(long: bool) -> None:
 
 def around_figures() -> dict[str, Any]:
     """bench/around.py in its own process (it configures the service through the environment)."""
-    done = subprocess.run([sys.executable, "-m", "bench.around"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          check=True, env=os.environ | {"PYTHONPATH": str(PROJECT_ROOT)})
-    figures: dict[str, Any] = json.loads(done.stdout)
-    return figures
+    return figures_from(["-m", "bench.around"], PROJECT_ROOT)
 
 
 if __name__ == "__main__":
