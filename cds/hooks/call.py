@@ -64,6 +64,17 @@ def issued_cards(cards: list[ExplainedCard], service_id: str, hook_instance: str
     return out
 
 
+class OneAtATime:
+    """An asyncio lock for each event loop: a lock binds to the loop it is first awaited on, and the CLI and the
+    scenarios run one loop per call while the service runs one for its life."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+    def __call__(self) -> asyncio.Lock:
+        return self._locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+
+
 class HookCalls:
     """Runs the hook calls of this process: the loaded pipeline with its data source and store (one instance per
     process; `VerifiedClient` is who made a call)."""
@@ -85,8 +96,7 @@ class HookCalls:
         # (by resources) go to a thread, one at a time on this lock, and take turns before it, so at most one of
         # them is ever being decided while ordinary calls go on; a few waiting is fine, more are refused (503).
         self.deciding = threading.Lock()
-        self._large_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-            weakref.WeakKeyDictionary())  # one per event loop: the CLI and the scenarios run one loop per call
+        self._large_turns = OneAtATime()
         self.large_waiting = 0
 
     @property
@@ -146,7 +156,7 @@ class HookCalls:
                                    "answered; try again (HIPFLEX_MAX_LARGE_CALLS_WAITING)")
         self.large_waiting += 1
         try:
-            async with self._large_turns.setdefault(asyncio.get_running_loop(), asyncio.Lock()):
+            async with self._large_turns():
                 return await decide()
         finally:
             self.large_waiting -= 1

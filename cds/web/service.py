@@ -15,13 +15,13 @@ from starlette.concurrency import run_in_threadpool
 
 from cds.clinical.pipeline import Pipeline
 from cds.hooks.auth import Authenticator, VerifiedClient, load_issuers
-from cds.hooks.call import HookCalls
+from cds.hooks.call import HookCalls, OneAtATime
 from cds.hooks.discovery import Service, services
 from cds.hooks.errors import UnknownService
 from cds.hooks.feedback import FeedbackStored, parse_feedback, store_feedback
 from cds.hooks.fhirclient import FhirReader
 from cds.hooks.liverelease import LiveReleases
-from cds.hooks.request import parse_request
+from cds.hooks.request import HookRequest, parse_request
 from cds.hooks.store import Store, patient_key
 from cds.settings import Settings
 from cds.web.errors import Busy
@@ -46,6 +46,7 @@ class CdsService:
         self.in_flight = 0  # hook calls being answered; only touched on the event loop
         self.health_pool = ThreadPoolExecutor(1, thread_name_prefix="health")  # never queues behind hook calls
         self.calls = HookCalls(live.pipeline, self.reader, self.store, live=live)
+        self._parsing = OneAtATime()
         self.metrics = Metrics(engine=live.pipeline.engine, cache=live.pipeline.cache)
         if self.calls.shadows is not None:
             self.calls.shadows.on_decided = self.metrics.shadow_decided
@@ -71,11 +72,7 @@ class CdsService:
             raise Busy(f"more than {self.settings.limits.max_calls_in_flight} hook calls in flight; try again")
         self.in_flight += 1
         try:
-            if len(raw) <= INLINE_PARSE_BYTES:  # a typical visit's body parses in ~0.1 ms: not worth a thread hop
-                request = parse_request(raw, service.hook)
-            else:
-                request = await run_in_threadpool(parse_request, raw, service.hook)
-            answer = await self.calls.call_async(service, request, client=client)
+            answer = await self.calls.call_async(service, await self._parsed(raw, service.hook), client=client)
         finally:
             self.in_flight -= 1
         for card in answer.issued:
@@ -83,6 +80,15 @@ class CdsService:
             for rule in card.rules:
                 self.metrics.card_rules.labels(card.card_kind, rule.label).inc()
         return Response(answer.response.json(), media_type="application/json")
+
+    async def _parsed(self, raw: bytes, hook: str) -> HookRequest:
+        """A typical visit's body parses in ~0.1 ms, on the event loop (not worth a thread hop). A larger one parses
+        in a thread, one at a time: a burst of large bodies parsing together would take the GIL from the event
+        loop, and every ordinary call would wait behind all of them instead of behind one."""
+        if len(raw) <= INLINE_PARSE_BYTES:
+            return parse_request(raw, hook)
+        async with self._parsing():
+            return await run_in_threadpool(parse_request, raw, hook)
 
     async def feedback(self, service: Service, raw: bytes, client: VerifiedClient | None) -> dict[str, Any]:
         return await run_in_threadpool(self._feedback, service, raw, client)
