@@ -6,6 +6,9 @@ no background threads (segfault on overlapping sessions), a leased pool of hash-
 ids (1,024-session limit, 32-bit sid hashing), an opener fact per session (delete of an untouched
 session can segfault), guarded actions that fail the evaluation closed (action errors are
 swallowed by the engine), and delete_state in `finally`.
+The rules run in durable_rules' C engine (`durable_rules_engine`), driven here with the calls its Python
+host makes, in the same order, without that host's per-action objects (see `_Actions`): the host has no
+dispatcher thread to start or to avoid.
 Stages: rules of stage n wait for a `$stage` marker fact asserted after stage n-1 has settled;
 the marker comes first in each join so that `not` conditions are checked only once the facts
 they negate are complete (durable_rules does not retract a match when a negated fact arrives).
@@ -13,17 +16,15 @@ they negate are complete (durable_rules does not retract a match when a negated 
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import itertools
 import json
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from durable import engine as durable
+import durable_rules_engine as _rete
 
 from cds.clinical.outcome import Collector, Evaluation, RuleRef
 from cds.content.facts import InputFact
@@ -34,6 +35,9 @@ from cds.errors import HipflexError
 log = logging.getLogger("hipflex_cds.engine")
 _OPS = {"ge": "$gte", "le": "$lte", "gt": "$gt", "lt": "$lt"}
 _OPENER = "$open"
+_OPENER_RULE = "$opener"
+_NOT_HANDLED, _OBSERVED, _QUEUED = 1, 2, 3  # durable_rules_engine.assert_fact's result codes (0: matched)
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # made once, not per fact
 
 
 class EngineError(HipflexError):
@@ -89,7 +93,7 @@ def to_durable(rule: CompiledRule, shard: int | None) -> dict[str, Any]:
         terms.append({"stage": {"$and": [{"type": "$stage"}, {"n": rule.stage}, {"shard": shard}]}})
     terms += [{f"p{i}": _condition(p)} for i, p in enumerate(rule.positives)]
     terms += [{f"n{i}$not": _condition(p)} for i, p in enumerate(rule.negatives)]
-    return {"all": terms, "run": rule.key}
+    return {"all": terms}  # its action is found by the rule's key
 
 
 ENGINE_BRANCH_LIMIT = 500  # durable_rules: one alpha node holds 512 children; past that, start-up never ends
@@ -124,45 +128,46 @@ def check_engine_limits(ruleset: RuleSet) -> None:
 
 
 class _Session:
-    """Per-evaluation state that actions reach through the leased sid."""
+    """One evaluation: its leased sid, the ruleset's engine handle, and what its actions found."""
 
-    def __init__(self, facts: list[InputFact]) -> None:
+    def __init__(self, facts: list[InputFact], sid: str, handle: int) -> None:
         self.collector = Collector(facts)
+        self.sid, self.handle = sid, handle
         self.errors: list[str] = []
 
 
-class _QuietHost(durable.Host):  # type: ignore[misc]
-    """A Host without the dispatcher and timer threads, resolving actions from compiled rules."""
+class _Actions:
+    """Each rule's action, called with the session and the matched facts as durable_rules' C engine hands them
+    over. durable_rules' own Python host wraps every action in Closure, Content and Promise objects, reads the
+    clock three times and builds an exception (with a JSON dump of the fact) for every fact that matches nothing:
+    that glue, not the matcher, was most of an evaluation. The C calls are the same, in the same order."""
 
-    def __init__(self, rules: dict[str, CompiledRule], sessions: dict[str, _Session],
-                 read: frozenset[tuple[str, str]]) -> None:
-        self._rules, self._sessions, self._read = rules, sessions, read
-        super().__init__()
+    def __init__(self, rules: dict[str, CompiledRule], read: frozenset[tuple[str, str]]) -> None:
+        self._read = read
+        self._run: dict[str, Callable[[_Session, dict[str, Any]], None]] = {
+            key: self._action(rule) for key, rule in rules.items()}
+        self._run[_OPENER_RULE] = lambda _session, _message: None
 
-    def _run(self) -> None:
-        """Deliberately empty: the background threads segfault once sessions overlap."""
+    def __call__(self, name: str, session: _Session, message: dict[str, Any]) -> None:
+        self._run[name](session, message)
 
-    def get_action(self, action_name: str) -> Any:
-        if action_name == _OPENER:
-            return lambda _c: None
-        rule = self._rules[action_name]
+    def _action(self, rule: CompiledRule) -> Callable[[_Session, dict[str, Any]], None]:
         ref = RuleRef(id=rule.rule_id, version=rule.version)
         effects = [(e.verb, e.name, e.side) for e in rule.effects]
         aliases = [f"p{i}" for i in range(len(rule.positives))]
-        sessions, read = self._sessions, self._read
+        read = self._read
 
-        def act(c: Any) -> None:
-            session = sessions.get(c.s.sid)
-            if session is None:
-                return
+        def act(session: _Session, message: dict[str, Any]) -> None:
             try:
-                basis = [str(getattr(c, alias).id) for alias in aliases]
+                basis = [str(message[alias]["id"]) for alias in aliases]
                 for fact in session.collector.apply(ref, effects, basis):
                     if (fact["type"], fact["kind"]) not in read:
                         continue  # a finding no rule uses as a condition is recorded but has nowhere to go
-                    with contextlib.suppress(durable.MessageNotHandledException):
-                        c.assert_fact(fact)
-            except Exception as exc:  # noqa: BLE001 -- durable_rules swallows an action's error: record it, fail closed
+                    fact["sid"] = session.sid
+                    outcome = _rete.assert_fact(session.handle, _encode(fact))
+                    if outcome[0] == _OBSERVED:
+                        raise EngineError(f"duplicate fact {json.dumps(fact['id'])}")
+            except Exception as exc:  # noqa: BLE001 -- an action's error is recorded: the evaluation fails closed
                 session.errors.append(f"{rule.key}: {exc!r}")
 
         return act
@@ -181,16 +186,15 @@ class DurableEngine:
         check_engine_limits(ruleset)  # before durable_rules sees a ruleset it would hang on
         self.ruleset, self.name = ruleset, name
         self._rules = {r.key: r for r in ruleset.compiled}
-        self._sessions: dict[str, _Session] = {}
         shards = marker_shards(ruleset.compiled)
         self._markers = sorted({(r.stage, shards[r.key]) for r in ruleset.compiled if r.key in shards})
         definition: dict[str, Any] = {r.key: to_durable(r, shards.get(r.key)) for r in ruleset.compiled}
-        definition["$opener"] = {"all": [{"m": {"type": _OPENER}}], "run": _OPENER}
+        definition[_OPENER_RULE] = {"all": [{"m": {"type": _OPENER}}]}
         # What some rule's condition reads, by (type, kind): a fact of any other kind cannot match anything, so it
         # is not asserted (each unmatched assert costs the engine a JSON round trip and an exception).
         self._read = frozenset((p.type, p.kind) for r in ruleset.compiled for p in r.patterns)
-        self._host = _QuietHost(self._rules, self._sessions, self._read)
-        self._host.set_rulesets({name: copy.deepcopy(definition)})
+        self._actions = _Actions(self._rules, self._read)
+        self._handle: int = _rete.create_ruleset(name, json.dumps(definition, ensure_ascii=False))
         self._sids: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._hashes: set[int] = set()
         self._names = itertools.count()
@@ -214,25 +218,25 @@ class DurableEngine:
             sid = self._sids.get(timeout=timeout)
         except queue.Empty:
             raise EngineBusy("all rule-engine sessions are busy") from None
-        session = self._sessions[sid] = _Session(facts)
+        session = _Session(facts, sid, self._handle)
         healthy = False
         try:
-            self._run(sid, session, facts)
+            self._run(session, facts)
             healthy = True
         finally:
-            self._sessions.pop(sid, None)
             self._sids.put(sid if self._close(sid) and healthy else self._replace(sid))
         if session.errors:
             raise EngineError("; ".join(session.errors))
         return session.collector.result()
 
-    def _run(self, sid: str, session: _Session, facts: list[InputFact]) -> None:
+    def _run(self, session: _Session, facts: list[InputFact]) -> None:
         """The opener, each input fact, then each stage marker.
 
         One assert per fact, not one batch: a batch is cheaper (about 10 % of an evaluation) but durable_rules
         then runs the matched actions in its own order, and the findings' order (firing order, which the CLI,
         pages and explanations show) would change with it."""
-        self._host.assert_fact(self.name, {"sid": sid, "type": _OPENER})
+        sid = session.sid
+        self._assert(session, {"sid": sid, "type": _OPENER})
         for fact in facts:
             if ("fact", fact.kind) in self._read:
                 self._assert(session, {**fact.engine_fields(), "sid": sid})
@@ -241,18 +245,34 @@ class DurableEngine:
                                    "n": stage, "shard": shard})
 
     def _assert(self, session: _Session, fact: dict[str, Any]) -> None:
+        """One fact, then the actions it makes ready, one after another, as durable_rules' host runs them: an
+        action's own asserts only queue what they match, and `complete_and_start_action` hands over the next."""
         try:
-            self._host.assert_fact(self.name, fact)
-        except durable.MessageNotHandledException:
-            pass  # no rule looks at this fact: normal
-        except durable.MessageObservedException:
-            session.errors.append(f"duplicate fact {json.dumps(fact.get('id'))}")
+            code, state = _rete.assert_fact(self._handle, _encode(fact))
+            if code == _NOT_HANDLED:
+                return  # no rule looks at this fact: normal
+            if code == _OBSERVED:
+                session.errors.append(f"duplicate fact {json.dumps(fact.get('id'))}")
+                return
+            self._run_actions(session, 0 if code == _QUEUED else state)
         except Exception as exc:  # noqa: BLE001 -- the C engine's own limits (e.g. error 303): fail closed
             session.errors.append(f"engine refused fact {json.dumps(fact.get('id'))}: {exc}")
 
+    def _run_actions(self, session: _Session, state: int) -> None:
+        started = _rete.start_action_for_state(self._handle, state)
+        if not started:
+            return
+        session_state, ready = started[0], json.loads(started[1])
+        while ready:
+            name, message = next(iter(ready.items()))
+            self._actions(name, session, message)
+            _rete.update_state(self._handle, session_state)  # unchanged: no action writes the session state
+            following = _rete.complete_and_start_action(self._handle, state)
+            ready = json.loads(following) if following else None
+
     def _close(self, sid: str) -> bool:
         try:
-            self._host.delete_state(self.name, sid)
+            _rete.delete_state(self._handle, sid)
             return True
         except Exception as exc:  # noqa: BLE001 -- whatever the C engine raises, the id is retired, not reused
             log.warning("rule-engine session %s could not be deleted (%s); its id is retired", sid,

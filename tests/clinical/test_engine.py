@@ -178,13 +178,13 @@ def test_facts_no_rule_reads_are_left_out_and_change_nothing(engine: DurableEngi
     assert all(("fact", f.kind) not in engine._read for f in unread)
     facts: list[InputFact] = [*F.adult(), F.pain("right"), F.mmt("right", "3"), *unread]
     asserted: list[Any] = []
-    real = engine._host.assert_fact
+    real = engine._assert
 
-    def recorded(name: str, fact: dict[str, Any]) -> Any:
+    def recorded(session: Any, fact: dict[str, Any]) -> None:
         asserted.append(fact)
-        return real(name, fact)
+        real(session, fact)
 
-    monkeypatch.setattr(engine._host, "assert_fact", recorded)
+    monkeypatch.setattr(engine, "_assert", recorded)
     result = engine.evaluate(facts)
     kinds = [fact.get("kind") for fact in asserted]
     assert "pain-score" not in kinds
