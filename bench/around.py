@@ -12,7 +12,6 @@ import asyncio
 import collections
 import contextlib
 import functools
-import gc
 import os
 import tempfile
 import time
@@ -98,12 +97,12 @@ def run() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         os.environ.update({"HIPFLEX_DATA_DIR": folder, "HIPFLEX_AS_OF": EXAMPLE_DATE.isoformat(),
                            "HIPFLEX_DECISION_CACHE_SIZE": "0"})
+        from cds.clinical.gctuning import settle_after_loading
         from cds.settings import Settings
         from cds.web.app import create_app
 
         app = create_app(Settings(), bind="127.0.0.1")
-        gc.collect()
-        gc.freeze()  # as `serve` does
+        settle_after_loading()  # as `serve` does
         raw = body_with(None)
         bodies = [raw.replace(b'"id": "p01-', b'"id": "p01-%d-' % i) for i in range(CALLS + WARM)]
         totals: dict[str, float] = collections.defaultdict(float)

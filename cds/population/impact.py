@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cds.clinical.context import Context
+from cds.clinical.gctuning import settle_after_loading
 from cds.clinical.pipeline import Decision, Pipeline
 from cds.content.changes import compare
 from cds.content.facts import ISSUE_MEANINGS, AgeFact, IssueCode
@@ -157,6 +158,7 @@ def pipelines(run: Run) -> tuple[Pipeline, Pipeline | None]:
                 return Pipeline(Settings(rules_dir=Path(content), decision_cache_size=0))
             return Pipeline(Settings(rule_path=Path(content) if content else None, decision_cache_size=0))
         _PIPELINES[key] = (build(run.rules), build(run.baseline) if run.baseline else None)
+        settle_after_loading()  # the worker now holds its content for good
     return _PIPELINES[key]
 
 

@@ -8,7 +8,6 @@ pages) and the one error mapping (`errors.py`). `serve` runs it under uvicorn wi
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cds import __version__
+from cds.clinical.gctuning import settle_after_loading
 from cds.hooks.auth import load_issuers
 from cds.hooks.errors import UnknownRule
 from cds.settings import Settings
@@ -162,8 +162,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> int:
             uvicorn.run("cds.web.app:app_from_environment", factory=True, workers=workers, **options)
         return 0
     app = create_app(settings, bind=host)
-    gc.collect()
-    gc.freeze()  # the loaded content never dies: keep it out of every later full collection (shorter pauses)
+    settle_after_loading()
     uvicorn.run(app, **options)
     return 0
 
@@ -186,6 +185,5 @@ def app_from_environment() -> FastAPI:
     settings = Settings()
     TimedHttpProtocol.configure(settings.limits.request_head_seconds, settings.limits.request_body_seconds)
     app = create_app(settings)
-    gc.collect()
-    gc.freeze()  # the loaded content never dies: keep it out of every later full collection (shorter pauses)
+    settle_after_loading()
     return app
