@@ -97,9 +97,14 @@ class ChartCheck:
     def _record(self, resource: dict[str, Any], ref: str, kind: Kind, when: dt.date | None,
                 status_given: bool = True) -> None:
         self.checked[kind] += 1
+        known = self.ctx.memberships
+        # what a record's codes and body site alone settle is remembered, by their full content; a terminology
+        # server's answers for this call (`known`) may settle it otherwise, so then nothing is remembered
+        quiet = None if known else (kind, repr(resource.get("code")), repr(resource.get("bodySite")))
+        if quiet is not None and quiet in self.t.quiet_records:
+            return
         concept = resource.get("code")
         codes = codings(concept)
-        known = self.ctx.memberships
         flags = [f for f in (self.t.red_flag(s, c, known) for s, c in codes) if f is not None]
         sites = [k for site in listed(resource.get("bodySite")) for k in codings(site)]
         knee_site = any(self.t.in_set(self.t.value_sets.knee_sites, s, c, known) for s, c in sites) or bool(
@@ -114,11 +119,16 @@ class ChartCheck:
             for flag in {f.flag: f for f in flags}.values():
                 self._red_flag(resource, ref, flag, when, status_given)
             return
-        if kind == "observation" and any(self.t.in_set(self.t.value_sets.knee_swelling, s, c, known)
-                                         for s, c in codes) and not self._absent(resource):
+        swelling = kind == "observation" and any(self.t.in_set(self.t.value_sets.knee_swelling, s, c, known)
+                                                 for s, c in codes)
+        if swelling and not self._absent(resource):
             self.out.facts.append(KneeSwellingFact(id=f"knee-swelling:{ref}", source=ref, date=when))
             return
+        if swelling:
+            quiet = None  # a swelling code's outcome hangs on its value
         if self._compatible(codes):
+            if quiet is not None:
+                self.t.remember_quiet(quiet)  # from here on, the codes and body site alone decide
             return
         if not status_given and not self._recent(when, self.t.condition_lookback_days):
             return
@@ -130,6 +140,8 @@ class ChartCheck:
             self._unknown(resource, ref, rtype, codes, when, readable)
         elif not readable:
             self._unread(ref, kind, codes[0][0] if codes else "no code", f"{rtype}.code", _words(concept))
+        elif quiet is not None:
+            self.t.remember_quiet(quiet)
 
     def _compatible(self, codes: list[tuple[str, str]]) -> bool:
         known = self.ctx.memberships

@@ -297,6 +297,16 @@ class Terminology(ContentModel):
         return {}
 
     @cached_property
+    def quiet_records(self) -> dict[tuple[str, str, str], bool]:
+        """Chart records, by (kind, code element, bodySite element) as text, that this content classifies as
+        raising nothing whatever their date, status or value (filled by `cds.clinical.chart`, bounded by
+        `remember_quiet`): most of a chart is vital signs and flowsheet rows, each otherwise classified anew."""
+        return {}
+
+    def remember_quiet(self, key: tuple[str, str, str]) -> None:
+        _remembered(self.quiet_records, key, lambda: True)
+
+    @cached_property
     def knee_words_pattern(self) -> re.Pattern[str]:
         """Every knee word in one pattern (any case): one search a record instead of one per word."""
         return re.compile("|".join(f"(?:{word})" for word in self.knee_words), re.IGNORECASE)

@@ -184,3 +184,39 @@ def test_no_string_in_any_resource_shapes_a_card(leaf: tuple[int, tuple[Any, ...
                             "em_open", "s_open", "table_open", "fence", "code_block"}, kinds
         strong = [tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "strong_open"]
         assert all(s.startswith("Findings") or s == PIPELINE.cards.texts.disclaimer for s in strong), strong
+
+
+def validated_facts(extra: dict[str, Any], memberships: frozenset[tuple[str, str, str]] = frozenset()) -> list[str]:
+    context = Context(today=EXAMPLE_DATE, user_id="Practitioner/1", memberships=memberships)
+    return [f.kind for f in PIPELINE.decide([*P01, extra], context).validated.facts]
+
+
+def test_a_swelling_code_found_absent_is_still_read_when_the_next_one_is_present() -> None:
+    """A record's codes alone may settle its classification, and then it is remembered; a swelling finding's
+    value decides it, so 'absent' once must not make the next 'present' pass unread."""
+    swelling = (T.local_system, "knee-swelling")
+    absent = record("Observation", swelling, True, None, 2, None) | {"valueString": "absent"}
+    assert "knee-swelling" not in validated_facts(absent)
+    assert "knee-swelling" in validated_facts(record("Observation", swelling, True, None, 2, None))
+
+
+def test_a_record_its_codes_settle_is_remembered_and_classified_alike_at_any_date() -> None:
+    hypertension = record("Condition", (CM, "I10"), True, None, 300, "Essential hypertension")
+    key = ("condition", repr(hypertension["code"]), repr(hypertension.get("bodySite")))
+    T.quiet_records.pop(key, None)
+    first = decided(hypertension)
+    assert key in T.quiet_records
+    again = decided(record("Condition", (CM, "I10"), False, None, 3, "Essential hypertension"))
+    assert [c.detail for c in again] == [c.detail for c in first]
+
+
+def test_nothing_is_remembered_of_a_call_a_terminology_server_answered() -> None:
+    """Its answers hold for that call only (a red flag the shipped sets lack may be among them)."""
+    flowsheet = record("Observation", (SNOMED, "271649006"), True, None, 2, "Systolic blood pressure")
+    key = ("observation", repr(flowsheet["code"]), repr(flowsheet.get("bodySite")))
+    T.quiet_records.pop(key, None)
+    answered = frozenset({(SNOMED, "271649006", "urn:hipflex-cds:fhir:ValueSet:unrelated")})
+    validated_facts(flowsheet, answered)
+    assert key not in T.quiet_records
+    validated_facts(flowsheet)
+    assert key in T.quiet_records
