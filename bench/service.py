@@ -14,6 +14,7 @@ patients on one worker. `make bench` takes about 10 minutes and prints what runs
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -23,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -199,32 +199,48 @@ def parse_wrk(output: str) -> dict[str, Any]:
             "requests": int(requests.group(1)) if requests else 0, "errors": int(errors.group(1)) if errors else 0}
 
 
-def paced(endpoint: str, body: bytes, rate: float, seconds: float = 8.0) -> dict[str, Any]:
-    """Latency at a fixed request rate (an EHR's steady load), from four client threads."""
+def paced(endpoint: str, body: bytes, rate: float, seconds: float = 8.0, connections: int = 8) -> dict[str, Any]:
+    """Latency at a fixed request rate (an EHR's steady load), new Observation ids in every call. Open loop: each
+    call is due at its own moment whatever the earlier ones did, and its latency counts from that moment (a
+    call that had to wait for a free connection counts its wait). One asyncio client on raw keep-alive
+    connections: a Python HTTP client in threads (httpx, before) added its own GIL waits to every figure."""
+    return asyncio.run(_paced(endpoint, body, rate, seconds, connections))
+
+
+async def _paced(endpoint: str, body: bytes, rate: float, seconds: float, connections: int) -> dict[str, Any]:
+    url = httpx.URL(endpoint)
+    host, port = url.host, url.port or 80
+    free: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(connections):
+        free.put_nowait(await asyncio.open_connection(host, port))
     latencies: list[float] = []
-    lock = threading.Lock()
+    errors = 0
 
-    def client(offset: float) -> None:
-        interval = 4 / rate
-        with httpx.Client(timeout=10) as http:
-            start = time.perf_counter() + offset
-            for k in range(int(seconds * rate / 4)):
-                pause = start + k * interval - time.perf_counter()
-                if pause > 0:
-                    time.sleep(pause)
-                began = time.perf_counter()
-                http.post(endpoint, content=body, headers={"Content-Type": "application/json"})
-                with lock:
-                    latencies.append((time.perf_counter() - began) * 1000)
+    async def call(index: int, due: float) -> None:
+        nonlocal errors
+        content = body.replace(b'"id": "p01-', b'"id": "p01-%d-' % index)
+        reader, writer = await free.get()
+        writer.write(f"POST {url.raw_path.decode()} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {len(content)}\r\n\r\n".encode() + content)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        await reader.readexactly(int(length.group(1)) if length else 0)
+        latencies.append((time.perf_counter() - due) * 1000)
+        errors += not head.startswith(b"HTTP/1.1 200")
+        free.put_nowait((reader, writer))
 
-    threads = [threading.Thread(target=client, args=(i / rate,)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    start, calls = time.perf_counter() + 0.05, []
+    for index in range(int(seconds * rate)):
+        due = start + index / rate
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        calls.append(asyncio.create_task(call(index, due)))
+    await asyncio.gather(*calls)
+    while not free.empty():
+        free.get_nowait()[1].close()
     latencies.sort()
     return {"rate_per_s": round(rate, 1), "p50_ms": round(statistics.median(latencies), 2),
-            "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 2), "requests": len(latencies)}
+            "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 2), "requests": len(latencies),
+            "errors": errors}
 
 
 def rss_mb(pid: int) -> float:
