@@ -10,6 +10,7 @@ strings, booleans and odd floats (shared/engine/durable-rules-notes.md §5.4).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -41,8 +42,10 @@ class _Fact(BaseModel):
         raise NotImplementedError
 
 
+@functools.lru_cache(maxsize=4096)
 def date_words(date: dt.date) -> str:
-    """'19 Nov 2026': a date no reader can take for another (unlike 11/12/2026)."""
+    """'19 Nov 2026': a date no reader can take for another (unlike 11/12/2026); a chart has few dates, and each
+    card and explanation names them again."""
     return f"{date.day} {date.strftime('%b %Y')}"
 
 
