@@ -110,8 +110,9 @@ class Collector:
                 existing.add(rule, basis)
                 continue
             ident = f"{prefix}:{name}:{side or '-'}"
-            store[(name, side)] = Derived(id=ident, name=name, side=side, rules=[rule],
-                                          basis=list(basis))
+            # from the compiled rules and the engine's fact ids: already the model's types, not validated again
+            store[(name, side)] = Derived.model_construct(id=ident, name=name, side=side, rules=[rule],
+                                                          basis=list(basis))
             fact: dict[str, EngineValue] = {"id": ident, "type": prefix, "kind": name}
             if side is not None:
                 fact["side"] = side
@@ -121,5 +122,5 @@ class Collector:
     def result(self) -> Evaluation:
         kept = [r for k, r in self.recommendations.items() if k not in self.suppressions]
         dropped = [r for k, r in self.recommendations.items() if k in self.suppressions]
-        return Evaluation(facts=self.facts, findings=list(self.findings.values()),
-                          recommendations=kept, suppressed=dropped)
+        return Evaluation.model_construct(facts=self.facts, findings=list(self.findings.values()),
+                                          recommendations=kept, suppressed=dropped)  # models made above
