@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cds.clinical.context import Context, Validated
-from cds.clinical.fhirvalues import codings, effective, listed, to_date
+from cds.clinical.fhirvalues import CodesOf, codings, effective, listed, to_date
 from cds.content.facts import (
     AnticoagulationFact,
     DataIssue,
@@ -49,6 +49,7 @@ class ChartCheck:
     t: Terminology
     ctx: Context
     out: Validated
+    codes_of: CodesOf = field(default_factory=CodesOf)
     checked: dict[Kind, int] = field(default_factory=lambda: {"condition": 0, "procedure": 0, "observation": 0,
                                                                "medicine": 0})
     to_check: list[str] = field(default_factory=list)
@@ -104,7 +105,7 @@ class ChartCheck:
         if quiet is not None and quiet in self.t.quiet_records:
             return
         concept = resource.get("code")
-        codes = codings(concept)
+        codes = self.codes_of(resource)
         flags = [f for f in (self.t.red_flag(s, c, known) for s, c in codes) if f is not None]
         sites = [k for site in listed(resource.get("bodySite")) for k in codings(site)]
         knee_site = any(self.t.in_set(self.t.value_sets.knee_sites, s, c, known) for s, c in sites) or bool(

@@ -46,6 +46,24 @@ def codings(concept: Any) -> list[tuple[str, str]]:
     return [(s, _focus(c) if s == SNOMED else c) for s, c in pairs]
 
 
+class CodesOf:
+    """The `codings` of each resource's `code`, worked out once in a validation run: a chart record is read by up
+    to four checks (is it worth a structure check, which binding, a measurement or a chart record, a red flag),
+    and in a large chart that was a fifth of the run. Kept by the resource's id together with the resource itself:
+    while it is held here no other dict can be made at its address."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[dict[str, Any], list[tuple[str, str]]]] = {}
+
+    def __call__(self, resource: dict[str, Any]) -> list[tuple[str, str]]:
+        seen = self._seen.get(id(resource))
+        if seen is not None:
+            return seen[1]
+        codes = codings(resource.get("code"))
+        self._seen[id(resource)] = (resource, codes)
+        return codes
+
+
 def _focus(code: str) -> str:
     return code.split(":", 1)[0].split("|", 1)[0].strip() if ":" in code or "|" in code else code
 

@@ -27,7 +27,7 @@ from fhir_core.fhirabstractmodel import FHIRAbstractModel
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
-from cds.clinical.fhirvalues import codings
+from cds.clinical.fhirvalues import CodesOf
 from cds.content.terminology import Terminology
 from cds.errors import HipflexError
 
@@ -182,12 +182,12 @@ def full_check(resource: dict[str, Any]) -> Verdict:
     return ()
 
 
-def may_be_used(resource: dict[str, Any], t: Terminology) -> bool:
+def may_be_used(resource: dict[str, Any], t: Terminology, codes_of: CodesOf) -> bool:
     """Whether a resource carries a code the rules read (only those are worth a structure check)."""
     rtype = resource["resourceType"]
     if rtype == "Observation":
-        codes = codings(resource.get("code"))
+        codes = codes_of(resource)
         return not codes or any(k in t.observation_by_code or k in t.unsupported_by_code for k in codes)
     if rtype == "ServiceRequest":
-        return bool(set(codings(resource.get("code"))) & t.physiotherapy_codes)
+        return bool(set(codes_of(resource)) & t.physiotherapy_codes)
     return True

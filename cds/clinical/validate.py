@@ -15,6 +15,7 @@ from typing import Any
 from cds.clinical import structure
 from cds.clinical.assemble import assemble
 from cds.clinical.context import Context, Validated
+from cds.clinical.fhirvalues import CodesOf
 from cds.clinical.profiles import Profiles
 from cds.content.facts import DataIssue, IssueCode
 from cds.content.terminology import Terminology
@@ -26,9 +27,9 @@ CLASSIFIED_EVEN_IF_MALFORMED = {"Condition", "Procedure", "MedicationRequest", "
 
 def validate(resources: Iterable[Any], terminology: Terminology, context: Context) -> Validated:
     """Validate FHIR resources (as parsed JSON) into facts and data issues."""
-    out = Validated(patient_id=context.patient_id)
-    parsed = [r for r in (_usable(i, r, terminology, out) for i, r in enumerate(resources)) if r]
-    profiles = Profiles(terminology, context, out)
+    out, codes_of = Validated(patient_id=context.patient_id), CodesOf()
+    parsed = [r for r in (_usable(i, r, terminology, out, codes_of) for i, r in enumerate(resources)) if r]
+    profiles = Profiles(terminology, context, out, codes_of)
     for resource in (r for r in parsed if r["resourceType"] == "Patient"):
         profiles.patient(resource)
     if out.patient_id is None:
@@ -43,7 +44,7 @@ def validate(resources: Iterable[Any], terminology: Terminology, context: Contex
     return out
 
 
-def _usable(index: int, resource: Any, t: Terminology, out: Validated) -> dict[str, Any] | None:
+def _usable(index: int, resource: Any, t: Terminology, out: Validated, codes_of: CodesOf) -> dict[str, Any] | None:
     """The resource if it is a supported, structurally valid FHIR resource; else None, with the issue reported."""
     where = f"entry[{index}]"
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
@@ -60,7 +61,7 @@ def _usable(index: int, resource: Any, t: Terminology, out: Validated) -> dict[s
         out.issues.append(DataIssue(resource=ref, path=rtype, severity="information", code=IssueCode.not_used,
                                     message=f"{rtype} resources are not used by these rules"))
         return None
-    if not structure.may_be_used(resource, t):
+    if not structure.may_be_used(resource, t, codes_of):
         return resource  # its profile check reports it as unrelated; its structure cannot matter
     errors = structure.structure_errors(resource)
     for path, message in errors:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from cds.clinical import fhirvalues
-from cds.clinical.fhirvalues import Reject
+from cds.clinical.fhirvalues import CodesOf, Reject
 from cds.content.terminology import Terminology
 
 
@@ -49,3 +49,14 @@ def test_codings_ignore_what_is_not_a_coding() -> None:
 def test_dates_read_partial_and_refuse_the_rest(text: Any, date: str | None) -> None:
     found = fhirvalues.to_date(text)
     assert (found.isoformat() if found else None) == date
+
+
+def test_a_resources_codes_are_read_once_a_run_and_never_taken_for_another_resources() -> None:
+    codes_of = CodesOf()
+    first = {"resourceType": "Observation", "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}}
+    read = codes_of(first)
+    assert read == [("http://loinc.org", "8867-4")]
+    assert codes_of(first) is read  # the same record, read again: the pairs already worked out
+    others = [{"resourceType": "Observation", "code": {"coding": [{"system": "urn:x", "code": str(i)}]}}
+              for i in range(200)]
+    assert [codes_of(r) for r in others] == [[("urn:x", str(i))] for i in range(200)]
