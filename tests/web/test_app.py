@@ -12,11 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import durable_rules_engine
 import httpx
 import pytest
 import yaml
 from pydantic import ValidationError
 
+from cds.clinical import engine as engine_module
 from cds.clinical.engine import POOL_SIZE
 from cds.clinical.explanation import Explanation
 from cds.hooks.prefetch import render
@@ -389,22 +391,28 @@ def test_docs_are_served_from_the_package_not_a_cdn(base_url: str) -> None:
     assert httpx.get(f"{base_url}/docs/static/swagger-ui-bundle.js").status_code == 200
 
 
-def test_a_failed_engine_session_is_counted_and_the_pool_stays_full(tmp_path: Path) -> None:
+def test_a_failed_engine_session_is_counted_and_the_pool_stays_full(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     app = create_app(service_settings(tmp_path, decision_cache_size=0))  # every call reaches the engine
     engine = app.state.cds.pipeline.engine
     failures = 0
 
-    def failing_delete(ruleset: str, sid: str) -> None:
-        nonlocal failures
-        failures += 1
-        raise RuntimeError("delete_state failed")
+    class FailingDelete:
+        """durable_rules' C engine, except that deleting a session fails."""
 
-    original = engine._host.delete_state
-    engine._host.delete_state = failing_delete
+        def __getattr__(self, name: str) -> Any:
+            return getattr(durable_rules_engine, name)
+
+        def delete_state(self, handle: int, sid: str) -> None:
+            nonlocal failures
+            failures += 1
+            raise RuntimeError("delete_state failed")
+
     with running(app) as url:
+        monkeypatch.setattr(engine_module, "_rete", FailingDelete())
         for _ in range(70):  # many more calls than the pool has sessions
             assert httpx.post(f"{url}{PATIENT_VIEW}", json=hook_request()).status_code == 200
-        engine._host.delete_state = original
+        monkeypatch.undo()
         assert httpx.post(f"{url}{PATIENT_VIEW}", json=hook_request()).status_code == 200
         text = httpx.get(f"{url}/metrics").text
     assert failures == 70
