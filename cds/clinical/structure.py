@@ -121,7 +121,8 @@ def structure_errors(resource: dict[str, Any]) -> Verdict:
         return known
     model = get_fhir_model_class(resource["resourceType"])
     try:
-        model.model_validate(_with_valid_elements(model, resource))
+        # the model's own __init__ (fhir_core defines one): `model_validate` calls it too, from one more layer
+        model(**_with_valid_elements(model, resource))
         verdict: Verdict = ()
     except (_Invalid, ValidationError):
         verdict = full_check(resource)
