@@ -24,7 +24,7 @@ def test_settling_freezes_the_loaded_content_and_makes_young_collections_rarer()
     done = subprocess.run([sys.executable, "-c", SCRIPT], cwd=PROJECT_ROOT, capture_output=True, text=True,
                           check=True)
     seen = json.loads(done.stdout)
-    assert seen["before"][0] == 700  # CPython's default, which a P01 call paid about fourteen times
+    assert seen["before"][0] == 700  # CPython's default
     assert seen["after"] == [20_000, *seen["before"][1:]]
     assert seen["frozen"] >= 1000
     assert seen["loaded_tracked"] is False  # frozen objects are in no generation a collection walks
