@@ -42,7 +42,7 @@ class _Invalid(HipflexError):
     """An element failed its own model: the resource is judged whole, for fhir.resources' own messages."""
 
 
-class DigestCache:
+class ContentCache:
     """Values by full content (a digest of it, or the content's text itself), least recently used out, at most
     `entries` of them; thread-safe."""
 
@@ -83,7 +83,7 @@ class ElementCache:
     """
 
     def __init__(self, entries: int = ELEMENT_ENTRIES) -> None:
-        self._models = DigestCache(entries)
+        self._models = ContentCache(entries)
 
     def model(self, klass: type[FHIRAbstractModel], value: dict[str, Any]) -> object:
         """The element as a validated model, or the dict itself when it is too large to keep (validated in
@@ -107,7 +107,7 @@ class ElementCache:
 _elements = ElementCache()
 RESOURCE_ENTRIES = 4096
 RESOURCE_MAX_CHARS = 64_000  # a larger resource is validated every time (its elements may still be cached)
-_verdicts = DigestCache(RESOURCE_ENTRIES)  # by whole content, like the elements: digests and verdicts only
+_verdicts = ContentCache(RESOURCE_ENTRIES)  # by whole content, like the elements: digests and verdicts only
 _fields: dict[type[FHIRAbstractModel], dict[str, tuple[type[FHIRAbstractModel], bool]]] = {}
 
 

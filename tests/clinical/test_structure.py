@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from cds.clinical import structure
-from cds.clinical.structure import DigestCache, ElementCache, full_check, structure_errors
+from cds.clinical.structure import ContentCache, ElementCache, full_check, structure_errors
 from cds.clinical.validate import bundle_resources
 from tests.support.paths import example_paths, load_json
 
@@ -60,7 +60,7 @@ def _set(target: Any, path: tuple[Any, ...], value: Any) -> None:
 @pytest.fixture(autouse=True)
 def fresh_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(structure, "_elements", ElementCache())
-    monkeypatch.setattr(structure, "_verdicts", DigestCache(structure.RESOURCE_ENTRIES))
+    monkeypatch.setattr(structure, "_verdicts", ContentCache(structure.RESOURCE_ENTRIES))
 
 
 def test_every_example_resource_is_valid_both_ways() -> None:
