@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from bench.service import body_with
+from bench.service import body_with, with_new_ids
 from tests.support.paths import EXAMPLE_DATE
 
 CALLS, WARM = 1000, 100
@@ -104,7 +104,7 @@ def run() -> dict[str, Any]:
         app = create_app(Settings(), bind="127.0.0.1")
         settle_after_loading()  # as `serve` does
         raw = body_with(None)
-        bodies = [raw.replace(b'"id": "p01-', b'"id": "p01-%d-' % i) for i in range(CALLS + WARM)]
+        bodies = [with_new_ids(raw, i) for i in range(CALLS + WARM)]
         totals: dict[str, float] = collections.defaultdict(float)
         return asyncio.run(_measure(app, bodies, totals))
 

@@ -69,6 +69,11 @@ def vital_sign(index: int) -> dict[str, Any]:
                               "code": "/min"}}
 
 
+def with_new_ids(body: bytes, call: int) -> bytes:
+    """The body with every P01 Observation id made this call's own, as the wrk script does for new data."""
+    return body.replace(b'"id": "p01-', b'"id": "p01-%d-' % call)
+
+
 def body_with(observations: int | None) -> bytes:
     """P01's patient-view request; with `observations`, its searchset padded with vital signs to that size."""
     body = hook_request()
@@ -218,7 +223,7 @@ async def _paced(endpoint: str, body: bytes, rate: float, seconds: float, connec
 
     async def call(index: int, due: float) -> None:
         nonlocal errors
-        content = body.replace(b'"id": "p01-', b'"id": "p01-%d-' % index)
+        content = with_new_ids(body, index)
         reader, writer = await free.get()
         writer.write(f"POST {url.raw_path.decode()} HTTP/1.1\r\nHost: {host}:{port}\r\n"
                      f"Content-Type: application/json\r\nContent-Length: {len(content)}\r\n\r\n".encode() + content)
