@@ -89,7 +89,7 @@ class HookCalls:
                                              settings.terminology.deadline_seconds) \
             if settings.terminology.server else None
         self.today = today or (lambda: pipeline.settings.as_of or dt.datetime.now(dt.UTC).date())
-        self.writer = CardWriter(store) if store is not None else None
+        self.writer = CardWriter(store, inline=True) if store is not None else None  # inline: see groupcommit
         # An ordinary call is decided on the event loop itself: it is pure CPU under the GIL (about 2 ms for a
         # visit's data), and a worker thread only added the hop and the GIL hand-overs of every call (measured
         # with 8 connections: 172 req/s and a p99 of 1 s in a thread, 229 req/s and 65 ms inline). Large calls

@@ -1,7 +1,9 @@
 """What the service remembers: the cards it issued, the feedback on them, and seen JWT ids.
 
 One code path for SQLite (the default, a file) and PostgreSQL (`DATABASE_URL=postgresql://…`),
-through SQLAlchemy Core. A card is stored with the rule ids and versions behind it so feedback
+through SQLAlchemy Core; the one exception is the SQLite insert of issued cards made on the event loop
+(`record_calls_inline`, see groupcommit.py), which hands SQLAlchemy's own compiled statement and converted
+values to the driver, so every reader sees the same rows. A card is stored with the rule ids and versions behind it so feedback
 joins to rules; the patient only as a keyed hash (HMAC-SHA256), so the store holds no patient
 identifier yet cards of one patient can still be grouped.
 """
@@ -13,6 +15,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,6 +191,9 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self.patient_key = patient_key
+        self._inline: Any = None  # the connection of record_calls_inline, made on first use
+        self._inline_lock = threading.Lock()
+        self._inline_statements: dict[str, tuple[str, list[tuple[str, Any]]]] = {}
         try:
             metadata.create_all(self.engine)
             self._add_missing_columns()
@@ -210,6 +216,10 @@ class Store:
                     conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} TEXT"))
 
     def close(self) -> None:
+        with self._inline_lock:
+            if self._inline is not None:
+                self._inline.close()
+                self._inline = None
         self.engine.dispose()
 
     def reachable(self) -> bool:
@@ -229,7 +239,76 @@ class Store:
 
     def record_calls(self, calls: list[tuple[list[IssuedCard], str, Snapshot | None]]) -> None:
         """The cards and snapshots of several calls in one transaction (the group commit's batch)."""
-        now = dt.datetime.now(dt.UTC)
+        rows, kept = self._rows(calls, dt.datetime.now(dt.UTC))
+        if rows:
+            with self.engine.begin() as conn:
+                if kept:
+                    conn.execute(snapshots.insert(), kept)
+                conn.execute(issued_cards.insert(), rows)
+
+    @property
+    def writes_inline(self) -> bool:
+        """Whether `record_calls_inline` can be tried: a SQLite file (a local append); never a network database."""
+        return self.engine.dialect.name == "sqlite"
+
+    def record_calls_inline(self, calls: list[tuple[list[IssuedCard], str, Snapshot | None]]) -> bool:
+        """The same transaction as `record_calls`, on the caller's thread (the event loop), through one connection
+        of its own that never waits: False, with nothing written, when another connection holds the write lock
+        (its busy timeout is 0), when another thread is using it, or on any database error; the caller then
+        hands the calls to `record_calls` in its writer thread, which waits, retries call by call and raises.
+        That connection never checkpoints the WAL either (a checkpoint copies pages and syncs the file);
+        `checkpoint` does it, from the writer thread."""
+        if not self._inline_lock.acquire(blocking=False):
+            return False
+        try:
+            connection = self._inline_connection()
+            rows, kept = self._rows(calls, dt.datetime.now(dt.UTC))
+            try:
+                cursor = connection.cursor()
+                if kept:
+                    cursor.executemany(*self._inline_insert(snapshots, kept))
+                if rows:
+                    cursor.executemany(*self._inline_insert(issued_cards, rows))
+                connection.commit()
+                return True
+            except self.engine.dialect.loaded_dbapi.Error:
+                connection.rollback()
+                return False
+        finally:
+            self._inline_lock.release()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL's committed pages into the SQLite file without waiting for anyone (PASSIVE)."""
+        if self.writes_inline:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _inline_connection(self) -> Any:
+        if self._inline is None:
+            pooled = self.engine.raw_connection()
+            self._inline = pooled.dbapi_connection
+            pooled.detach()  # its own for the process: never handed to another thread by the pool
+            cursor = self._inline.cursor()
+            cursor.execute("PRAGMA busy_timeout = 0")
+            cursor.execute("PRAGMA wal_autocheckpoint = 0")
+            cursor.close()
+        return self._inline
+
+    def _inline_insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> tuple[str, list[tuple[Any, ...]]]:
+        """The driver's own statement and parameter tuples for `rows`, with each column's value converted as
+        SQLAlchemy converts it (dates and times as the SQLite dialect stores them), compiled once per table."""
+        if table.name not in self._inline_statements:
+            compiled = table.insert().compile(dialect=self.engine.dialect)
+            order = list(compiled.positiontup or [])
+            processors = [table.c[name].type.dialect_impl(self.engine.dialect).bind_processor(self.engine.dialect)
+                          for name in order]
+            self._inline_statements[table.name] = (str(compiled), list(zip(order, processors, strict=True)))
+        statement, columns = self._inline_statements[table.name]
+        return statement, [tuple(row[name] if convert is None else convert(row[name]) for name, convert in columns)
+                           for row in rows]
+
+    def _rows(self, calls: list[tuple[list[IssuedCard], str, Snapshot | None]],
+              now: dt.datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         rows, kept = [], []
         for cards, patient_id, snapshot in calls:
             if not cards:
@@ -244,11 +323,7 @@ class Store:
             if snapshot is not None:
                 kept.append({"snapshot_id": snapshot.snapshot_id, "as_of": snapshot.as_of, "facts": snapshot.facts,
                              "created_at": now})
-        if rows:
-            with self.engine.begin() as conn:
-                if kept:
-                    conn.execute(snapshots.insert(), kept)
-                conn.execute(issued_cards.insert(), rows)
+        return rows, kept
 
     def snapshot(self, snapshot_id: str) -> Snapshot | None:
         with self.engine.connect() as conn:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import sqlite3
 import time
 import uuid
 from pathlib import Path
 
-from cds.hooks.store import CardRule, FeedbackRecord, IssuedCard, Store, patient_key
+import sqlalchemy as sa
+
+from cds.hooks.store import CardRule, FeedbackRecord, IssuedCard, Snapshot, Store, issued_cards, patient_key
 
 
 def card(service: str = "hipflex-patient-view") -> IssuedCard:
@@ -99,4 +103,36 @@ def test_a_failing_statement_never_carries_its_values_into_an_error_or_a_log(dat
     if failed is not None:
         assert secret not in str(failed)
         assert "parameters hidden" in str(failed)
+    store.close()
+
+
+def test_a_call_written_inline_reads_back_as_one_written_by_sqlalchemy(store: Store) -> None:
+    """The inline path converts each value as SQLAlchemy would, so every reader sees the same rows."""
+    by_core, inline = card(), card()
+    snapshot = Snapshot(str(uuid.uuid4()), dt.date(2026, 11, 24), '{"facts": []}')
+    store.record_calls([([by_core], "p", None)])
+    assert store.record_calls_inline([([inline], "p", snapshot)]) is True
+    assert store.issued(inline.card_uuid) == inline
+    assert store.snapshot(snapshot.snapshot_id) == snapshot
+    with store.engine.connect() as conn:
+        times = dict(conn.execute(sa.select(issued_cards.c.card_uuid, issued_cards.c.issued_at)).all())
+    assert abs(times[inline.card_uuid] - times[by_core.card_uuid]) < dt.timedelta(seconds=5)
+
+
+def test_the_inline_write_gives_way_at_once_to_a_held_write_lock(store: Store, tmp_path: Path) -> None:
+    holder = sqlite3.connect(tmp_path / "store.sqlite3", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    started = time.perf_counter()
+    refused = store.record_calls_inline([([card()], "p", None)])
+    waited = time.perf_counter() - started
+    holder.execute("ROLLBACK")
+    later = card()
+    assert (refused, waited < 1) == (False, True)  # the driver's own busy timeout is 5 s
+    assert store.record_calls_inline([([later], "p", None)]) is True
+    assert store.issued(later.card_uuid) == later
+
+
+def test_only_a_sqlite_store_writes_inline(database_url: str) -> None:
+    store = Store(database_url, b"key")
+    assert store.writes_inline is database_url.startswith("sqlite")
     store.close()
