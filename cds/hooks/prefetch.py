@@ -108,7 +108,7 @@ def _distinct(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for resource in resources:
         copies = seen.setdefault((str(resource.get("resourceType")), str(resource.get("id"))), [])
-        if not any(copy == resource for copy in copies):
+        if resource not in copies:  # by equality, in C (a generator of == was 2 % of a served call)
             copies.append(resource)
             out.append(resource)
     return out
