@@ -3,9 +3,9 @@
 One code path for SQLite (the default, a file) and PostgreSQL (`DATABASE_URL=postgresql://…`),
 through SQLAlchemy Core; the one exception is the SQLite insert of issued cards made on the event loop
 (`record_calls_inline`, see groupcommit.py), which hands SQLAlchemy's own compiled statement and converted
-values to the driver, so every reader sees the same rows. A card is stored with the rule ids and versions behind it so feedback
-joins to rules; the patient only as a keyed hash (HMAC-SHA256), so the store holds no patient
-identifier yet cards of one patient can still be grouped.
+values to the driver, so every reader sees the same rows. A card is stored with the rule ids and versions
+behind it so feedback joins to rules; the patient only as a keyed hash (HMAC-SHA256), so the store holds no
+patient identifier yet cards of one patient can still be grouped.
 """
 
 from __future__ import annotations
