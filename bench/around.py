@@ -35,6 +35,7 @@ def timed_steps(totals: dict[str, float]) -> Iterator[None]:
         (service, "parse_request", "parsing the request"), (call, "gather", "gathering the prefetch"),
         (Pipeline, "decide", "deciding"), (call, "snapshot_of", "the replay snapshot"),
         (call, "issued_cards", "the issued-card records"), (groupcommit.CardWriter, "record", "the card insert"),
+        (store.Store, "record_calls_inline", "of which the transaction, on the loop (SQLite)"),
         (store.Store, "record_calls", "of which the transaction, in the writer thread"),
         (Decision, "response", "encoding the response"), (calls.log, "info", "the log line"),
         (observability.Metrics, "observe", "metrics")]
