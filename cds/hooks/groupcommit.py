@@ -74,7 +74,7 @@ class CardWriter:
         batch = self._pending.pop(loop, [])
         while batch:
             part, batch = batch[:self.max_batch], batch[self.max_batch:]
-            if not self.store.record_calls_inline([(w.cards, w.patient_id, w.snapshot) for w in part]):
+            if not self._inline_write(part):
                 for waiting in part:
                     self._to_thread(waiting)
                 continue
@@ -86,6 +86,15 @@ class CardWriter:
             if self._since_checkpoint >= self.checkpoint_every:
                 self._since_checkpoint = 0
                 self._to_thread(_CHECKPOINT)
+
+    def _inline_write(self, part: list[_Waiting]) -> bool:
+        """False for the thread to write the part. Whatever the store raises here (say its connection cannot be
+        opened) goes that way too: raised in a loop callback it would reach no call, and the calls would wait
+        for ever; the thread writes them, or hands each call its own error."""
+        try:
+            return self.store.record_calls_inline([(w.cards, w.patient_id, w.snapshot) for w in part])
+        except Exception:  # noqa: BLE001 -- see above: the thread path raises it to the calls
+            return False
 
     def _to_thread(self, item: _Waiting | str) -> None:
         self._start()

@@ -208,3 +208,25 @@ def test_a_postgresql_store_is_written_by_the_thread_alone(database_url: str) ->
     store = Store(database_url, b"key")
     assert CardWriter(store, inline=True).inline is database_url.startswith("sqlite")
     store.close()
+
+
+class NoInlineConnection(Store):
+    """A real store whose loop connection cannot be opened (the file's folder gone for it, say)."""
+
+    def _inline_connection(self) -> Any:
+        raise sa.exc.OperationalError("connect", {}, Exception("unable to open database file"))
+
+
+def test_a_store_that_fails_on_the_loop_leaves_no_call_waiting(tmp_path: Path) -> None:
+    store = NoInlineConnection(f"sqlite:///{tmp_path / 'store.sqlite3'}", b"k")
+    writer = CardWriter(store, inline=True)
+    cards = [card()]
+
+    async def run() -> None:
+        await asyncio.wait_for(writer.record(cards, "p"), timeout=10)
+
+    asyncio.run(run())
+    assert store.issued(cards[0].card_uuid) == cards[0]  # written by the thread instead
+    assert (writer.inline_transactions, writer.transactions) == (0, 1)
+    writer.close()
+    store.close()
