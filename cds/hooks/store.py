@@ -254,7 +254,7 @@ class Store:
     def record_calls_inline(self, calls: list[tuple[list[IssuedCard], str, Snapshot | None]]) -> bool:
         """The same transaction as `record_calls`, on the caller's thread (the event loop), through one connection
         of its own that never waits: False, with nothing written, when another connection holds the write lock
-        (its busy timeout is 0), when another thread is using it, or on any database error; the caller then
+        (its busy timeout is 0), when another thread is using it, or on any error in the transaction; the caller then
         hands the calls to `record_calls` in its writer thread, which waits, retries call by call and raises.
         That connection never checkpoints the WAL either (a checkpoint copies pages and syncs the file);
         `checkpoint` does it, from the writer thread."""
@@ -271,8 +271,8 @@ class Store:
                     cursor.executemany(*self._inline_insert(issued_cards, rows))
                 connection.commit()
                 return True
-            except self.engine.dialect.loaded_dbapi.Error:
-                connection.rollback()
+            except Exception:  # noqa: BLE001 -- a lock, a bad row or a bad value: the thread's turn, nothing kept
+                connection.rollback()  # or the next batch's commit would keep this one's first rows
                 return False
         finally:
             self._inline_lock.release()

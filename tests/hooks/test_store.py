@@ -7,6 +7,7 @@ import sqlite3
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -135,4 +136,25 @@ def test_the_inline_write_gives_way_at_once_to_a_held_write_lock(store: Store, t
 def test_only_a_sqlite_store_writes_inline(database_url: str) -> None:
     store = Store(database_url, b"key")
     assert store.writes_inline is database_url.startswith("sqlite")
+    store.close()
+
+
+class CardInsertFails(Store):
+    """A real store whose issued-card insert on the loop fails once its snapshot row is already written."""
+
+    failing = True
+
+    def _inline_insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> tuple[str, list[tuple[Any, ...]]]:
+        if self.failing and table is issued_cards:
+            raise TypeError("a value the driver cannot take")
+        return super()._inline_insert(table, rows)
+
+
+def test_an_inline_write_that_fails_midway_keeps_none_of_its_rows(tmp_path: Path) -> None:
+    store = CardInsertFails(f"sqlite:///{tmp_path / 'store.sqlite3'}", b"k")
+    failed = Snapshot(str(uuid.uuid4()), dt.date(2026, 11, 24), '{"facts": []}')
+    assert store.record_calls_inline([([card()], "p", failed)]) is False
+    store.failing = False
+    assert store.record_calls_inline([([card()], "p", None)]) is True
+    assert store.snapshot(failed.snapshot_id) is None  # not committed by the next batch
     store.close()
