@@ -109,3 +109,24 @@ def test_the_cache_is_bounded_and_keeps_no_large_element(monkeypatch: pytest.Mon
     large["code"]["text"] = "x" * (structure.ELEMENT_MAX_CHARS + 1)
     assert structure_errors(large) == ()
     assert len(cache._models) == 3
+
+
+def test_a_null_in_any_list_of_any_model_is_judged_as_fhir_resources_judges_it() -> None:
+    """The null-item check runs in a cheaper form of its own (`_quick_model`): every list element of every
+    resource type the examples hold, not only those the examples fill, gets a null item, alone and after a
+    valid one, and also under the element's Python name."""
+    checked = refused = 0
+    for resource in {r["resourceType"]: r for r in example_resources()}.values():
+        model = structure.get_fhir_model_class(resource["resourceType"])
+        for name, field in model.model_fields.items():
+            if "List" not in str(field.annotation) and "list" not in str(field.annotation):
+                continue
+            for key in {field.alias or name, name}:
+                for broken in ([None], [resource.get(key, [None])[0] if isinstance(resource.get(key), list)
+                                        else None, None]):
+                    variant = {k: v for k, v in resource.items() if k not in (name, field.alias)} | {key: broken}
+                    expected = full_check(variant)
+                    assert structure_errors(variant) == expected, (resource["resourceType"], key)
+                    checked, refused = checked + 1, refused + bool(expected)
+    assert checked > 200
+    assert refused > checked // 2
