@@ -172,7 +172,7 @@ def _quick_model(model: type[FHIRAbstractModel]) -> type[FHIRAbstractModel]:
         lists = tuple((field.alias, name) for name, field in model.model_fields.items()
                       if is_list_type(field) and not is_primitive_type(field) and not name.endswith("__ext"))
 
-        def reject_null_complex_elements(_cls: type[FHIRAbstractModel], data: Any) -> Any:
+        def reject_null_complex_elements(cls: type[FHIRAbstractModel], data: Any) -> Any:  # noqa: ARG001
             if isinstance(data, dict):
                 for alias, name in lists:
                     value = data.get(alias if alias and alias in data else name)
@@ -180,7 +180,7 @@ def _quick_model(model: type[FHIRAbstractModel]) -> type[FHIRAbstractModel]:
                         raise ValueError(f"None is not allowed as an element of {alias or name}")
             return data
 
-        validator: Any = model_validator(mode="before")(classmethod(reject_null_complex_elements))
+        validator = model_validator(mode="before")(reject_null_complex_elements)  # `cls` first: a classmethod
         found = _quick[model] = type(model.__name__, (model,), {
             "__module__": __name__, "reject_null_complex_elements": validator})
     return found

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fhir.resources.R4B import get_fhir_model_class
 
 from cds.clinical import structure
 from cds.clinical.structure import ContentCache, ElementCache, full_check, structure_errors
@@ -117,7 +118,7 @@ def test_a_null_in_any_list_of_any_model_is_judged_as_fhir_resources_judges_it()
     valid one, and also under the element's Python name."""
     checked = refused = 0
     for resource in {r["resourceType"]: r for r in example_resources()}.values():
-        model = structure.get_fhir_model_class(resource["resourceType"])
+        model = get_fhir_model_class(resource["resourceType"])
         for name, field in model.model_fields.items():
             if "List" not in str(field.annotation) and "list" not in str(field.annotation):
                 continue
