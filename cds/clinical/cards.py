@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from cds.clinical.explanation import Explanation, FactUsed, FindingUsed, Recommendation, RulesetRef, RuleUsed
-from cds.clinical.outcome import Derived, Evaluation
+from cds.clinical.outcome import Derived, Evaluation, Trace
 from cds.clinical.response import (
     Action,
     ActionType,
@@ -96,10 +96,9 @@ class CardBuilder:
         return cards
 
     def _card(self, rec: Derived, view: _View, issues: list[DataIssue], patient_id: str | None) -> ExplainedCard:
-        evaluation = view.evaluation
         text = self.texts.cards[rec.name]
         words = side_words(rec.side)
-        facts, findings, rules = evaluation.explain(rec)
+        facts, findings, rules = view.trace.explain(rec)
         suggestions = None
         if text.suggestion is not None and patient_id:
             suggestions = [self._suggestion(text.suggestion, rec, view, patient_id, text.advice, words)]
@@ -108,7 +107,7 @@ class CardBuilder:
         explanation = Explanation.model_construct(
             recommendation=Recommendation.model_construct(card=rec.name, side=rec.side),
             rules=[self._rule_used(r.id, r.version, (r.id, r.version) in makers) for r in rules],
-            facts=[FactUsed.model_construct(id=f.id, source=f.source, description=f.describe()) for f in facts],
+            facts=[FactUsed.model_construct(id=f.id, source=f.source, description=view.describe(f)) for f in facts],
             findings=[FindingUsed.model_construct(name=f.name, side=f.side) for f in findings],
             thresholds=self._thresholds(tuple(r.id for r in rules)),
             issues=reported[:MAX_EXPLAINED_ISSUES],
@@ -122,7 +121,7 @@ class CardBuilder:
         return ExplainedCard(Card.model_construct(
             uuid=str(uuid.uuid4()),
             summary=text.summary.format(**words),
-            detail=self._detail(text, self._own_facts(rec, evaluation), notes),
+            detail=self._detail(text, self._own_facts(rec, view), notes, view),
             indicator=Indicator(text.indicator),
             source=self._source(rec),
             suggestions=suggestions,
@@ -152,14 +151,14 @@ class CardBuilder:
         return found
 
     @staticmethod
-    def _own_facts(rec: Derived, evaluation: Evaluation) -> list[InputFact]:
+    def _own_facts(rec: Derived, view: _View) -> list[InputFact]:
         """The facts a card rests on, less those that only reach it through another card (shown there), and
         less who is asking and how old they are (eligibility, not findings)."""
-        facts, _, _ = evaluation.explain(rec)
-        through_cards = {f.id for r in evaluation.recommendations if r.id in rec.basis
-                         for f in evaluation.explain(r)[0]}
-        own = {f.id for f in evaluation.explain(rec.model_copy(update={
-            "basis": [b for b in rec.basis if not b.startswith("recommendation:")]}))[0]}
+        trace = view.trace
+        facts, _, _ = trace.explain(rec)
+        through_cards = {f.id for r in view.evaluation.recommendations if r.id in rec.basis
+                         for f in trace.explain(r)[0]}
+        own = {f.id for f in trace.explain(rec, [b for b in rec.basis if not b.startswith("recommendation:")])[0]}
         return [f for f in facts if f.kind not in ("audience", "age") and (f.id in own or f.id not in through_cards)]
 
     def no_cards_reason(self, evaluation: Evaluation) -> str:
@@ -195,7 +194,7 @@ class CardBuilder:
             "bodySite": [body_site],
             "note": [{"text": advice}],
         }
-        cited = sorted({f.source for f in view.evaluation.explain(rec)[0]
+        cited = sorted({f.source for f in view.trace.explain(rec)[0]
                         if f.kind in text.reason_facts and f.source})
         if cited:
             request["reasonReference"] = [{"reference": ref} for ref in cited]
@@ -230,14 +229,14 @@ class CardBuilder:
             for note in (n for n in mine if n.per_side):
                 fact = view.holds(note.when, side)
                 if fact is not None:
-                    yield note.text.format(**(_fields(fact) | side_words(side)))
-        flags = "; ".join(f.describe() for f in view.evaluation.facts if f.kind == "red-flag")
+                    yield note.text.format(**(view.fields(fact) | side_words(side)))
+        flags = "; ".join(view.describe(f) for f in view.evaluation.facts if f.kind == "red-flag")
         for note in (n for n in mine if not n.per_side):
             fact = view.holds(note.when, None)
             if fact is not None:
-                yield note.text.format(**(_fields(fact) | side_words(rec.side)), red_flags_recorded=flags)
+                yield note.text.format(**(view.fields(fact) | side_words(rec.side)), red_flags_recorded=flags)
 
-    def _detail(self, text: CardText, facts: list[InputFact], notes: list[str]) -> str:
+    def _detail(self, text: CardText, facts: list[InputFact], notes: list[str], view: _View) -> str:
         """What a clinician reads in a side panel: what to do, this patient's findings, notes, one evidence line."""
         parts = [text.advice]
         if facts:
@@ -246,7 +245,7 @@ class CardBuilder:
             if day is not None:  # one visit: say its date once
                 parts += ["", f"**Findings ({date_words(day)}):** " + "; ".join(f.what() for f in facts) + "."]
             else:
-                parts += ["", "**Findings:** " + "; ".join(f.describe() for f in facts) + "."]
+                parts += ["", "**Findings:** " + "; ".join(view.describe(f) for f in facts) + "."]
         if notes:
             parts += [""] + [f"- {n}" for n in notes]
         parts += ["", f"{text.evidence} **{self.texts.disclaimer}**"]
@@ -254,24 +253,30 @@ class CardBuilder:
 
 
 class _View:
-    """One evaluation as the card texts' conditions ask about it (findings by side, facts by side), worked out
-    once per evaluation rather than once per condition."""
+    """One evaluation as the cards ask about it: findings by side, facts by side and kind, what each card rests
+    on, each fact in words; worked out once per evaluation rather than once per condition or card."""
 
     def __init__(self, evaluation: Evaluation) -> None:
         self.evaluation = evaluation
+        self.trace = Trace(evaluation)
         self.findings = {(f.name, f.side) for f in evaluation.findings}
         self.finding_names = {name for name, _ in self.findings}
         self._sides = [(f, f.__dict__.get("side", _ANY_SIDE)) for f in evaluation.facts]
-        self._on_side: dict[str | None, list[InputFact]] = {}
+        self._on_side: dict[str | None, dict[str, InputFact]] = {}
+        self._words: dict[str, str] = {}
+        self._fields: dict[str, dict[str, Any]] = {}
 
     def has_finding(self, name: str, side: str | None) -> bool:
         return name in self.finding_names if side is None else (name, side) in self.findings
 
-    def facts_on(self, side: str | None) -> list[InputFact]:
-        """The facts on `side` and those that have no side (all of them for None)."""
+    def kinds_on(self, side: str | None) -> dict[str, InputFact]:
+        """The first fact of each kind on `side` or with no side (of all facts for None)."""
         found = self._on_side.get(side)
         if found is None:
-            found = self._on_side[side] = [f for f, s in self._sides if side is None or s in (side, _ANY_SIDE)]
+            found = self._on_side[side] = {}
+            for fact, on in self._sides:
+                if side is None or on in (side, _ANY_SIDE):
+                    found.setdefault(fact.kind, fact)
         return found
 
     def holds(self, when: NoteCondition, side: str | None) -> InputFact | Literal[True] | None:
@@ -286,13 +291,29 @@ class _View:
                        if f.name == when.finding and (side is None or f.side == side)]
             if not derived or any({r.id for r in f.rules} != set(when.only_by_rules) for f in derived):
                 return None
-        facts = self.facts_on(side)
+        kinds = self.kinds_on(side)
         missing = when.no_fact if isinstance(when.no_fact, list) else [when.no_fact]
-        if any(f.kind in missing for f in facts):
+        if any(kind in kinds for kind in missing if kind is not None):
             return None
         if when.fact is not None:
-            return next((f for f in facts if f.kind == when.fact), None)
+            return kinds.get(when.fact)
         return True
+
+    def describe(self, fact: InputFact) -> str:
+        """The fact in words, with its date (each card and the explanation name it again)."""
+        found = self._words.get(fact.id)
+        if found is None:
+            found = self._words[fact.id] = fact.describe()
+        return found
+
+    def fields(self, fact: InputFact | Literal[True]) -> dict[str, Any]:
+        """A fact's fields as note placeholders (`_fields`), for any number of notes."""
+        if isinstance(fact, bool):
+            return {}
+        found = self._fields.get(fact.id)
+        if found is None:
+            found = self._fields[fact.id] = _fields(fact)
+        return found
 
 
 _ANY_SIDE = object()  # a fact with no side field applies to either side

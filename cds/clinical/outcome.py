@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field
 
 from cds.clinical.explanation import rule_label
 from cds.content.facts import EngineValue, InputFact
@@ -44,41 +44,54 @@ class Evaluation(BaseModel):
     findings: list[Derived]
     recommendations: list[Derived] = Field(description="After suppression, in firing order")
     suppressed: list[Derived] = Field(default_factory=list)
-    _explained: dict[tuple[str, tuple[str, ...]], tuple[list[InputFact], list[Derived], list[RuleRef]]] = \
-        PrivateAttr(default_factory=dict)
 
     def finding_names(self) -> set[tuple[str, str | None]]:
         return {(f.name, f.side) for f in self.findings}
 
-    def explain(self, item: Derived) -> tuple[list[InputFact], list[Derived], list[RuleRef]]:
-        """Every input fact, finding and rule a recommendation rests on, transitively. Worked out once per item
-        (a card asks several times: its facts, its own facts, its reasons, the rules behind it); an evaluation is
-        not changed once made."""
-        key = (item.id, tuple(item.basis))
-        if key not in self._explained:
-            self._explained[key] = self._explain(item)
-        return self._explained[key]
 
-    def _explain(self, item: Derived) -> tuple[list[InputFact], list[Derived], list[RuleRef]]:
-        by_id: dict[str, Derived] = {d.id: d for d in [*self.findings, *self.recommendations,
-                                                         *self.suppressed]}
-        facts_by_id = {f.id: f for f in self.facts}
-        facts: dict[str, InputFact] = {}
-        findings: dict[str, Derived] = {}
+Explained = tuple[list[InputFact], list[Derived], list[RuleRef]]
+
+
+class Trace:
+    """What the recommendations of one evaluation rest on, transitively: input facts, findings and rules.
+
+    A card asks several times (its facts, its own facts, its reasons, the rules behind it), so the indexes are
+    made once per evaluation and each answer is worked out once; an evaluation is not changed once made. A
+    plain class, not a model field: pydantic's private attributes cost a lookup through `__getattr__` each.
+    """
+
+    def __init__(self, evaluation: Evaluation) -> None:
+        self.evaluation = evaluation
+        self._derived = {d.id: d for d in [*evaluation.findings, *evaluation.recommendations,
+                                           *evaluation.suppressed]}
+        self._facts = {f.id: f for f in evaluation.facts}
+        self._explained: dict[tuple[str, tuple[str, ...]], Explained] = {}
+
+    def explain(self, item: Derived, basis: list[str] | None = None) -> Explained:
+        """The facts, findings and rules behind `item` (through `basis` instead of the item's own, if given),
+        each list in the evaluation's order."""
+        key = (item.id, tuple(item.basis if basis is None else basis))
+        found = self._explained.get(key)
+        if found is None:
+            found = self._explained[key] = self._explain(item, key[1])
+        return found
+
+    def _explain(self, item: Derived, basis: tuple[str, ...]) -> Explained:
+        facts: set[str] = set()
+        findings: set[str] = set()
         rules: dict[tuple[str, int], RuleRef] = {(r.id, r.version): r for r in item.rules}
-        pending = list(item.basis)
+        pending = list(basis)
         while pending:
             ident = pending.pop()
-            if ident in facts_by_id:
-                facts[ident] = facts_by_id[ident]
-            elif ident in by_id and ident not in findings:
-                derived = by_id[ident]
-                findings[ident] = derived
+            if ident in self._facts:
+                facts.add(ident)
+            elif ident in self._derived and ident not in findings:
+                derived = self._derived[ident]
+                findings.add(ident)
                 rules |= {(r.id, r.version): r for r in derived.rules if (r.id, r.version) not in rules}
                 pending.extend(derived.basis)
-        ordered_facts = [f for f in self.facts if f.id in facts]
-        ordered_findings = [f for f in self.findings if f.id in findings]
-        return ordered_facts, ordered_findings, list(rules.values())
+        return ([f for f in self.evaluation.facts if f.id in facts],
+                [f for f in self.evaluation.findings if f.id in findings], list(rules.values()))
 
 
 class Collector:
