@@ -107,8 +107,8 @@ class CardBuilder:
         explanation = Explanation.model_construct(
             recommendation=Recommendation.model_construct(card=rec.name, side=rec.side),
             rules=[self._rule_used(r.id, r.version, (r.id, r.version) in makers) for r in rules],
-            facts=[FactUsed.model_construct(id=f.id, source=f.source, description=view.describe(f)) for f in facts],
-            findings=[FindingUsed.model_construct(name=f.name, side=f.side) for f in findings],
+            facts=[view.fact_used(f) for f in facts],
+            findings=[view.finding_used(f) for f in findings],
             thresholds=self._thresholds(tuple(r.id for r in rules)),
             issues=reported[:MAX_EXPLAINED_ISSUES],
             ruleset=self._ruleset_ref)
@@ -265,6 +265,8 @@ class _View:
         self._on_side: dict[str | None, dict[str, InputFact]] = {}
         self._words: dict[str, str] = {}
         self._fields: dict[str, dict[str, Any]] = {}
+        self._facts_used: dict[str, FactUsed] = {}
+        self._findings_used: dict[str, FindingUsed] = {}
 
     def has_finding(self, name: str, side: str | None) -> bool:
         return name in self.finding_names if side is None else (name, side) in self.findings
@@ -304,6 +306,20 @@ class _View:
         found = self._words.get(fact.id)
         if found is None:
             found = self._words[fact.id] = fact.describe()
+        return found
+
+    def fact_used(self, fact: InputFact) -> FactUsed:
+        """The fact as explanations list it; the cards of one response share it (an explanation is not changed)."""
+        found = self._facts_used.get(fact.id)
+        if found is None:
+            found = self._facts_used[fact.id] = FactUsed.model_construct(id=fact.id, source=fact.source,
+                                                                   description=self.describe(fact))
+        return found
+
+    def finding_used(self, finding: Derived) -> FindingUsed:
+        found = self._findings_used.get(finding.id)
+        if found is None:
+            found = self._findings_used[finding.id] = FindingUsed.model_construct(name=finding.name, side=finding.side)
         return found
 
     def fields(self, fact: InputFact | Literal[True]) -> dict[str, Any]:
