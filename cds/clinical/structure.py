@@ -59,11 +59,15 @@ class ContentCache:
         self._lock = threading.Lock()
 
     def get(self, key: Hashable) -> Any:
-        with self._lock:
-            found = self._items.get(key)
-            if found is not None:
+        """Lock-free: a lookup is one step under the GIL, and a key another thread has just evicted is simply no
+        longer refreshed (a lock here cost more than the lookup, dozens of times a decision)."""
+        found = self._items.get(key)
+        if found is not None:
+            try:  # noqa: SIM105 -- contextlib.suppress costs more than the lookup
                 self._items.move_to_end(key)
-            return found
+            except KeyError:
+                pass
+        return found
 
     def put(self, key: Hashable, value: Any) -> None:
         with self._lock:
@@ -114,7 +118,8 @@ class ElementCache:
 _elements = ElementCache()
 RESOURCE_ENTRIES = 4096
 RESOURCE_MAX_CHARS = 64_000  # a larger resource is validated every time (its elements may still be cached)
-_verdicts = ContentCache(RESOURCE_ENTRIES)  # by whole content, like the elements: digests and verdicts only
+RESOURCE_TEXT_KEY_CHARS = 2_000  # up to this, the content's text is the key (as for elements); above, its digest
+_verdicts = ContentCache(RESOURCE_ENTRIES)  # by whole content, like the elements: verdicts and at most 8 MB of keys
 _fields: dict[type[FHIRAbstractModel], dict[str, tuple[type[FHIRAbstractModel], bool]]] = {}
 _quick: dict[type[FHIRAbstractModel], type[FHIRAbstractModel]] = {}
 
@@ -123,7 +128,8 @@ def structure_errors(resource: dict[str, Any]) -> Verdict:
     """fhir.resources' verdict on one resource, as (element path, message) pairs (at most three); a resource
     seen before with exactly this content (the hooks of one visit resend the chart) is not validated again."""
     text = repr(resource)
-    key = hashlib.sha256(text.encode()).digest() if len(text) <= RESOURCE_MAX_CHARS else None
+    key = text if len(text) <= RESOURCE_TEXT_KEY_CHARS else \
+        hashlib.sha256(text.encode()).digest() if len(text) <= RESOURCE_MAX_CHARS else None
     known: Verdict | None = _verdicts.get(key) if key is not None else None
     if known is not None:
         return known
