@@ -13,11 +13,11 @@ as it is), which still runs every rule the resource's own level has: required el
 list items, unknown elements, primitive formats. Any failure, at any level, is judged again by one whole
 validation of the resource, so an invalid resource is reported exactly as fhir.resources reports it.
 
-One of those rules is run in a cheaper form (`_quick_model`): fhir_core's check for null items in lists of
-complex elements walks every field of the model, asking of each whether it is a list and a primitive, on
-every validation: 40 % of an Observation's resource-level validation. The same question is answered once
-per model, with fhir_core's own predicates, and each validation then reads only the fields that can hold
-such a list. Every other validator of the model runs unchanged.
+Two of those rules run in a cheaper form (`_quick_model`): fhir_core's check for null items in lists of
+complex elements walks every field of the model, asking of each whether it is a list and a primitive, and its
+choice-type check looks its groups up in the model's fields, on every validation (together about half of an
+Observation's resource-level validation). The same questions are answered once per model, with fhir_core's
+own predicates and groups; every other validator of the model runs unchanged.
 """
 
 from __future__ import annotations
@@ -165,31 +165,63 @@ def _with_valid_elements(model: type[FHIRAbstractModel], resource: dict[str, Any
 
 
 def _quick_model(model: type[FHIRAbstractModel]) -> type[FHIRAbstractModel]:
-    """The model with fhir_core's null-item check replaced by the same check on fields found once.
+    """The model with two of fhir_core's checks run on what they read worked out once per model.
 
-    fhir_core asks of every field, on every validation, whether it is a list of complex elements (not
-    primitives, not the `__ext` siblings of primitive lists, whose nulls are placeholders) and then whether it
-    holds a null; here the first question is answered when the model is first used, by the same predicates, and
-    the same key is read (the alias if the data has it, else the field's name). The validator keeps fhir_core's
-    name, so pydantic replaces the inherited one rather than running both. It only ever accepts or refuses: a
-    refusal is judged again by the original model (`full_check`), for fhir.resources' own message."""
+    The null-item check asks of every field, on every validation, whether it is a list of complex elements (not
+    primitives, not the `__ext` siblings of primitive lists, whose nulls are placeholders), then whether it holds
+    a null; here the first question is answered when the model is first used, by fhir_core's own predicates, and
+    the same key is read (the alias if the data has it, else the field's name). The choice-type check (one of
+    `value[x]`'s types at most, one at least where required) looks up the same groups and flags in the model's
+    fields on every validation; here once. The validator keeps fhir_core's name, so pydantic replaces the
+    inherited one rather than running both. They only ever accept or refuse: a refusal is judged again by the
+    original model (`full_check`), for fhir.resources' own message."""
     found = _quick.get(model)
     if found is None:
-        lists = tuple((field.alias, name) for name, field in model.model_fields.items()
-                      if is_list_type(field) and not is_primitive_type(field) and not name.endswith("__ext"))
-
-        def reject_null_complex_elements(cls: type[FHIRAbstractModel], data: Any) -> Any:  # noqa: ARG001
-            if isinstance(data, dict):
-                for alias, name in lists:
-                    value = data.get(alias if alias and alias in data else name)
-                    if isinstance(value, list) and any(item is None for item in value):
-                        raise ValueError(f"None is not allowed as an element of {alias or name}")
-            return data
-
-        validator = model_validator(mode="before")(reject_null_complex_elements)  # `cls` first: a classmethod
         found = _quick[model] = type(model.__name__, (model,), {
-            "__module__": __name__, "reject_null_complex_elements": validator})
+            "__module__": __name__, "reject_null_complex_elements": _null_item_check(model),
+            "_validate_one_of_many": _choice_check(model)})
     return found
+
+
+def _null_item_check(model: type[FHIRAbstractModel]) -> Any:
+    lists = {}
+    for name, field in model.model_fields.items():
+        if is_list_type(field) and not is_primitive_type(field) and not name.endswith("__ext"):
+            lists[name] = (field.alias, name)
+            if field.alias:
+                lists[field.alias] = (field.alias, name)
+
+    def reject_null_complex_elements(cls: type[FHIRAbstractModel], data: Any) -> Any:  # noqa: ARG001
+        if isinstance(data, dict):
+            for key, value in data.items():
+                names = lists.get(key)
+                if names is None or not isinstance(value, list):
+                    continue
+                alias, name = names
+                if key != (alias if alias and alias in data else name):
+                    continue  # a field given under both names: fhir_core reads the alias only
+                if any(item is None for item in value):
+                    raise ValueError(f"None is not allowed as an element of {key}")
+        return data
+
+    return model_validator(mode="before")(reject_null_complex_elements)  # `cls` first: a classmethod
+
+
+def _choice_check(model: type[FHIRAbstractModel]) -> Any:
+    groups: list[tuple[list[str], bool]] = []
+
+    def _validate_one_of_many(self: FHIRAbstractModel) -> None:
+        if not groups:
+            groups.extend((fields, model.model_fields[fields[0]].json_schema_extra["one_of_many_required"] is True)  # type: ignore[index]
+                          for fields in self.get_one_of_many_fields().values())
+        for fields, required in groups:
+            given = sum(getattr(self, field, None) is not None for field in fields)
+            if given > 1:
+                raise ValueError(f"Any of one field value is expected from this list {fields}, but got multiple!")
+            if required and not given:
+                raise ValueError(f"Expect any of field value from this list {fields}.")
+
+    return _validate_one_of_many
 
 
 def _complex_fields(model: type[FHIRAbstractModel]) -> dict[str, tuple[type[FHIRAbstractModel], bool]]:

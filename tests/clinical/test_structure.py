@@ -131,3 +131,31 @@ def test_a_null_in_any_list_of_any_model_is_judged_as_fhir_resources_judges_it()
                     checked, refused = checked + 1, refused + bool(expected)
     assert checked > 200
     assert refused > checked // 2
+
+
+CHOICE_SAMPLES: dict[str, Any] = {
+    "Boolean": True, "String": "x", "Integer": 1, "DateTime": "2026-01-01", "Date": "2026-01-01", "Time": "10:00:00",
+    "Instant": "2026-01-01T00:00:00Z", "CodeableConcept": {"text": "x"}, "Reference": {"reference": "Patient/1"},
+    "Quantity": {"value": 1}, "Period": {"start": "2026-01-01"}, "Age": {"value": 1}, "Range": {"low": {"value": 1}}}
+
+
+def test_choice_types_are_judged_as_fhir_resources_judges_them() -> None:
+    """The choice-type check runs in a cheaper form of its own (`_quick_model`): every choice element (`value[x]`,
+    `effective[x]`, ...) of every resource type the examples hold, given twice, once, or not at all."""
+    checked = refused = 0
+    for resource in {r["resourceType"]: r for r in example_resources()}.values():
+        model = get_fhir_model_class(resource["resourceType"])
+        groups: dict[str, list[str]] = {}
+        for name, field in model.model_fields.items():
+            extra = field.json_schema_extra
+            if isinstance(extra, dict) and extra.get("one_of_many"):
+                groups.setdefault(str(extra["one_of_many"]), []).append(field.alias or name)
+        for prefix, members in groups.items():
+            samples = [(m, CHOICE_SAMPLES[m[len(prefix):]]) for m in members if m[len(prefix):] in CHOICE_SAMPLES]
+            bare = {k: v for k, v in resource.items() if k not in members}
+            for variant in [bare, bare | dict(samples[:1]), bare | dict(samples[:2]), bare | dict(samples[-2:])]:
+                expected = full_check(variant)
+                assert structure_errors(variant) == expected, (resource["resourceType"], prefix, variant.keys())
+                checked, refused = checked + 1, refused + bool(expected)
+    assert checked > 20
+    assert refused > checked // 3
