@@ -50,3 +50,31 @@ def test_a_document_at_the_limit_parses_and_one_level_more_is_refused_by_name() 
 def test_a_document_deeper_than_python_can_parse_is_refused_by_the_same_message() -> None:
     with pytest.raises(ValueError, match=f"nested deeper than {JSON_DEPTH_LIMIT} levels"):
         parse_json(nested(100_000), "the body")
+
+
+@settings(max_examples=300)
+@given(JSON_VALUES)
+def test_a_document_reads_as_the_json_module_reads_it(value: Any) -> None:
+    text = json.dumps(value)
+    assert repr(parse_json(text, "the body")) == repr(json.loads(text))
+    assert repr(parse_json(text.encode(), "the body")) == repr(json.loads(text.encode()))
+
+
+@pytest.mark.parametrize("text", [
+    '{"a": 1, "a": 2, "b": 3}', "[-0, -0.0, 1E2, 1e400, 123456789012345678901234567890, 5e-324]",
+    "[NaN, Infinity, -Infinity]", '"\\ud800"', '"\\u00e9\\ud83d\\ude00"', ' {"a": 1} '])
+def test_edge_cases_read_as_the_json_module_reads_them(text: str) -> None:
+    assert repr(parse_json(text, "the body")) == repr(json.loads(text))
+
+
+def refusal(parse: Any, body: bytes) -> tuple[type[ValueError], str]:
+    try:
+        parse(body)
+    except ValueError as exc:
+        return type(exc), str(exc)
+    raise AssertionError(f"{body!r} was accepted")
+
+
+@pytest.mark.parametrize("body", [b"[1,]", b"\xff", b'{"a":1} x', b"", b'"\x01"', b"{'a': 1}"])
+def test_malformed_json_is_refused_with_the_json_modules_own_message(body: bytes) -> None:
+    assert refusal(lambda b: parse_json(b, "the body"), body) == refusal(json.loads, body)
