@@ -5,14 +5,17 @@ checked both ways (twice, so the second pass runs on cached elements)."""
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cds.clinical import structure
-from cds.clinical.structure import ContentCache, ElementCache, full_check, structure_errors
+from cds.clinical.structure import ContentCache, ElementCache, content, full_check, structure_errors
 from cds.clinical.validate import bundle_resources
 from tests.support.paths import example_paths, load_json
 
@@ -159,3 +162,17 @@ def test_choice_types_are_judged_as_fhir_resources_judges_them() -> None:
                 checked, refused = checked + 1, refused + bool(expected)
     assert checked > 20
     assert refused > checked // 3
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=3),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner,
+                                                                                        max_size=3), max_leaves=12)
+
+
+@settings(max_examples=1000)
+@given(JSON_VALUES, JSON_VALUES)
+def test_two_json_values_share_a_cache_key_only_when_they_are_the_same(first: Any, second: Any) -> None:
+    """The caches' key (`content`) tells apart whatever `repr` tells apart in parsed JSON: types (1, 1.0, true),
+    key order, NaN from null."""
+    assert (content(first) == content(second)) == (repr(first) == repr(second))
+    assert content(json.loads(json.dumps(first))) == content(first)
