@@ -34,7 +34,7 @@ class Derived(BaseModel):
     basis: list[str] = Field(default_factory=list, description="ids of the facts/findings it rests on")
 
     def add(self, rule: RuleRef, basis: list[str]) -> None:
-        if rule not in self.rules:
+        if all(r.id != rule.id or r.version != rule.version for r in self.rules):  # not pydantic's __eq__
             self.rules.append(rule)
         self.basis.extend(b for b in basis if b not in self.basis)
 

@@ -225,7 +225,10 @@ def _choice_check(model: type[FHIRAbstractModel]) -> Any:
             groups.extend((fields, model.model_fields[fields[0]].json_schema_extra["one_of_many_required"] is True)  # type: ignore[index]
                           for fields in self.get_one_of_many_fields().values())
         for fields, required in groups:
-            given = sum(getattr(self, field, None) is not None for field in fields)
+            given = 0
+            for field in fields:
+                if getattr(self, field, None) is not None:
+                    given += 1
             if given > 1:
                 raise ValueError(f"Any of one field value is expected from this list {fields}, but got multiple!")
             if required and not given:
