@@ -10,12 +10,12 @@ already has. Snapshots are deleted after HIPFLEX_SNAPSHOT_RETENTION_DAYS (defaul
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter
+from pydantic_core import to_json
 
 from cds.clinical.cards import ExplainedCard
 from cds.clinical.pipeline import Pipeline
@@ -39,7 +39,7 @@ def snapshot_of(facts: list[InputFact], as_of: dt.date) -> Snapshot:
         fields |= {"id": f"{fields['kind']}:{number}", "source": None}
         if "display" in fields:
             fields["display"] = NOT_KEPT
-    return Snapshot(str(uuid.uuid4()), as_of, json.dumps(kept))  # valid facts still (read back with FACTS)
+    return Snapshot(str(uuid.uuid4()), as_of, to_json(kept).decode())  # valid facts still (read back with FACTS)
 
 
 def card_key(card: ExplainedCard) -> str:
