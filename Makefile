@@ -54,6 +54,7 @@ debian-packages:  ## apt-get install what the tests use, if missing (run as root
 # 100,000 patients (about 10 minutes). bench-long adds 100,000 calls and the population runs on two workers.
 bench: $(STAMP)  ## load, in-process, engine and population benchmarks, as ratios to baselines of the same run
 	@command -v wrk >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk)
+	@command -v valgrind >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind)
 	$(BIN)/python -m bench.service
 
 bench-long: $(STAMP)  ## bench plus 100,000 calls and the population runs on one and two workers

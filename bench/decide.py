@@ -101,5 +101,19 @@ def breakdown(profile: cProfile.Profile) -> dict[str, float]:
         "other": round(1 - sum(own.values()) / total, 3)}
 
 
+def loop(calls: int) -> None:
+    """The start-up and warm-up of `run`, then `calls` decides and nothing else (bench/instructions.py counts
+    this under callgrind with and without the calls)."""
+    decider = pipeline()
+    resources, patient = p01_resources()
+    context = Context(today=TODAY, patient_id=patient, user_id="Practitioner/COREPRACTITIONER1")
+    bodies = [with_new_ids(resources, i) for i in range(calls + 20)]
+    for body in bodies:
+        decider.decide(body, context).response()
+
+
 if __name__ == "__main__":
-    print(json.dumps(run(int(sys.argv[1]) if len(sys.argv) > 1 else 400)))
+    if sys.argv[1:2] == ["--loop"]:
+        loop(int(sys.argv[2]))
+    else:
+        print(json.dumps(run(int(sys.argv[1]) if len(sys.argv) > 1 else 400)))

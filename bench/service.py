@@ -35,6 +35,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from bench import engine as bench_engine
+from bench import instructions as bench_instructions
 from tests.support.builders import hook_request
 from tests.support.paths import EXAMPLE_DATE, PROJECT_ROOT
 from tests.support.servers import free_port
@@ -398,8 +399,11 @@ def in_process_figures(rounds: int = 3) -> dict[str, Any]:
             now.append(decide_figures(PROJECT_ROOT))
             if baseline is not None:
                 today.append(decide_figures(baseline))
+        print("instructions per decide, this checkout and today's, under callgrind (about 2 min)", flush=True)
+        counted = bench_instructions.figures(baseline)
     best_now = min(now, key=lambda f: f["ms_per_decide"])
-    out: dict[str, Any] = {"now": best_now, "rounds_ms_now": [f["ms_per_decide"] for f in now]}
+    out: dict[str, Any] = {"now": best_now, "rounds_ms_now": [f["ms_per_decide"] for f in now],
+                           "instructions": counted}
     if today:
         best_today = min(today, key=lambda f: f["ms_per_decide"])
         out |= {"today": best_today, "rounds_ms_today": [f["ms_per_decide"] for f in today],
@@ -444,7 +448,17 @@ def in_process_table(figures: dict[str, Any]) -> list[str]:
     for part, share in now["breakdown"].items():
         before = f"{today['breakdown'].get(part, 0):>7.0%}" if today else f"{'-':>7}"
         lines.append(f"| {part:<40} | {before} | {share:>7.0%} | {share * now['ms_per_decide']:>7.2f} |")
-    return lines
+    return [*lines, "", instructions_line(figures.get("instructions") or {})]
+
+
+def instructions_line(counted: dict[str, Any]) -> str:
+    if not counted:
+        return "Instructions per decide: not counted (valgrind missing)"
+    line = (f"Instructions per decide (callgrind, {counted['calls']} decides; the same in any minute): "
+            f"now {counted['now']:,}")
+    if "today" in counted:
+        line += f", today ({BASELINE_COMMIT[:7]}) {counted['today']:,}: x{counted['now_over_today']}"
+    return line
 
 
 def around_lines(figures: dict[str, Any]) -> list[str]:
@@ -464,7 +478,9 @@ def targets(results: dict[str, Any]) -> list[str]:
              f"- P01, one worker: x{one['requests_per_s'] / bare['requests_per_s']:.3f} of bare (target >= 0.08)"
              + (f" and x{one['requests_per_s'] / peer['requests_per_s']:.3f} of HealthChain (target >= 0.4)" if peer
                 else " (HealthChain not available)"),
-             f"- in-process decide: x{in_process['now_over_today']} of today's (target <= 0.40)"
+             f"- in-process decide: x{in_process['now_over_today']} of today's time (target <= 0.40)"
+             + (f", x{in_process['instructions']['now_over_today']} of its instructions"
+                if "now_over_today" in (in_process.get("instructions") or {}) else "")
              if "now_over_today" in in_process else "- in-process decide: today's code not available",
              f"- P01 at half the max rate ({half['rate_per_s']}/s): p99 {half['p99_ms']} ms (target <= 10 ms), "
              f"p50 {half['p50_ms']} ms",
