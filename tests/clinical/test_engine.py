@@ -8,9 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import durable_rules_engine
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic_core import from_json, to_json
 
 from cds.clinical.engine import DurableEngine, EngineBusy, EngineError, fnv1a32
 from cds.clinical.outcome import Collector, Evaluation
@@ -192,3 +194,60 @@ def test_facts_no_rule_reads_are_left_out_and_change_nothing(engine: DurableEngi
     assert "pain-site" in kinds
     assert summary(result) == summary(evaluate_reference(ruleset, facts))
     assert result.facts == facts  # still the evaluation's facts, for the cards and explanations
+
+
+def test_a_session_is_emptied_and_reused_and_no_fact_reaches_the_next_evaluation(ruleset: RuleSet) -> None:
+    """One session for 300 mixed patients in turn (its state created once): each evaluation is exactly what a
+    new engine gives, order of findings included, and the engine holds only the opener between them."""
+    engine = DurableEngine(ruleset, pool_size=1, name="test_reuse")
+    fresh = DurableEngine(ruleset, pool_size=1, name="test_fresh")
+    rng = random.Random(11)
+    cases = _mixed_cases(rng)
+    for case in [rng.choice(cases) for _ in range(300)]:
+        result = engine.evaluate(case)
+        assert result == in_a_new_session(fresh, case)
+        (sid,) = engine._open
+        assert from_json(durable_rules_engine.get_facts(engine._handle, sid)) == [{"sid": sid, "type": "$open"}]
+    assert engine.failed_sessions == 0
+
+
+def test_a_session_the_engine_cannot_empty_is_deleted(ruleset: RuleSet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When a fact is still there after the retraction, the session is deleted rather than reused."""
+    engine = DurableEngine(ruleset, pool_size=1, name="test_not_emptied")
+    facts = [*F.adult(), F.pain("right"), F.mmt("right", "4")]
+    real = durable_rules_engine.retract_facts
+
+    def all_but_one(handle: int, stored: str) -> Any:
+        return real(handle, to_json(from_json(stored)[:-1]).decode())
+
+    monkeypatch.setattr(durable_rules_engine, "retract_facts", all_but_one)
+    first = engine.evaluate(facts)
+    assert engine._open == set()  # deleted, not kept
+    monkeypatch.undo()
+    other = [*F.adult(), F.pain("left"), F.mmt("left", "3")]
+    assert engine.evaluate(other) == in_a_new_session(DurableEngine(ruleset, pool_size=1, name="test_fresh2"), other)
+    assert first.recommendations
+
+
+def in_a_new_session(engine: DurableEngine, facts: list[InputFact]) -> Evaluation:
+    """An evaluation whose session is then deleted, so the next one starts from a new state."""
+    result = engine.evaluate(facts)
+    for sid in engine._open:
+        durable_rules_engine.delete_state(engine._handle, sid)
+    engine._open.clear()
+    return result
+
+
+def test_a_failed_evaluation_deletes_its_session(ruleset: RuleSet, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = DurableEngine(ruleset, pool_size=1, name="test_failed_deleted")
+    facts = [*F.adult(), F.pain("right"), F.mmt("right", "4")]
+    engine.evaluate(facts)
+    assert len(engine._open) == 1
+
+    def boom(*_: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Collector, "apply", boom)
+    with pytest.raises(EngineError, match="boom"):
+        engine.evaluate(facts)
+    assert engine._open == set()
