@@ -208,7 +208,9 @@ class DurableEngine:
         self._read = frozenset((p.type, p.kind) for r in ruleset.compiled for p in r.patterns)
         self._actions = _Actions(self._rules, self._read)
         self._handle: int = _rete.create_ruleset(name, json.dumps(definition, ensure_ascii=False))
-        self._sids: queue.SimpleQueue[str] = queue.SimpleQueue()
+        # last in, first out: one evaluation at a time keeps reusing one session (each live one holds about
+        # 2.5 MB), and the others are created only when evaluations overlap
+        self._sids: queue.LifoQueue[str] = queue.LifoQueue()
         self._hashes: set[int] = set()
         self._names = itertools.count()
         self._minting = threading.Lock()

@@ -398,10 +398,13 @@ def test_a_failed_engine_session_is_counted_and_the_pool_stays_full(tmp_path: Pa
     failures = 0
 
     class FailingDelete:
-        """durable_rules' C engine, except that deleting a session fails."""
+        """durable_rules' C engine, except that emptying a session for reuse fails, and so does deleting it."""
 
         def __getattr__(self, name: str) -> Any:
             return getattr(durable_rules_engine, name)
+
+        def retract_facts(self, handle: int, facts: str) -> None:
+            raise RuntimeError("retract_facts failed")
 
         def delete_state(self, handle: int, sid: str) -> None:
             nonlocal failures
