@@ -142,8 +142,13 @@ class _Session:
         self.collector = Collector(facts)
         self.sid, self.handle = sid, handle
         self.errors: list[str] = []
-        self.kept: list[str] = []  # as asserted; a fact no rule reads, or a duplicate, is not stored
+        self.kept: list[str] = []  # as asserted
         self.markers: list[str] = []
+
+    def keep(self, encoded: str, code: int, *, marker: bool = False) -> None:
+        """Note a fact the engine stored, to be retracted (one no rule reads, or a duplicate, is not stored)."""
+        if code not in (_NOT_HANDLED, _OBSERVED):
+            (self.markers if marker else self.kept).append(encoded)
 
 
 class _Actions:
@@ -176,8 +181,7 @@ class _Actions:
                     fact["sid"] = session.sid
                     encoded = _encode(fact)
                     outcome = _rete.assert_fact(session.handle, encoded)
-                    if outcome[0] not in (_NOT_HANDLED, _OBSERVED):
-                        session.kept.append(encoded)
+                    session.keep(encoded, outcome[0])
                     if outcome[0] == _OBSERVED:
                         raise EngineError(f"duplicate fact {json.dumps(fact['id'])}")
             except Exception as exc:  # noqa: BLE001 -- an action's error is recorded: the evaluation fails closed
@@ -268,8 +272,8 @@ class DurableEngine:
         try:
             encoded = _encode(fact)
             code, state = _rete.assert_fact(self._handle, encoded)
-            if code not in (_NOT_HANDLED, _OBSERVED) and fact["type"] != _OPENER:
-                (session.markers if fact["type"] == "$stage" else session.kept).append(encoded)
+            if fact["type"] != _OPENER:
+                session.keep(encoded, code, marker=fact["type"] == "$stage")
             if code == _NOT_HANDLED:
                 return  # no rule looks at this fact: normal
             if code == _OBSERVED:
@@ -295,7 +299,7 @@ class DurableEngine:
         """Empty the session for the next evaluation, or delete it; False when its id must be retired.
 
         Creating a session's state is most of what durable_rules spends outside matching (it zeroes the frame
-        indexes of every join of the ruleset: about 45 µs, a quarter of an evaluation here), so a session that
+        indexes of every join of the ruleset: 88 µs of a 380 µs evaluation, measured in a slow hour), so a session that
         evaluated cleanly is kept, and every fact it stored is retracted: stage markers first, so no rule with a
         `not` can complete while the others go, then the rest in one call. It is reused only if the engine then
         holds nothing but the opener and has no action ready; anything else (an error, a fact the engine did

@@ -219,11 +219,14 @@ def _null_item_check(model: type[FHIRAbstractModel]) -> Any:
 
 def _choice_check(model: type[FHIRAbstractModel]) -> Any:
     groups: list[tuple[list[str], bool]] = []
+    found = False
 
     def _validate_one_of_many(self: FHIRAbstractModel) -> None:
-        if not groups:
-            groups.extend((fields, model.model_fields[fields[0]].json_schema_extra["one_of_many_required"] is True)  # type: ignore[index]
-                          for fields in self.get_one_of_many_fields().values())
+        nonlocal found
+        if not found:  # the model's groups, from its first instance (fhir_core asks an instance for them)
+            groups[:] = [(fields, model.model_fields[fields[0]].json_schema_extra["one_of_many_required"] is True)  # type: ignore[index]
+                         for fields in self.get_one_of_many_fields().values()]  # one assignment: threads may race
+            found = True
         for fields, required in groups:
             given = 0
             for field in fields:
