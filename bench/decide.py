@@ -65,13 +65,17 @@ def pipeline() -> Pipeline:
     return Pipeline(Settings(decision_cache_size=0))  # the pinned copy's flat settings
 
 
+def prepared(count: int) -> tuple[Pipeline, Context, list[list[dict[str, Any]]]]:
+    """The pipeline, P01's context, and `count` copies of its chart with new Observation ids."""
+    resources, patient = p01_resources()
+    context = Context(today=TODAY, patient_id=patient, user_id="Practitioner/COREPRACTITIONER1")
+    return pipeline(), context, [with_new_ids(resources, i) for i in range(count)]
+
+
 def run(calls: int = 400, rounds: int = 5) -> dict[str, Any]:
     """Median over rounds of ms per decide (with its response encoded, as every call does), then one profiled
     round split into PARTS."""
-    decider = pipeline()
-    resources, patient = p01_resources()
-    context = Context(today=TODAY, patient_id=patient, user_id="Practitioner/COREPRACTITIONER1")
-    bodies = [with_new_ids(resources, i) for i in range(calls * (rounds + 1))]
+    decider, context, bodies = prepared(calls * (rounds + 1))
     decider.decide(bodies[-1], context)  # warm
     samples = []
     for r in range(rounds):
@@ -85,7 +89,7 @@ def run(calls: int = 400, rounds: int = 5) -> dict[str, Any]:
         decider.decide(body, context).response()
     profile.disable()
     cards = len(decider.decide(bodies[0], context).cards)
-    return {"ms_per_decide": round(statistics.median(samples), 3), "cards": cards, "resources": len(resources),
+    return {"ms_per_decide": round(statistics.median(samples), 3), "cards": cards, "resources": len(bodies[0]),
             "breakdown": breakdown(profile)}
 
 
@@ -104,10 +108,7 @@ def breakdown(profile: cProfile.Profile) -> dict[str, float]:
 def loop(calls: int) -> None:
     """The start-up and warm-up of `run`, then `calls` decides and nothing else (bench/instructions.py counts
     this under callgrind with and without the calls)."""
-    decider = pipeline()
-    resources, patient = p01_resources()
-    context = Context(today=TODAY, patient_id=patient, user_id="Practitioner/COREPRACTITIONER1")
-    bodies = [with_new_ids(resources, i) for i in range(calls + 20)]
+    decider, context, bodies = prepared(calls + 20)
     for body in bodies:
         decider.decide(body, context).response()
 
