@@ -97,7 +97,7 @@ def read_fhir_file(path: Path) -> tuple[list[Any], dt.date | None]:
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not a UTF-8 text file (expected FHIR JSON)") from None
     try:
-        data = parse_json(text, "the file")
+        data = parse_json(text, "the file", characters_only=True)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path}: not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     except ValueError as exc:

@@ -70,6 +70,8 @@ def test_rules_catalog_lists_ids_versions_status_evidence() -> None:
     ("{not json", "not JSON (line 1, column 2"),
     ('{"hello": 1}', "not a FHIR resource (no resourceType)"),
     ('{"resourceType": "Encounter", "id": "e"}', "a Encounter cannot be evaluated"),
+    ('{"resourceType": "Patient", "id": "p", "name": [{"text": "\\ud800"}]}',
+     "lone surrogate escape (such as \\ud800 without its pair) at name[0].text"),
 ])
 def test_unusable_files_give_one_line_and_exit_2(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "input.json"

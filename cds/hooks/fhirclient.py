@@ -224,7 +224,7 @@ class FhirReader:
         finally:
             self.in_flight[origin] -= 1
         try:
-            data = parse_json(body, "the FHIR server's answer")
+            data = parse_json(body, "the FHIR server's answer", characters_only=True)
         except (ValueError, UnicodeDecodeError, RecursionError):
             raise FetchFailed("the FHIR server's answer is not usable FHIR JSON", "not-fhir") from None
         if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):

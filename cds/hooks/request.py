@@ -155,9 +155,10 @@ class HookRequest(BaseModel):
 
 
 def parse_body(raw: bytes) -> Any:
-    """The body as JSON, nested at most JSON_DEPTH_LIMIT deep (deeper is 400 naming the limit, never a crash)."""
+    """The body as JSON, nested at most JSON_DEPTH_LIMIT deep and all characters (else 400 naming the limit or the
+    lone surrogate's place, never a crash)."""
     try:
-        return jsonlimits.parse_json(raw, "the body")
+        return jsonlimits.parse_json(raw, "the body", characters_only=True)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(f"body is not JSON: {exc}", error="invalid-json") from None
     except UnicodeDecodeError:

@@ -38,6 +38,7 @@ from cds.hooks.errors import HookError
 from cds.hooks.examplerequests import request_for
 from cds.hooks.request import HOOKS, HookRequest, first_error
 from cds.hooks.store import Store
+from cds.jsonlimits import parse_json
 from cds.web.guards import BodyTooLarge, CrossSite, read_body, refuse_cross_site
 from cds.web.html import HEADERS, templates
 
@@ -52,9 +53,11 @@ class ReviewInputError(HipflexError):
 
 def read_bundle(text: str) -> dict[str, Any]:
     try:
-        data = json.loads(text)
+        data = parse_json(text, "the bundle", characters_only=True)
     except json.JSONDecodeError as exc:
         raise ReviewInputError(f"The bundle is not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).") from None
+    except ValueError as exc:
+        raise ReviewInputError(f"{str(exc)[0].upper()}{str(exc)[1:]}.") from None
     if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
         raise ReviewInputError("Paste a FHIR R4 Bundle (resourceType 'Bundle') holding the Patient and their data.")
     return data

@@ -291,6 +291,23 @@ def test_bodies_that_once_crashed_the_service_get_a_400(guarded: str, mangle: An
     assert response.json()["error"]
 
 
+def test_a_lone_surrogate_in_a_prefetched_record_is_a_400_naming_its_place(guarded: str) -> None:
+    """The json module reads "\\ud800" into a string nothing can write out again (it was a 500)."""
+    body = hook_request()
+    body["prefetch"]["observations"]["entry"][0]["resource"]["note"] = [{"text": "pain \ud800"}]
+    response = httpx.post(f"{guarded}{PATIENT_VIEW}", content=json.dumps(body).encode(), headers=JSON)
+    assert response.status_code == 400
+    assert "lone surrogate" in response.json()["message"]
+    assert "prefetch.observations.entry[0].resource.note[0].text" in response.json()["message"]
+
+
+def test_a_lone_surrogate_from_the_fhir_server_is_unusable_data_not_a_crash(guarded: str, fhir_stub: FhirStub) -> None:
+    fhir_stub.serve("Patient/p01", {"resourceType": "Patient", "id": "p01", "name": [{"text": "\ud800"}]})
+    response = httpx.post(f"{guarded}{PATIENT_VIEW}", json=fetching(fhir_stub))
+    assert response.status_code == 412
+    assert response.json()["field"] == "prefetch.patient"
+
+
 def test_deep_json_from_the_fhir_server_is_unavailable_data_not_a_crash(guarded: str, fhir_stub: FhirStub) -> None:
     fhir_stub.serve("Patient/p01", {"resourceType": "Patient", "id": "p01", "extension": deep(5000)})
     response = httpx.post(f"{guarded}{PATIENT_VIEW}", json=fetching(fhir_stub))

@@ -180,6 +180,16 @@ def test_a_paste_that_is_not_a_bundle_is_explained(page: Page) -> None:
     expect(page.locator("#bundle")).to_have_value("{not json")
 
 
+def test_a_pasted_bundle_with_a_lone_surrogate_is_explained_by_its_place(page: Page) -> None:
+    page.goto("/review")
+    page.click("details.paste summary")
+    page.fill("#bundle", '{"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Patient", "id": "p", '
+                         '"name": [{"text": "\\ud800"}]}}]}')
+    page.click("button[type=submit]")
+    expect(page.get_by_role("alert")).to_contain_text("The bundle holds a lone surrogate escape")
+    expect(page.get_by_role("alert")).to_contain_text("entry[0].resource.name[0].text")
+
+
 def test_review_pages_send_a_content_security_policy(service: tuple[str, Path]) -> None:
     for path in ("/review", "/review/rules", "/review?example=P01-classic-right"):
         response = httpx.get(f"{service[0]}{path}")
