@@ -8,6 +8,7 @@ raises `Reject` naming the element and the reason. Units and plausible ranges co
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -91,13 +92,20 @@ def to_date(value: Any) -> dt.date | None:
 
 def effective(resource: dict[str, Any], prefix: str) -> tuple[str, dt.date | None]:
     """The element name and date of `{prefix}[x]` (DateTime, Instant, or a Period's end, else start)."""
-    for name in (f"{prefix}DateTime", f"{prefix}Instant"):
+    date_time, instant, period_name, unknown = _choice_names(prefix)
+    for name in (date_time, instant):
         if name in resource:
             return name, to_date(resource[name])
-    period = resource.get(f"{prefix}Period")
+    period = resource.get(period_name)
     if isinstance(period, dict):
-        return f"{prefix}Period", to_date(period.get("end") or period.get("start"))
-    return f"{prefix}[x]", None
+        return period_name, to_date(period.get("end") or period.get("start"))
+    return unknown, None
+
+
+@functools.cache
+def _choice_names(prefix: str) -> tuple[str, str, str, str]:
+    """The element names of a date choice, written once (every chart record asks for them)."""
+    return f"{prefix}DateTime", f"{prefix}Instant", f"{prefix}Period", f"{prefix}[x]"
 
 
 def laterality(resource: dict[str, Any], t: Terminology) -> tuple[Side | None, str | None]:

@@ -9,6 +9,7 @@ naming resource, element, severity and a plain reason.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from cds.clinical.assemble import Reading
@@ -53,11 +54,9 @@ class Profiles:
         self.chart = ChartCheck(terminology, context, out, self.codes_of)
 
     def check(self, resource: dict[str, Any]) -> None:
-        handler = {"Observation": self.observation, "Condition": self.condition, "Procedure": self.procedure,
-                   "ServiceRequest": self.service_request, "MedicationRequest": self.medicine,
-                   "MedicationStatement": self.medicine}.get(resource["resourceType"])
+        handler = _HANDLERS.get(resource["resourceType"])
         if handler is not None:
-            handler(resource)
+            handler(self, resource)
 
     # ---- Patient and user --------------------------------------------------------------------------
     def patient(self, resource: dict[str, Any]) -> None:
@@ -285,3 +284,10 @@ class Profiles:
             self.out.facts.append(ReferralFact(id=f"referral:{ref}", source=ref,
                                                date=to_date(resource.get("authoredOn"))))
 
+
+# by resource type, as plain functions: a dict of bound methods on the instance would be a reference cycle, and
+# every validation's whole chart would then wait for the garbage collector instead of being freed at once
+_HANDLERS: dict[str, Callable[[Profiles, dict[str, Any]], None]] = {
+    "Observation": Profiles.observation, "Condition": Profiles.condition, "Procedure": Profiles.procedure,
+    "ServiceRequest": Profiles.service_request, "MedicationRequest": Profiles.medicine,
+    "MedicationStatement": Profiles.medicine}

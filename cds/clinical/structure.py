@@ -282,7 +282,8 @@ def may_be_used(resource: dict[str, Any], t: Terminology, codes_of: CodesOf) -> 
     rtype = resource["resourceType"]
     if rtype == "Observation":
         codes = codes_of(resource)
-        return not codes or any(k in t.observation_by_code or k in t.unsupported_by_code for k in codes)
+        return not codes or not (t.observation_by_code.keys().isdisjoint(codes)
+                                 and t.unsupported_by_code.keys().isdisjoint(codes))
     if rtype == "ServiceRequest":
         return bool(set(codes_of(resource)) & t.physiotherapy_codes)
     return True

@@ -297,13 +297,13 @@ class Terminology(ContentModel):
         return {}
 
     @cached_property
-    def quiet_records(self) -> dict[tuple[str, str, str], bool]:
-        """Chart records, by (kind, code element, bodySite element) as text, that this content classifies as
+    def quiet_records(self) -> dict[tuple[str, bytes], bool]:
+        """Chart records, by kind and the JSON text of their code and bodySite elements, that this content classifies as
         raising nothing whatever their date, status or value (filled by `cds.clinical.chart`, bounded by
         `remember_quiet`): most of a chart is vital signs and flowsheet rows, each otherwise classified anew."""
         return {}
 
-    def remember_quiet(self, key: tuple[str, str, str]) -> None:
+    def remember_quiet(self, key: tuple[str, bytes]) -> None:
         _remembered(self.quiet_records, key, lambda: True)
 
     @cached_property

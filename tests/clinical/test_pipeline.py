@@ -1,15 +1,19 @@
-"""The pipeline's decision cache: bounded in bytes as well as entries, and a large evaluation cannot flush it."""
+"""The pipeline's decision cache: bounded in bytes as well as entries, and a large evaluation cannot flush it; a
+decision leaves no reference cycles behind."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import subprocess
+import sys
 from typing import Any
 
 from cds.clinical.context import Context
 from cds.clinical.pipeline import Pipeline
 from cds.settings import Settings
 from tests.support.builders import example_prefetch
-from tests.support.paths import EXAMPLE_DATE
+from tests.support.paths import EXAMPLE_DATE, PROJECT_ROOT
 
 
 def p01_with(note: str) -> list[dict[str, Any]]:
@@ -59,3 +63,35 @@ def test_the_same_call_on_another_day_is_another_entry() -> None:
                     lookback_days=90)
     pipeline.decide(resources, later)
     assert (pipeline.cache.hits, pipeline.cache.misses) == (0, 2)
+
+
+FREED_SCRIPT = """
+import gc, json, sys
+from cds.clinical.context import Context
+from cds.clinical.pipeline import Pipeline
+from cds.clinical.validate import bundle_resources
+from cds.settings import Settings
+from tests.support.paths import EXAMPLE_DATE, PROJECT_ROOT
+pipeline, left = Pipeline(Settings(decision_cache_size=0)), {}
+for path in sorted((PROJECT_ROOT / "fhir_examples").glob("*.json")):
+    text = path.read_text()
+    for _ in range(2):  # the first call also fills the content caches
+        gc.collect()
+        resources = bundle_resources(json.loads(text))
+        patient = next((r.get("id") for r in resources if r.get("resourceType") == "Patient"), None)
+        pipeline.decide(resources, Context(today=EXAMPLE_DATE, patient_id=patient, user_id="Practitioner/1")).response()
+        del resources
+        left[path.name] = gc.collect()
+print(json.dumps(left))
+"""
+
+
+def test_every_examples_decision_is_freed_by_reference_counting_alone() -> None:
+    """A reference cycle (a dict of bound methods on the validation's checker once made one) keeps the whole
+    chart alive until the garbage collector walks it: 12 ms more for a 1,000-Observation call, measured. In a
+    subprocess, so that no other test's threads make garbage meanwhile."""
+    done = subprocess.run([sys.executable, "-c", FREED_SCRIPT], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          check=True)
+    left = json.loads(done.stdout)
+    assert len(left) >= 30
+    assert {name: n for name, n in left.items() if n} == {}
