@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic_core import from_json
+
 from cds.clinical.context import Context
 from cds.clinical.gctuning import settle_after_loading
 from cds.clinical.pipeline import Decision, Pipeline
@@ -166,9 +168,9 @@ def evaluate_bucket(path: str, run: Run, part: int) -> Tally:
     """One Dask task: every patient of one bucket file; rows to a Parquet part, counts back."""
     candidate, baseline = pipelines(run)
     groups: dict[str, list[dict[str, Any]]] = {}
-    with open(path, encoding="utf-8") as lines:
+    with open(path, "rb") as lines:
         for line in lines:
-            resource = json.loads(line)
+            resource = from_json(line, cache_strings="keys")  # every line was read and checked when bucketed
             groups.setdefault(str(patient_of(resource)), []).append(resource)
     tally, rows = Tally(), []
     for pid, resources in groups.items():
