@@ -468,6 +468,10 @@ def around_lines(figures: dict[str, Any]) -> list[str]:
             f"(target < 1 ms): {steps}"]
 
 
+# what the pinned copy's in-process decide took when the VM ran at its usual speed (bench/results/2026-12-02T*)
+REFERENCE_SPEED = "2.2-2.9 ms in the six runs of 2 December"
+
+
 def targets(results: dict[str, Any]) -> list[str]:
     service, in_process, population = results["service"], results["in_process"], results.get("population")
     one, bare = service["patient_view_p01_new_data"], service["bare_endpoint"]
@@ -491,6 +495,10 @@ def targets(results: dict[str, Any]) -> list[str]:
         lines.append(f"- population, one worker: {rates} (target >= 1,500/s); peak RSS "
                      f"{population['rss_mb_10k']} -> {population['rss_mb_100k']} MB "
                      f"({population['rss_growth']:+.1%}, target within +-15 %)")
+    if "today" in in_process:
+        lines.append(f"- machine speed: the pinned {in_process['baseline_commit'][:7]}'s decide took "
+                     f"{in_process['today']['ms_per_decide']} ms in this run ({REFERENCE_SPEED}); the p99, "
+                     "1,000-Observation and population targets have no same-run baseline, so read them against it")
     memory = service.get("memory")
     if memory:
         lines.append(f"- RSS after {memory['requests_first']:,} calls {memory['rss_mb_first']} MB, after "
