@@ -43,8 +43,12 @@ def codings(concept: Any) -> list[tuple[str, str]]:
     coding = concept.get("coding") if isinstance(concept, dict) else None
     if not isinstance(coding, list):
         return []
-    pairs = [(str(c.get("system", "")), str(c.get("code", ""))) for c in coding if isinstance(c, dict)]
-    return [(s, _focus(c) if s == SNOMED else c) for s, c in pairs]
+    pairs = []
+    for c in coding:
+        if isinstance(c, dict):
+            system, code = str(c.get("system", "")), str(c.get("code", ""))
+            pairs.append((system, _focus(code) if system == SNOMED else code))
+    return pairs
 
 
 class CodesOf:

@@ -45,14 +45,17 @@ def validate(resources: Iterable[Any], terminology: Terminology, context: Contex
 
 
 def _usable(index: int, resource: Any, t: Terminology, out: Validated, codes_of: CodesOf) -> dict[str, Any] | None:
-    """The resource if it is a supported, structurally valid FHIR resource; else None, with the issue reported."""
-    where = f"entry[{index}]"
+    """The resource if it is a supported, structurally valid FHIR resource; else None, with the issue reported.
+    Its name for the issues is written only when there is one to report (most records of a chart have none)."""
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+        where = f"entry[{index}]"
         out.issues.append(DataIssue(resource=where, path=f"Bundle.{where}.resource", severity="error",
                                     code=IssueCode.not_fhir, message="not a FHIR resource (no resourceType)"))
         return None
     rtype = resource["resourceType"]
-    ref = f"{rtype}/{resource.get('id', where)}"
+    if rtype in SUPPORTED and not structure.may_be_used(resource, t, codes_of):
+        return resource  # its profile check reports it as unrelated; its structure cannot matter
+    ref = f"{rtype}/{resource.get('id', f'entry[{index}]')}"
     if rtype == "OperationOutcome":
         out.issues.append(DataIssue(resource=ref, path=rtype, severity="warning", code=IssueCode.source_error,
                                     message="the data source sent an OperationOutcome instead of data"))
@@ -61,8 +64,6 @@ def _usable(index: int, resource: Any, t: Terminology, out: Validated, codes_of:
         out.issues.append(DataIssue(resource=ref, path=rtype, severity="information", code=IssueCode.not_used,
                                     message=f"{rtype} resources are not used by these rules"))
         return None
-    if not structure.may_be_used(resource, t, codes_of):
-        return resource  # its profile check reports it as unrelated; its structure cannot matter
     errors = structure.structure_errors(resource)
     for path, message in errors:
         out.issues.append(DataIssue(resource=ref, path=path, severity="error", code=IssueCode.structure,
