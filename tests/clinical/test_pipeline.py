@@ -65,6 +65,18 @@ def test_the_same_call_on_another_day_is_another_entry() -> None:
     assert (pipeline.cache.hits, pipeline.cache.misses) == (0, 2)
 
 
+def test_values_that_differ_only_in_their_json_type_are_two_entries() -> None:
+    """The key is the content exactly: 5 and 5.0 (and NaN, written as itself) are different data."""
+    pipeline = Pipeline(Settings(decision_cache_size=10))
+    integer, decimal = p01_with("same"), p01_with("same")
+    for resources, kind in ((integer, int), (decimal, float)):
+        quantity = next(r for r in resources[1:] if "valueQuantity" in r)["valueQuantity"]
+        quantity["value"] = kind(round(quantity["value"]))
+    for resources in (integer, decimal, integer):
+        pipeline.decide(resources, context())
+    assert (pipeline.cache.hits, pipeline.cache.misses) == (1, 2)
+
+
 FREED_SCRIPT = """
 import gc, json, sys
 from cds.clinical.context import Context
